@@ -1,0 +1,44 @@
+# Shopfloor: `make demo` runs the whole system on this machine; `make test` runs the test suite.
+# Both install what they need first: Debian packages with apt-get, Python packages into .venv.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEBS   := mosquitto
+
+.PHONY: install system-deps demo test lint unit bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+# Debian packages: Mosquitto is the MQTT broker the demo and the tests start on a free loopback port.
+system-deps:
+	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+demo: install system-deps
+	$(BIN)/shopfloor demo
+
+lint: install
+	$(BIN)/ruff check agent simulators tests bench
+	$(BIN)/mypy
+
+test: install system-deps lint
+	$(BIN)/pytest
+
+bench: install system-deps
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) data build *.egg-info .pytest_cache .mypy_cache .ruff_cache test-artifacts

@@ -1,0 +1,96 @@
+"""The `shopfloor` command line: a thin layer over the library."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from agent.config import ConfigError, load
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    # asyncua logs every reconnect attempt at length; the agent reports connection state itself.
+    logging.getLogger("asyncua").setLevel(logging.WARNING if level.upper() != "DEBUG" else logging.DEBUG)
+
+
+def _load_or_exit(path: str) -> object:
+    try:
+        return load(path)
+    except ConfigError as exc:
+        print(f"shopfloor: the config has {len(exc.problems)} problem(s):", file=sys.stderr)
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    _load_or_exit(args.file)
+    print(f"{args.file}: valid")
+    return 0
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    from agent.runner import Agent
+
+    cfg = _load_or_exit(args.config)
+    agent = Agent(cfg, data_dir=Path(args.data_dir) if args.data_dir else None,  # type: ignore[arg-type]
+                  http_port=args.agent_port)
+    return agent.run()
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    return int(args.simulator_run(args))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from agent.demo import run_demo
+
+    return run_demo(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shopfloor", description="Shop-floor agent, simulators and tools.")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("check-config", help="validate a config file; exit 0 when valid, 2 with every problem")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("agent", help="run an edge agent")
+    p.add_argument("--config", required=True)
+    p.add_argument("--data-dir", help="outbox, historian and certificates (default: agent.data_dir)")
+    p.add_argument("--agent-port", type=int, default=None, help="port of /healthz and /metrics (default 9108)")
+    p.set_defaults(func=cmd_agent)
+
+    p = sub.add_parser("simulate", help="run a simulator")
+    sims = p.add_subparsers(dest="simulator", required=True, metavar="SIMULATOR")
+    from simulators import line, plc
+
+    for name, module, text in (("plc", plc, "OPC UA PLC simulator for the configured machines"),
+                               ("line", line, "MQTT line simulator: badges, andon, material, orders")):
+        sp = sims.add_parser(name, help=text)
+        module.add_arguments(sp)
+        sp.set_defaults(func=cmd_simulate, simulator_run=module.run)
+
+    p = sub.add_parser("demo", help="run simulators, a broker and the agent on this machine")
+    from agent.demo import add_arguments as demo_arguments
+
+    demo_arguments(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.log_level)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

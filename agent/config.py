@@ -1,0 +1,554 @@
+"""Factory configuration: pydantic models and the one loader.
+
+Every problem found on load is reported with the file, the YAML line, the key path, what was found and what is
+expected. Secrets are never inline: a secret key holds a `${ENV_VAR}` reference, or a sibling `*_file` key names
+a file that holds it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import zoneinfo
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from agent.core.states import BitRule, BoardState, StateMapper
+
+SLUG = r"^[a-z0-9][a-z0-9_-]{0,47}$"
+Slug = Annotated[str, Field(pattern=SLUG, description="short id: lower-case letters, digits, '-' or '_'")]
+HHMM = Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="local time HH:MM")]
+ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- secrets -----------------------------------------------------------------------------------------------
+
+
+class SecretRef(str):
+    """A secret given as `${ENV_VAR}`; resolved by `resolve_secret` at start-up, never stored in YAML."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        from pydantic_core import core_schema
+
+        def check(value: str) -> SecretRef:
+            if not ENV_REF.match(value):
+                raise ValueError("an environment reference like ${PLC_PASSWORD} (secrets are never inline)")
+            return cls(value)
+
+        return core_schema.no_info_after_validator_function(check, core_schema.str_schema())
+
+
+def resolve_secret(ref: SecretRef | None, file: Path | None) -> str | None:
+    """The secret's value from the environment or the file; None when neither is configured."""
+    if ref is not None:
+        m = ENV_REF.match(ref)
+        assert m
+        return os.environ.get(m.group(1))
+    if file is not None:
+        return file.read_text(encoding="utf-8").strip()
+    return None
+
+
+# --- site, calendar, products, people, materials ---------------------------------------------------------
+
+
+class Site(Model):
+    id: Slug
+    name: str
+    timezone: str = Field(description="IANA time zone of the site, e.g. Asia/Shanghai")
+    language: Literal["zh-CN", "en"] = "zh-CN"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError("an IANA time zone such as Asia/Shanghai") from None
+        return value
+
+
+class Break(Model):
+    start: HHMM
+    end: HHMM
+    name: str = "break"
+
+
+class Shift(Model):
+    id: Slug
+    name: str
+    start: HHMM
+    end: HHMM = Field(description="may be earlier than start: the shift then crosses midnight")
+    breaks: list[Break] = []
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = [
+        "mon", "tue", "wed", "thu", "fri", "sat",
+    ]
+
+
+class Product(Model):
+    sku: Annotated[str, Field(min_length=1, max_length=64)]
+    name: str
+    ideal_cycle_s: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        description="ideal cycle time per unit in seconds, per line id (ISO 22400 PRU)"
+    )
+    setup_min: Annotated[float, Field(ge=0)] = 0
+    bom: dict[str, Annotated[float, Field(gt=0)]] = Field(default={}, description="material id -> qty per unit")
+    price: Annotated[float, Field(ge=0)] | None = None
+    currency: str = "CNY"
+
+
+class Material(Model):
+    id: Slug
+    name: str
+    unit: str
+    reorder_point: Annotated[float, Field(ge=0)] = 0
+
+
+class Operator(Model):
+    id: Slug
+    name: str
+    badge: Annotated[str, Field(min_length=1)]
+    skills: list[str] = []
+
+
+class Station(Model):
+    id: Slug
+    name: str = ""
+    skill: str | None = Field(default=None, description="skill an operator needs to work here")
+    planned_headcount: Annotated[int, Field(ge=0)] = 1
+
+
+class Machine(Model):
+    id: Slug
+    name: str = ""
+    type: str = Field(description="a key of machine_types")
+    source: str = Field(description="id of the OPC UA source that reads this machine")
+    node_prefix: str = Field(description="prepended to each tag's node of the machine type, e.g. nsu=...;s=L1.M1.")
+    station: str | None = None
+    expected_period_s: Annotated[float, Field(gt=0)] = 5.0
+
+
+class Line(Model):
+    id: Slug
+    name: str
+    stations: list[Station] = []
+    machines: list[Machine]
+
+
+# --- machine types and state maps ----------------------------------------------------------------------------
+
+
+class Deadband(Model):
+    kind: Literal["absolute", "percent"]
+    value: Annotated[float, Field(ge=0)]
+
+
+class TagSpec(Model):
+    node: str = Field(description="node id suffix appended to the machine's node_prefix")
+    signal: Literal["state", "count", "process_value", "alarm"]
+    name: str | None = Field(default=None, description="process value name (signal process_value)")
+    counter: Literal["total", "good", "reject"] | None = None
+    rollover: Annotated[int, Field(gt=1)] | None = Field(
+        default=None, description="the counter wraps to 0 on reaching this value"
+    )
+    unit: str | None = None
+    sampling_ms: Annotated[float, Field(ge=0)] = 100
+    queue_size: Annotated[int, Field(ge=1)] = 10
+    deadband: Deadband | None = None
+    poll_ms: Annotated[int, Field(ge=50)] | None = Field(
+        default=None, description="read this tag by polling at this period instead of subscribing"
+    )
+
+    @model_validator(mode="after")
+    def _signal_fields(self) -> TagSpec:
+        if self.signal == "count" and self.counter is None:
+            raise ValueError("a count tag needs counter: total, good or reject")
+        if self.signal == "process_value" and not self.name:
+            raise ValueError("a process_value tag needs a name")
+        return self
+
+
+class BitRuleSpec(Model):
+    bit: str
+    value: bool = True
+    state: BoardState
+
+
+class StateMapSpec(Model):
+    kind: Literal["code", "packml", "bits"]
+    codes: dict[int, BoardState] = {}
+    names: dict[str, BoardState] = {}
+    rules: list[BitRuleSpec] = []
+    default: BoardState | None = None
+
+    def mapper(self) -> StateMapper:
+        if self.kind == "code":
+            return StateMapper.for_codes(self.codes, self.default)
+        if self.kind == "packml":
+            return StateMapper.for_packml(self.names)
+        return StateMapper.for_bits(
+            [BitRule(r.bit, r.value, r.state) for r in self.rules], self.default or BoardState.STOPPED
+        )
+
+
+class MachineType(Model):
+    description: str = ""
+    state_map: str = Field(description="a key of state_maps")
+    tags: list[TagSpec]
+    alarm_texts: dict[int, str] = {}
+
+
+# --- sources ------------------------------------------------------------------------------------------------
+
+
+class OpcUaSecurity(Model):
+    policy: Literal["None", "Basic256Sha256"] = "None"
+    mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
+    certificate_dir: Path | None = Field(
+        default=None, description="where the client certificate is generated once and kept (default <data-dir>/pki)"
+    )
+    trusted_server_certificates: list[Path] = Field(
+        default=[], description="server certificates (DER or PEM) this agent trusts"
+    )
+
+    @model_validator(mode="after")
+    def _policy_mode(self) -> OpcUaSecurity:
+        if (self.policy == "None") != (self.mode == "None"):
+            raise ValueError("policy None goes with mode None; Basic256Sha256 needs mode Sign or SignAndEncrypt")
+        return self
+
+
+class OpcUaSource(Model):
+    id: Slug
+    endpoint: Annotated[str, Field(pattern=r"^opc\.tcp://")]
+    security: OpcUaSecurity = OpcUaSecurity()
+    username: str | None = None
+    password: SecretRef | None = None
+    password_file: Path | None = None
+    publishing_interval_ms: Annotated[float, Field(gt=0)] = 100
+    watchdog_s: Annotated[float, Field(gt=0)] = 5.0
+    timeout_s: Annotated[float, Field(gt=0)] = 4.0
+
+
+class MqttTls(Model):
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure: bool = False
+
+
+class MqttRoute(Model):
+    pattern: str = Field(description="topic with {name} captures (one level each), '+' and '#'")
+    signal: Literal[
+        "operator_event", "andon_event", "material_level", "material_event", "order_event",
+        "machine_state", "process_value", "alarm",
+    ]
+    tags: dict[str, str] = Field(default={}, description="tag -> constant or {capture}")
+    fields: dict[str, str] = Field(description="field -> JSON path in the payload ($.a.b[0])")
+    time: str | None = Field(default="$.ts", description="JSON path of the source timestamp (ISO 8601 or epoch)")
+
+
+class MqttSource(Model):
+    id: Slug
+    url: Annotated[str, Field(pattern=r"^mqtts?://[^/]+$")]
+    protocol: Literal["3.1.1", "5"] = "5"
+    client_id: str
+    username: str | None = None
+    password: SecretRef | None = None
+    password_file: Path | None = None
+    tls: MqttTls | None = None
+    qos: Literal[0, 1] = 1
+    session_expiry_s: Annotated[int, Field(ge=0)] = 86400
+    receive_maximum: Annotated[int, Field(ge=1, le=65535)] = 1000
+    subscribe: list[str] = Field(description="topic filters to subscribe to")
+    routes: list[MqttRoute]
+
+
+class Sources(Model):
+    opcua: list[OpcUaSource] = []
+    mqtt: list[MqttSource] = []
+
+
+# --- agent, outbox, historian, live -------------------------------------------------------------------------
+
+
+class AgentSettings(Model):
+    id: Slug = "agent-1"
+    data_dir: Path = Path("data")
+    http_host: str = "127.0.0.1"
+    http_port: Annotated[int, Field(ge=0, le=65535)] = 9108
+
+
+class OutboxSettings(Model):
+    quota_mb: Annotated[float, Field(gt=0)] = 512
+    commit_interval_ms: Annotated[int, Field(ge=1)] = 50
+    batch_points: Annotated[int, Field(ge=1)] = 5000
+    dead_letter_payload_max_bytes: Annotated[int, Field(ge=64)] = 65536
+
+
+class HistorianSettings(Model):
+    kind: Literal["sqlite"] = "sqlite"
+    path: Path | None = Field(default=None, description="default <data-dir>/historian.sqlite3")
+    retention_days: Annotated[int, Field(ge=1)] | None = 400
+
+
+class LiveSettings(Model):
+    enabled: bool = True
+    mqtt: str | None = Field(default=None, description="id of the MQTT source whose broker gets live topics")
+    min_interval_ms: Annotated[int, Field(ge=0)] = 200
+
+
+class FactoryConfig(Model):
+    site: Site
+    shifts: list[Shift]
+    products: list[Product] = []
+    materials: list[Material] = []
+    operators: list[Operator] = []
+    lines: list[Line]
+    machine_types: dict[str, MachineType]
+    state_maps: dict[str, StateMapSpec]
+    sources: Sources = Sources()
+    agent: AgentSettings = AgentSettings()
+    outbox: OutboxSettings = OutboxSettings()
+    historian: HistorianSettings = HistorianSettings()
+    live: LiveSettings = LiveSettings()
+
+    def machines(self) -> Iterable[tuple[Line, Machine]]:
+        for line in self.lines:
+            for machine in line.machines:
+                yield line, machine
+
+    def state_mapper(self, machine_type: str) -> StateMapper:
+        return self.state_maps[self.machine_types[machine_type].state_map].mapper()
+
+
+# --- loading and errors -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in a config file, in the words a user needs to fix it."""
+
+    file: str
+    line: int | None
+    path: str
+    found: str
+    expected: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.path}\n  found:    {self.found}\n  expected: {self.expected}"
+
+
+class ConfigError(Exception):
+    """The config cannot be used; `problems` lists every issue found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+def _key_path(loc: Iterable[Any]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _line_index(node: yaml.Node, path: tuple[Any, ...], index: dict[tuple[Any, ...], int]) -> None:
+    index[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = _scalar_key(key_node)
+            index[path + (key,)] = key_node.start_mark.line + 1
+            _line_index(value_node, path + (key,), index)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _line_index(item, path + (i,), index)
+
+
+def _scalar_key(key_node: yaml.Node) -> Any:
+    value = key_node.value
+    if key_node.tag.endswith(":int"):
+        try:
+            return int(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _line_for(index: dict[tuple[Any, ...], int], loc: tuple[Any, ...]) -> int | None:
+    for n in range(len(loc), -1, -1):
+        if loc[:n] in index:
+            return index[loc[:n]]
+    return None
+
+
+def _value_at(data: Any, loc: tuple[Any, ...]) -> Any:
+    for part in loc:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _expected_from_pydantic(err: dict[str, Any]) -> str:
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    if kind == "missing":
+        return "this key (it is required)"
+    if kind == "extra_forbidden":
+        return "no such key here (check the spelling; see config/README.md)"
+    if kind == "literal_error":
+        return "one of " + str(ctx.get("expected", ""))
+    if kind == "enum":
+        return "one of " + str(ctx.get("expected", ""))
+    if kind == "string_pattern_mismatch":
+        pattern = str(ctx.get("pattern", ""))
+        if pattern == SLUG:
+            return "a short id of lower-case letters, digits, '-' or '_' (at most 48)"
+        return f"text matching {pattern}"
+    msg = str(err["msg"])
+    if kind == "value_error":
+        return msg.removeprefix("Value error, ")
+    if kind in ("greater_than", "greater_than_equal", "less_than_equal", "less_than"):
+        return "a number " + msg.removeprefix("Input should be ")
+    return msg.removeprefix("Input should be ")
+
+
+def _cross_check(cfg: FactoryConfig) -> list[tuple[tuple[Any, ...], Any, str]]:
+    """Rules across sections: references resolve, ids are unique."""
+    out: list[tuple[tuple[Any, ...], Any, str]] = []
+    line_ids = [ln.id for ln in cfg.lines]
+    material_ids = {m.id for m in cfg.materials}
+    opcua_ids = {s.id for s in cfg.sources.opcua}
+    mqtt_ids = {s.id for s in cfg.sources.mqtt}
+
+    def unique(items: list[str], loc: tuple[Any, ...], what: str) -> None:
+        seen: set[str] = set()
+        for i, item in enumerate(items):
+            if item in seen:
+                out.append((loc + (i,), item, f"a {what} not used before (ids are unique)"))
+            seen.add(item)
+
+    unique(line_ids, ("lines",), "line id")
+    unique([s.id for s in cfg.shifts], ("shifts",), "shift id")
+    unique([p.sku for p in cfg.products], ("products",), "SKU")
+    unique([o.badge for o in cfg.operators], ("operators",), "badge id")
+    unique([o.id for o in cfg.operators], ("operators",), "operator id")
+    all_machines = [m.id for _, m in cfg.machines()]
+    seen_machine: set[str] = set()
+    for li, line in enumerate(cfg.lines):
+        station_ids = {s.id for s in line.stations}
+        for mi, machine in enumerate(line.machines):
+            loc = ("lines", li, "machines", mi)
+            if machine.id in seen_machine:
+                out.append((loc + ("id",), machine.id, "a machine id not used before (ids are unique per site)"))
+            seen_machine.add(machine.id)
+            if machine.type not in cfg.machine_types:
+                out.append((loc + ("type",), machine.type,
+                            "one of the machine_types: " + ", ".join(sorted(cfg.machine_types))))
+            if machine.source not in opcua_ids:
+                out.append((loc + ("source",), machine.source,
+                            "the id of an OPC UA source: " + (", ".join(sorted(opcua_ids)) or "(none defined)")))
+            if machine.station is not None and machine.station not in station_ids:
+                out.append((loc + ("station",), machine.station,
+                            f"a station of line {line.id}: " + ", ".join(sorted(station_ids))))
+    del all_machines
+    for name, mtype in cfg.machine_types.items():
+        if mtype.state_map not in cfg.state_maps:
+            out.append((("machine_types", name, "state_map"), mtype.state_map,
+                        "one of the state_maps: " + ", ".join(sorted(cfg.state_maps))))
+        if sum(1 for t in mtype.tags if t.signal == "state") != 1:
+            out.append((("machine_types", name, "tags"), f"{sum(1 for t in mtype.tags if t.signal == 'state')} state tags",
+                        "exactly one tag with signal: state"))
+    for pi, product in enumerate(cfg.products):
+        for line_id in product.ideal_cycle_s:
+            if line_id not in line_ids:
+                out.append((("products", pi, "ideal_cycle_s", line_id), line_id, "a line id: " + ", ".join(line_ids)))
+        for material_id in product.bom:
+            if material_id not in material_ids:
+                out.append((("products", pi, "bom", material_id), material_id,
+                            "a material id: " + ", ".join(sorted(material_ids))))
+    if cfg.live.mqtt is not None and cfg.live.mqtt not in mqtt_ids:
+        out.append((("live", "mqtt"), cfg.live.mqtt, "the id of an MQTT source: " + ", ".join(sorted(mqtt_ids))))
+    for kind, sources in (("opcua", cfg.sources.opcua), ("mqtt", cfg.sources.mqtt)):
+        for si, source in enumerate(sources):
+            if source.password is not None and source.password_file is not None:
+                out.append((("sources", kind, si, "password_file"), str(source.password_file),
+                            "either password or password_file, not both"))
+            if source.password is not None and resolve_secret(source.password, None) is None:
+                out.append((("sources", kind, si, "password"), str(source.password),
+                            f"environment variable {source.password[2:-1]} to be set"))
+            if source.password_file is not None and not source.password_file.is_file():
+                out.append((("sources", kind, si, "password_file"), str(source.password_file), "a readable file"))
+    return out
+
+
+def load(path: str | Path) -> FactoryConfig:
+    """Read, validate and cross-check a factory config; raise ConfigError listing every problem."""
+    path = Path(path)
+    file = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([Problem(file, None, "(file)", exc.strerror or str(exc), "a readable YAML file")]) from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([Problem(file, line, "(syntax)", str(problem), "valid YAML")]) from None
+    if not isinstance(data, dict):
+        raise ConfigError([Problem(file, 1, "(top level)", _describe(data), "a mapping with site, shifts, lines, ...")])
+    index: dict[tuple[Any, ...], int] = {}
+    if root is not None:
+        _line_index(root, (), index)
+    try:
+        cfg = FactoryConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+            found = "nothing (key missing)" if err["type"] == "missing" else _describe(_value_at(data, loc))
+            problems.append(Problem(file, _line_for(index, loc), _key_path(loc), found, _expected_from_pydantic(err)))
+        raise ConfigError(problems) from None
+    cross = _cross_check(cfg)
+    if cross:
+        raise ConfigError([
+            Problem(file, _line_for(index, loc), _key_path(loc), _describe(found), expected)
+            for loc, found, expected in cross
+        ])
+    return cfg
+
+
+def check(path: str | Path) -> list[Problem]:
+    """Every problem in a config file; an empty list when it is valid."""
+    try:
+        load(path)
+    except ConfigError as exc:
+        return exc.problems
+    return []

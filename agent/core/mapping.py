@@ -1,0 +1,379 @@
+"""Raw source readings to historian points (pure logic: no I/O, no clock reads).
+
+The `Mapper` keeps a small state per series (last counter reading, last board state, active alarm, last
+timestamp) that must be persisted in the same transaction as the points it produced, so that a restart
+continues exactly where the last commit left off: nothing lost, nothing counted twice.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from agent.config import FactoryConfig, MqttRoute, TagSpec
+from agent.core.counters import counter_step
+from agent.core.schema import Point, SchemaError, validate
+from agent.core.states import BoardState, StateMapper
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """An input that could not become a point, kept for inspection with where it came from and why."""
+
+    source: str
+    topic: str
+    reason: str
+    payload: bytes
+    time_ns: int
+
+
+@dataclass(frozen=True)
+class TagBinding:
+    """One PLC tag of one machine, as the OPC UA source subscribes to it."""
+
+    source: str
+    node_id: str
+    line: str
+    machine: str
+    spec: TagSpec
+    mapper: StateMapper
+    alarm_texts: dict[int, str]
+
+
+@dataclass
+class MappingResult:
+    points: list[Point] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+
+# --- JSON paths and timestamps --------------------------------------------------------------------------------
+
+_PATH_PART = re.compile(r"\.([A-Za-z_][A-Za-z0-9_\-]*)|\[(\d+)\]|\['([^']*)'\]")
+_MISSING = object()
+
+
+def compile_json_path(path: str) -> tuple[str | int, ...]:
+    """Parse the supported JSON path subset: `$`, `.key`, `['key']`, `[index]`."""
+    if not path.startswith("$"):
+        raise ValueError(f"JSON path {path!r} must start with $")
+    parts: list[str | int] = []
+    pos = 1
+    while pos < len(path):
+        m = _PATH_PART.match(path, pos)
+        if not m:
+            raise ValueError(f"JSON path {path!r}: cannot read from position {pos}")
+        if m.group(1) is not None:
+            parts.append(m.group(1))
+        elif m.group(2) is not None:
+            parts.append(int(m.group(2)))
+        else:
+            parts.append(m.group(3))
+        pos = m.end()
+    return tuple(parts)
+
+
+def json_path_get(doc: Any, parts: tuple[str | int, ...]) -> Any:
+    for part in parts:
+        if isinstance(part, int):
+            if not isinstance(doc, list) or part >= len(doc):
+                return _MISSING
+        elif not isinstance(doc, dict) or part not in doc:
+            return _MISSING
+        doc = doc[part]
+    return doc
+
+
+def parse_timestamp_ns(value: Any) -> int:
+    """UTC nanoseconds from ISO 8601 text (with zone) or epoch seconds/ms/us/ns (told apart by magnitude)."""
+    if isinstance(value, bool):
+        raise ValueError("timestamp is true/false")
+    if isinstance(value, int | float):
+        magnitude = abs(value)
+        if magnitude < 1e11:
+            return int(round(value * 1e9))
+        if magnitude < 1e14:
+            return int(round(value * 1e6))
+        if magnitude < 1e17:
+            return int(round(value * 1e3))
+        return int(value)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"timestamp {value[:40]!r} is not ISO 8601") from None
+        if parsed.tzinfo is None:
+            raise ValueError(f"timestamp {value[:40]!r} has no time zone")
+        delta = parsed - datetime(1970, 1, 1, tzinfo=UTC)
+        return (delta.days * 86400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+    raise ValueError(f"timestamp has type {type(value).__name__}")
+
+
+# --- MQTT routes ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CompiledRoute:
+    route: MqttRoute
+    regex: re.Pattern[str]
+    tag_templates: tuple[tuple[str, str, Any], ...]  # (tag, kind "capture"|"path"|"const", arg)
+    field_paths: tuple[tuple[str, tuple[str | int, ...]], ...]
+    time_path: tuple[str | int, ...] | None
+
+
+def compile_route(route: MqttRoute) -> CompiledRoute:
+    pieces = []
+    levels = route.pattern.split("/")
+    for i, level in enumerate(levels):
+        if level == "#":
+            if i != len(levels) - 1:
+                raise ValueError(f"pattern {route.pattern!r}: '#' must be last")
+            pieces.append(".*")
+        elif level == "+":
+            pieces.append("[^/]+")
+        elif level.startswith("{") and level.endswith("}"):
+            pieces.append(f"(?P<{level[1:-1]}>[^/]+)")
+        else:
+            pieces.append(re.escape(level))
+    regex = re.compile("/".join(pieces) + r"\Z")
+    tags: list[tuple[str, str, Any]] = []
+    for tag, template in route.tags.items():
+        if template.startswith("{") and template.endswith("}"):
+            tags.append((tag, "capture", template[1:-1]))
+        elif template.startswith("$"):
+            tags.append((tag, "path", compile_json_path(template)))
+        else:
+            tags.append((tag, "const", template))
+    fields = tuple((name, compile_json_path(path)) for name, path in route.fields.items())
+    time_path = compile_json_path(route.time) if route.time else None
+    return CompiledRoute(route, regex, tuple(tags), fields, time_path)
+
+
+class InputError(ValueError):
+    """An input that cannot become a point; its message is the dead-letter reason."""
+
+
+# --- the mapper ----------------------------------------------------------------------------------------------
+
+
+class Mapper:
+    """Turns source readings into points, keeping the per-series state that makes deltas and dedup right."""
+
+    def __init__(self, cfg: FactoryConfig, state: dict[str, Any] | None = None) -> None:
+        self.cfg = cfg
+        self.site = cfg.site.id
+        self.state: dict[str, Any] = dict(state or {})
+        self.dirty: set[str] = set()
+        self.lines = {ln.id: ln for ln in cfg.lines}
+        self.stations = {(ln.id, s.id) for ln in cfg.lines for s in ln.stations}
+        self.machines = {m.id: (ln.id, m) for ln, m in cfg.machines()}
+        self.materials = {m.id for m in cfg.materials}
+        self.badges = {o.badge: o.id for o in cfg.operators}
+        self.routes: dict[str, list[CompiledRoute]] = {
+            s.id: [compile_route(r) for r in s.routes] for s in cfg.sources.mqtt
+        }
+        self.bindings = self._bindings()
+
+    def _bindings(self) -> list[TagBinding]:
+        out = []
+        for line, machine in self.cfg.machines():
+            mtype = self.cfg.machine_types[machine.type]
+            mapper = self.cfg.state_mapper(machine.type)
+            for spec in mtype.tags:
+                out.append(TagBinding(machine.source, machine.node_prefix + spec.node, line.id, machine.id,
+                                      spec, mapper, dict(mtype.alarm_texts)))
+        return out
+
+    # -- state helpers --
+
+    def _set(self, key: str, value: Any) -> None:
+        self.state[key] = value
+        self.dirty.add(key)
+
+    def take_dirty(self) -> dict[str, Any]:
+        """The state entries changed since the last call, to persist with the points they belong to."""
+        out = {k: self.state[k] for k in self.dirty}
+        self.dirty.clear()
+        return out
+
+    def _unique_time(self, series: str, time_ns: int) -> int:
+        """A timestamp later than the series' last one, so two readings never share one point identity."""
+        key = "t/" + series
+        last = self.state.get(key)
+        if last is not None and time_ns <= last:
+            time_ns = last + 1
+        self._set(key, time_ns)
+        return time_ns
+
+    # -- OPC UA --
+
+    def opcua_value(self, b: TagBinding, value: Any, status: int, status_name: str,
+                    source_ns: int, server_ns: int | None, out: MappingResult) -> None:
+        """Map one value change (or polled read) of a PLC tag. `status` is the OPC UA status code."""
+        severity = status >> 30  # 0 Good, 1 Uncertain, 2/3 Bad
+        tags = {"site": self.site, "line": b.line, "machine": b.machine}
+        spec = b.spec
+        if spec.signal == "process_value":
+            fields: dict[str, Any] = {"status": status, "quality": _quality(severity)}
+            if server_ns is not None:
+                fields["server_time_ns"] = server_ns
+            if severity < 2:
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    out.dead_letters.append(self._opcua_dead(b, f"process value has type {type(value).__name__}",
+                                                             value, source_ns))
+                    return
+                fields["value"] = float(value)
+            tags["name"] = spec.name or spec.node
+            series = f"pv/{b.machine}/{tags['name']}"
+            out.points.append(Point("process_value", tags, fields, self._unique_time(series, source_ns)))
+            return
+        if spec.signal == "state":
+            if severity >= 2:
+                self._machine_state(b.machine, tags, BoardState.OFFLINE, f"status {status_name}", source_ns, out)
+                return
+            state = b.mapper.map(value)
+            if state is None:
+                out.dead_letters.append(self._opcua_dead(b, f"state value {value!r} is not in the state map",
+                                                         value, source_ns))
+                return
+            self._machine_state(b.machine, tags, state, str(value), source_ns, out)
+            return
+        if severity >= 2:
+            out.dead_letters.append(self._opcua_dead(b, f"bad status {status_name}", value, source_ns))
+            return
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            out.dead_letters.append(self._opcua_dead(b, f"{spec.signal} value {value!r} is not a whole number >= 0",
+                                                     value, source_ns))
+            return
+        if spec.signal == "count":
+            self._count(b, tags, value, source_ns, out)
+        else:
+            self._alarm(b, tags, value, source_ns, out)
+
+    def _count(self, b: TagBinding, tags: dict[str, str], value: int, source_ns: int, out: MappingResult) -> None:
+        counter = b.spec.counter or "total"
+        key = f"c/{b.machine}/{counter}"
+        step = counter_step(self.state.get(key), value, b.spec.rollover)
+        if step.kind == "same":
+            return
+        self._set(key, value)
+        tags = dict(tags, counter=counter)
+        time_ns = self._unique_time(f"count/{b.machine}/{counter}", source_ns)
+        out.points.append(Point("machine_count", tags, {"delta": step.delta, "value": value}, time_ns))
+
+    def _alarm(self, b: TagBinding, tags: dict[str, str], code: int, source_ns: int, out: MappingResult) -> None:
+        key = f"a/{b.machine}"
+        active = self.state.get(key, 0)
+        if code == active:
+            return
+        self._set(key, code)
+        if active:
+            t = self._unique_time(f"alarm/{b.machine}", source_ns)
+            out.points.append(Point("alarm", tags, {"code": active, "active": False,
+                                                    "text": b.alarm_texts.get(active, "")}, t))
+        if code:
+            t = self._unique_time(f"alarm/{b.machine}", source_ns)
+            out.points.append(Point("alarm", tags, {"code": code, "active": True,
+                                                    "text": b.alarm_texts.get(code, "")}, t))
+
+    def _machine_state(self, machine: str, tags: dict[str, str], state: BoardState, raw: str, time_ns: int,
+                       out: MappingResult) -> None:
+        key = f"s/{machine}"
+        if self.state.get(key) == state.value:
+            return
+        self._set(key, state.value)
+        t = self._unique_time(f"state/{machine}", time_ns)
+        out.points.append(Point("machine_state", tags, {"state": state.value, "raw": raw}, t))
+
+    def source_down(self, source: str, time_ns: int, reason: str) -> MappingResult:
+        """Every machine read through `source` goes OFFLINE: the board must not show frozen values."""
+        out = MappingResult()
+        for machine_id, (line_id, machine) in self.machines.items():
+            if machine.source == source:
+                tags = {"site": self.site, "line": line_id, "machine": machine_id}
+                self._machine_state(machine_id, tags, BoardState.OFFLINE, reason, time_ns, out)
+        return out
+
+    def _opcua_dead(self, b: TagBinding, reason: str, value: Any, time_ns: int) -> DeadLetter:
+        return DeadLetter(b.source, b.node_id, reason, repr(value).encode()[:1024], time_ns)
+
+    # -- MQTT --
+
+    def mqtt_message(self, source: str, topic: str, payload: bytes, received_ns: int, out: MappingResult) -> None:
+        """Map one MQTT message; anything that does not fit becomes a dead letter with the reason."""
+        try:
+            out.points.append(self._mqtt_point(source, topic, payload, received_ns))
+        except InputError as exc:
+            out.dead_letters.append(DeadLetter(source, topic, str(exc), payload, received_ns))
+
+    def _mqtt_point(self, source: str, topic: str, payload: bytes, received_ns: int) -> Point:
+        for route in self.routes.get(source, ()):
+            m = route.regex.match(topic)
+            if m is not None:
+                break
+        else:
+            raise InputError("no route matches this topic")
+        try:
+            doc = json.loads(payload)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputError(f"payload is not JSON: {exc}") from None
+        captures = m.groupdict()
+        tags = {"site": self.site}
+        for tag, kind, arg in route.tag_templates:
+            if kind == "capture":
+                value = captures[arg]
+            elif kind == "path":
+                value = json_path_get(doc, arg)
+                if value is _MISSING or not isinstance(value, str):
+                    raise InputError(f"tag {tag}: payload has no text at its path")
+            else:
+                value = arg
+            tags[tag] = value
+        self._check_ids(tags)
+        fields: dict[str, Any] = {}
+        for name, path in route.field_paths:
+            value = json_path_get(doc, path)
+            if value is not _MISSING:
+                fields[name] = value
+        measurement = route.route.signal
+        if measurement == "operator_event" and "badge" in fields and isinstance(fields["badge"], str):
+            operator = self.badges.get(fields["badge"])
+            if operator:
+                fields["operator"] = operator
+        time_ns = received_ns
+        if route.time_path is not None:
+            raw_time = json_path_get(doc, route.time_path)
+            if raw_time is not _MISSING:
+                try:
+                    time_ns = parse_timestamp_ns(raw_time)
+                except ValueError as exc:
+                    raise InputError(str(exc)) from None
+        try:
+            return validate(Point(measurement, tags, fields, time_ns))
+        except SchemaError as exc:
+            raise InputError(str(exc)) from None
+
+    def _check_ids(self, tags: dict[str, str]) -> None:
+        line = tags.get("line")
+        if line is not None and line not in self.lines:
+            raise InputError(f"unknown line {line!r}")
+        station = tags.get("station")
+        if station is not None and (line, station) not in self.stations:
+            raise InputError(f"unknown station {station!r} on line {line}")
+        material = tags.get("material")
+        if material is not None and material not in self.materials:
+            raise InputError(f"unknown material {material!r}")
+        machine = tags.get("machine")
+        if machine is not None and (machine not in self.machines or self.machines[machine][0] != line):
+            raise InputError(f"unknown machine {machine!r} on line {line}")
+
+
+def _quality(severity: int) -> str:
+    return ("Good", "Uncertain", "Bad", "Bad")[severity]
+
+
+def machines_of(bindings: Iterable[TagBinding], source: str) -> list[TagBinding]:
+    return [b for b in bindings if b.source == source]

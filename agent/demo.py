@@ -1,0 +1,143 @@
+"""`shopfloor demo`: the whole system on one machine, on embedded defaults, with simulators.
+
+Starts an MQTT broker (unless --mqtt names one), the PLC and line simulators and the agent as child
+processes, prints where everything is, and stops all of it on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import yaml
+
+from agent.config import ConfigError, load
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "factory.yaml"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="factory config (default: the example)")
+    parser.add_argument("--data-dir", default="data/demo", help="where the demo keeps its data (default data/demo)")
+    parser.add_argument("--port", type=int, default=8080, help="dashboard port (default 8080)")
+    parser.add_argument("--agent-port", type=int, default=9108, help="agent /healthz and /metrics port")
+    parser.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second")
+    parser.add_argument("--mqtt", help="use this broker (mqtt://host:port) instead of starting one")
+    parser.add_argument("--opcua-port", type=int, default=4840, help="PLC simulator port (default 4840)")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def demo_config(config: Path, data_dir: Path, mqtt_url: str, opcua_port: int, agent_port: int) -> Path:
+    """A copy of the factory config pointed at the demo's broker, simulator and data dir."""
+    data: dict[str, Any] = yaml.safe_load(config.read_text(encoding="utf-8"))
+    for source in data.get("sources", {}).get("opcua", []):
+        parsed = urlparse(source["endpoint"])
+        source["endpoint"] = f"opc.tcp://127.0.0.1:{opcua_port}{parsed.path}"
+    for source in data.get("sources", {}).get("mqtt", []):
+        source["url"] = mqtt_url
+    data.setdefault("agent", {}).update({"data_dir": str(data_dir / "agent"), "http_port": agent_port})
+    out = data_dir / "demo-config.yaml"
+    out.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    load(out)  # the derived file must be as valid as the original
+    return out
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from simulators.broker import Broker
+
+    data_dir = Path(args.data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        load(args.config)
+    except ConfigError as exc:
+        print(f"shopfloor demo: the config has {len(exc.problems)} problem(s):", file=sys.stderr)
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    broker = None
+    if args.mqtt:
+        mqtt_url = args.mqtt
+    else:
+        broker = Broker(port=_free_port() if not _port_free(1883) else 1883, data_dir=data_dir / "broker")
+        broker.start()
+        mqtt_url = broker.url
+    opcua_port = args.opcua_port if _port_free(args.opcua_port) else _free_port()
+    agent_port = args.agent_port if _port_free(args.agent_port) else _free_port()
+    cfg_path = demo_config(Path(args.config), data_dir, mqtt_url, opcua_port, agent_port)
+    endpoint = f"opc.tcp://127.0.0.1:{opcua_port}/shopfloor/plc"
+    cli = [sys.executable, "-m", "agent.cli", "--log-level", args.log_level]
+    children: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def spawn(name: str, argv: list[str]) -> None:
+        kwargs: dict[str, Any] = {}
+        if os.name == "nt":
+            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
+        children.append((name, subprocess.Popen(cli + argv, **kwargs)))
+
+    stop = False
+
+    def on_signal(signum: int, frame: Any) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        spawn("plc simulator", ["simulate", "plc", "--config", str(cfg_path), "--endpoint", endpoint,
+                                "--speed", str(args.speed), "--cert-dir", str(data_dir / "plc-pki")])
+        spawn("line simulator", ["simulate", "line", "--config", str(cfg_path), "--mqtt", mqtt_url,
+                                 "--speed", str(args.speed), "--truth-file", str(data_dir / "line-truth.json")])
+        spawn("agent", ["agent", "--config", str(cfg_path)])
+        print(
+            "\nShopfloor demo is running:\n"
+            f"  MQTT broker      {mqtt_url}{' (started by the demo)' if broker else ''}\n"
+            f"  PLC simulator    {endpoint}\n"
+            f"  agent health     http://127.0.0.1:{agent_port}/healthz\n"
+            f"  agent metrics    http://127.0.0.1:{agent_port}/metrics\n"
+            f"  historian        {data_dir / 'agent' / 'historian.sqlite3'} (SQLite)\n"
+            f"  live topics      shopfloor/v1/# on {mqtt_url}\n"
+            f"  config used      {cfg_path}\n"
+            "Press Ctrl-C to stop everything.\n", flush=True)
+        while not stop:
+            for name, child in children:
+                if child.poll() is not None:
+                    print(f"shopfloor demo: the {name} exited with code {child.returncode}; stopping",
+                          file=sys.stderr)
+                    stop = True
+            time.sleep(0.2)
+    finally:
+        for _name, child in reversed(children):
+            if child.poll() is None:
+                child.send_signal(signal.CTRL_BREAK_EVENT if os.name == "nt" else signal.SIGTERM)  # type: ignore[attr-defined]
+        for _name, child in reversed(children):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=15)
+            if child.poll() is None:
+                child.kill()
+        if broker is not None:
+            broker.stop()
+        print("Shopfloor demo stopped.", flush=True)
+    return 0

@@ -1,0 +1,116 @@
+"""The agent's HTTP endpoints: GET /healthz (JSON; 503 when a source is down) and GET /metrics (Prometheus)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from agent.health import AgentState
+from agent.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+
+def health_report(state: AgentState, outbox: Outbox) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, body) for /healthz: 200 when every source is connected, 503 otherwise."""
+    batches, points, size = outbox.depth()
+    oldest = outbox.oldest_ns() if points else None
+    now = time.time()
+    sources = {
+        s.id: {
+            "kind": s.kind,
+            "connected": s.connected,
+            "since": round(s.since, 3),
+            "last_error": s.last_error or None,
+            "reconnects": s.reconnects,
+            "last_data_age_s": round(now - s.last_received, 3) if s.last_received else None,
+        }
+        for s in state.sources.values()
+    }
+    healthy = all(s.connected for s in state.sources.values())
+    body = {
+        "status": "ok" if healthy else "degraded",
+        "agent": state.agent_id,
+        "sources": sources,
+        "outbox": {
+            "points": points,
+            "batches": batches,
+            "bytes": size,
+            "oldest_age_s": round(max(0.0, now - oldest / 1e9), 3) if oldest else 0.0,
+            "dropped_points": outbox.dropped_points,
+            "dead_letters": outbox.dead_letters_total,
+        },
+        "historian": {
+            "last_write": round(state.last_write, 3) if state.last_write else None,
+            "last_write_age_s": round(now - state.last_write, 3) if state.last_write else None,
+            "last_error": state.last_write_error or None,
+        },
+    }
+    return (200 if healthy else 503), body
+
+
+def refresh_gauges(state: AgentState, outbox: Outbox) -> None:
+    m = state.metrics
+    _, points, size = outbox.depth()
+    m.outbox_points.set(points)
+    m.outbox_bytes.set(size)
+    oldest = outbox.oldest_ns() if points else None
+    m.outbox_oldest_age.set(max(0.0, time.time() - oldest / 1e9) if oldest else 0.0)
+    m.dropped.set(outbox.dropped_points)
+
+
+class AgentHttpServer:
+    """Serves /healthz and /metrics from a daemon thread."""
+
+    def __init__(self, state: AgentState, outbox: Outbox, host: str, port: int) -> None:
+        self.state = state
+        self.outbox = outbox
+        handler = self._handler()
+        self.server = ThreadingHTTPServer((host, port), handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, name="shopfloor-http", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        state, outbox = self.state, self.outbox
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the http.server API
+                path = self.path.split("?", 1)[0]
+                if path == "/healthz":
+                    status, body = health_report(state, outbox)
+                    self._send(status, "application/json", json.dumps(body, indent=1).encode())
+                elif path == "/metrics":
+                    refresh_gauges(state, outbox)
+                    self._send(200, CONTENT_TYPE_LATEST, generate_latest(state.metrics.registry))
+                else:
+                    self._send(404, "application/json", b'{"error": "not found: try /healthz or /metrics"}')
+
+            def _send(self, status: int, ctype: str, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                log.debug("http %s", format % args)
+
+        return Handler

@@ -1,0 +1,244 @@
+"""The durable outbox: points wait here, on disk, until the historian has confirmed them.
+
+Transactions, in the manner of a write buffer: `enqueue` commits a batch of points together with the mapper
+state that produced them (counter readings, last states) and any dead letters, in one SQLite transaction;
+`claim` hands out the oldest batches; `settle` deletes them once the historian confirmed the write. A crash
+between write and settle replays the batch, which the historian's idempotent writes absorb.
+
+The outbox is bounded by a disk quota: past it, the oldest batches are dropped, and every dropped point is
+counted (persisted across restarts), logged, and exposed on /metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.core.mapping import DeadLetter
+from agent.core.schema import Point
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS batch (
+    id INTEGER PRIMARY KEY,
+    created_ns INTEGER NOT NULL,
+    oldest_ns INTEGER NOT NULL,
+    n_points INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS mapper_state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dead_letter (
+    id INTEGER PRIMARY KEY,
+    received_ns INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    payload_bytes INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tally (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True)
+class Batch:
+    id: int
+    points: list[Point]
+    oldest_ns: int
+
+
+def encode_points(points: Sequence[Point]) -> bytes:
+    return json.dumps([[p.measurement, p.tags, p.fields, p.time_ns] for p in points],
+                      ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def decode_points(body: bytes) -> list[Point]:
+    return [Point(m, t, f, ts) for m, t, f, ts in json.loads(body)]
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+class Outbox:
+    """Durable queue of point batches with dead letters and mapper state; safe for one writer and one drainer."""
+
+    def __init__(self, path: Path, quota_bytes: int, dead_letter_payload_max: int = 65536,
+                 dead_letter_max_rows: int = 100_000) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._write = _connect(path)
+        self._write.executescript(_SCHEMA)
+        self._read = _connect(path)
+        self._lock = threading.Lock()  # guards the in-memory tallies below
+        self.quota_bytes = quota_bytes
+        self.dead_letter_payload_max = dead_letter_payload_max
+        self.dead_letter_max_rows = dead_letter_max_rows
+        row = self._write.execute("SELECT COUNT(*), COALESCE(SUM(n_points),0), COALESCE(SUM(bytes),0) FROM batch")
+        self._batches, self._points, self._bytes = row.fetchone()
+        self._claimed_up_to = 0
+        self.dropped_points = self._tally("dropped_points")
+        self.dead_letters_total = self._tally("dead_letters")
+
+    def _tally(self, name: str) -> int:
+        row = self._write.execute("SELECT value FROM tally WHERE name=?", (name,)).fetchone()
+        return int(row[0]) if row else 0
+
+    # --- writer side ---
+
+    def load_state(self) -> dict[str, Any]:
+        """The mapper state as of the last committed batch."""
+        return {k: json.loads(v) for k, v in self._write.execute("SELECT key, value FROM mapper_state")}
+
+    def enqueue(self, points: Sequence[Point], dead_letters: Sequence[DeadLetter] = (),
+                state: dict[str, Any] | None = None, now_ns: int | None = None) -> None:
+        """Commit points, dead letters and mapper state atomically. When this returns, they are on disk."""
+        if not points and not dead_letters and not state:
+            return
+        now_ns = now_ns or time.time_ns()
+        body = encode_points(points) if points else b""
+        conn = self._write
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if points:
+                oldest = min(p.time_ns for p in points)
+                conn.execute("INSERT INTO batch (created_ns, oldest_ns, n_points, bytes, body) VALUES (?,?,?,?,?)",
+                             (now_ns, oldest, len(points), len(body), body))
+            if dead_letters:
+                self._insert_dead_letters(conn, dead_letters)
+            if state:
+                conn.executemany("INSERT OR REPLACE INTO mapper_state (key, value) VALUES (?, ?)",
+                                 [(k, json.dumps(v)) for k, v in state.items()])
+            dropped = self._enforce_quota(conn, len(body))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        with self._lock:
+            if points:
+                self._batches += 1
+                self._points += len(points)
+                self._bytes += len(body)
+            self.dead_letters_total += len(dead_letters)
+            if dropped:
+                batches, n_points, n_bytes = dropped
+                self._batches -= batches
+                self._points -= n_points
+                self._bytes -= n_bytes
+                self.dropped_points += n_points
+        if dropped:
+            log.warning("outbox over its quota of %s bytes: dropped %s oldest points (%s dropped in all)",
+                        self.quota_bytes, dropped[1], self.dropped_points)
+
+    def _insert_dead_letters(self, conn: sqlite3.Connection, dead_letters: Sequence[DeadLetter]) -> None:
+        limit = self.dead_letter_payload_max
+        conn.executemany(
+            "INSERT INTO dead_letter (received_ns, source, topic, reason, payload, payload_bytes) VALUES (?,?,?,?,?,?)",
+            [(d.time_ns, d.source, d.topic, d.reason, d.payload[:limit], len(d.payload)) for d in dead_letters])
+        conn.execute("INSERT INTO tally (name, value) VALUES ('dead_letters', ?) "
+                     "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (len(dead_letters),))
+        # Keep the table bounded: the newest dead letters are the useful ones.
+        conn.execute("DELETE FROM dead_letter WHERE id <= (SELECT MAX(id) FROM dead_letter) - ?",
+                     (self.dead_letter_max_rows,))
+
+    def _enforce_quota(self, conn: sqlite3.Connection, added: int) -> tuple[int, int, int] | None:
+        with self._lock:
+            over = self._bytes + added - self.quota_bytes
+        if over <= 0:
+            return None
+        batches = n_points = n_bytes = 0
+        rows = conn.execute("SELECT id, n_points, bytes FROM batch ORDER BY id").fetchall()
+        last_id = None
+        for batch_id, pts, size in rows:
+            if n_bytes >= over or batch_id == rows[-1][0]:
+                break
+            batches += 1
+            n_points += pts
+            n_bytes += size
+            last_id = batch_id
+        if last_id is None:
+            return None
+        conn.execute("DELETE FROM batch WHERE id <= ?", (last_id,))
+        conn.execute("INSERT INTO tally (name, value) VALUES ('dropped_points', ?) "
+                     "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (n_points,))
+        return batches, n_points, n_bytes
+
+    # --- drainer side ---
+
+    def claim(self, max_points: int) -> list[Batch]:
+        """The oldest batches not yet handed out, up to about `max_points` points (at least one batch)."""
+        out: list[Batch] = []
+        total = 0
+        rows = self._read.execute(
+            "SELECT id, oldest_ns, n_points, body FROM batch WHERE id > ? ORDER BY id LIMIT 200",
+            (self._claimed_up_to,))
+        for batch_id, oldest, n_points, body in rows:
+            if out and total + n_points > max_points:
+                break
+            out.append(Batch(batch_id, decode_points(body), oldest))
+            total += n_points
+        if out:
+            self._claimed_up_to = out[-1].id
+        return out
+
+    def release(self) -> None:
+        """Hand claimed but unsettled batches out again (after a failed write)."""
+        self._claimed_up_to = 0
+
+    def settle(self, batches: Iterable[Batch], rejected: Sequence[DeadLetter] = ()) -> None:
+        """Delete batches the historian confirmed; points it rejected are kept as dead letters instead."""
+        ids = [b.id for b in batches]
+        if not ids:
+            return
+        conn = self._read
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if rejected:
+                self._insert_dead_letters(conn, rejected)
+            sizes = conn.execute(
+                f"SELECT COUNT(*), COALESCE(SUM(n_points),0), COALESCE(SUM(bytes),0) FROM batch "
+                f"WHERE id IN ({','.join('?' * len(ids))})", ids).fetchone()
+            conn.execute(f"DELETE FROM batch WHERE id IN ({','.join('?' * len(ids))})", ids)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        with self._lock:
+            self.dead_letters_total += len(rejected)
+            self._batches -= sizes[0]
+            self._points -= sizes[1]
+            self._bytes -= sizes[2]
+
+    # --- inspection ---
+
+    def depth(self) -> tuple[int, int, int]:
+        """(batches, points, bytes) waiting."""
+        with self._lock:
+            return self._batches, self._points, self._bytes
+
+    def oldest_ns(self) -> int | None:
+        row = self._read.execute("SELECT MIN(oldest_ns) FROM batch").fetchone()
+        return row[0] if row else None
+
+    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self._read.execute(
+            "SELECT received_ns, source, topic, reason, payload, payload_bytes FROM dead_letter "
+            "ORDER BY id DESC LIMIT ?", (limit,))
+        return [{"received_ns": r[0], "source": r[1], "topic": r[2], "reason": r[3],
+                 "payload": r[4], "payload_bytes": r[5]} for r in rows]
+
+    def close(self) -> None:
+        self._write.close()
+        self._read.close()

@@ -1,0 +1,236 @@
+"""The agent's two worker threads.
+
+Ingest: source readings -> mapper -> one outbox commit per batch -> acknowledgements to the sources (MQTT
+PUBACK is sent only after the commit). Drain: outbox -> historian -> settle -> live topics. Sources only call
+the thread-safe methods `opcua_samples`, `mqtt_message` and `source_down`.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from agent.config import FactoryConfig
+from agent.core.mapping import DeadLetter, Mapper, MappingResult
+from agent.core.schema import Point
+from agent.health import AgentState
+from agent.historian import Historian, HistorianError
+from agent.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+# (binding index, value, status code, status name, source time ns, server time ns or None)
+OpcUaSample = tuple[int, Any, int, str, int, int | None]
+RETENTION_EVERY_S = 3600.0
+
+
+class LivePublisher(Protocol):
+    def publish(self, points: Sequence[Point]) -> None: ...
+
+
+class Pipeline:
+    """Owns the mapper, the outbox and the sinks; runs the ingest and drain threads."""
+
+    def __init__(self, cfg: FactoryConfig, outbox: Outbox, historian: Historian, state: AgentState,
+                 live: LivePublisher | None = None, now_ns: Callable[[], int] = time.time_ns) -> None:
+        self.cfg = cfg
+        self.outbox = outbox
+        self.historian = historian
+        self.live = live
+        self.state = state
+        self.now_ns = now_ns
+        self.mapper = Mapper(cfg, outbox.load_state())
+        self.bindings = self.mapper.bindings
+        self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._drain_wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.commit_interval = cfg.outbox.commit_interval_ms / 1000
+        self.batch_points = cfg.outbox.batch_points
+        self.fatal: BaseException | None = None
+
+    # --- source-facing API (any thread) ---
+
+    def opcua_samples(self, source: str, samples: list[OpcUaSample]) -> None:
+        self._queue.put(("opcua", source, samples))
+
+    def mqtt_message(self, source: str, topic: str, payload: bytes, received_ns: int,
+                     ack: Callable[[], None] | None) -> None:
+        self._queue.put(("mqtt", source, topic, payload, received_ns, ack))
+
+    def source_down(self, source: str, reason: str) -> None:
+        self._queue.put(("down", source, reason, self.now_ns()))
+
+    # --- lifecycle ---
+
+    def start(self) -> None:
+        for name, target in (("ingest", self._ingest_loop), ("drain", self._drain_loop)):
+            t = threading.Thread(target=self._guard(target), name=f"shopfloor-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _guard(self, target: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                target()
+            except BaseException as exc:  # a dead worker must stop the agent, not leave it half alive
+                log.exception("worker thread %s failed", threading.current_thread().name)
+                self.fatal = exc
+                self._stop.set()
+        return run
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Commit what was received, drain what the historian accepts within `timeout`, then stop."""
+        self._queue.put(("flush",))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self._queue.empty() and not self._stop.is_set():
+            time.sleep(0.02)
+        while time.monotonic() < deadline and self.outbox.depth()[1] and not self._stop.is_set():
+            self._drain_wake.set()
+            time.sleep(0.02)
+        self._stop.set()
+        self._drain_wake.set()
+        self._queue.put(("flush",))
+        for t in self._threads:
+            t.join(timeout=max(0.1, deadline - time.monotonic()))
+
+    @property
+    def running(self) -> bool:
+        return not self._stop.is_set()
+
+    # --- ingest ---
+
+    def _ingest_loop(self) -> None:
+        metrics = self.state.metrics
+        while not self._stop.is_set():
+            try:
+                first = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            items = [first]
+            deadline = time.monotonic() + self.commit_interval
+            result = MappingResult()
+            acks: list[Callable[[], None]] = []
+            received: dict[str, int] = {}
+            self._map(first, result, acks, received)
+            while len(result.points) < self.batch_points:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    break
+                try:
+                    item = self._queue.get(timeout=timeout)
+                except queue.Empty:
+                    break
+                items.append(item)
+                self._map(item, result, acks, received)
+                if item[0] == "flush":
+                    break
+            self.outbox.enqueue(result.points, result.dead_letters, self.mapper.take_dirty(), self.now_ns())
+            for ack in acks:
+                ack()
+            for source, n in received.items():
+                metrics.messages_in.labels(source).inc(n)
+            if result.points:
+                metrics.points_in.inc(len(result.points))
+                self._drain_wake.set()
+            for dead in result.dead_letters:
+                metrics.dead_letters.labels(dead.source).inc()
+                log.warning("dead letter from %s %s: %s", dead.source, dead.topic, dead.reason)
+
+    def _map(self, item: tuple[Any, ...], result: MappingResult, acks: list[Callable[[], None]],
+             received: dict[str, int]) -> None:
+        kind = item[0]
+        if kind == "opcua":
+            _, source, samples = item
+            bindings = self.bindings
+            opcua_value = self.mapper.opcua_value
+            newest = 0
+            for index, value, status, status_name, source_ns, server_ns in samples:
+                opcua_value(bindings[index], value, status, status_name, source_ns, server_ns, result)
+                if source_ns > newest:
+                    newest = source_ns
+            received[source] = received.get(source, 0) + len(samples)
+            self._note_lag(source, newest)
+        elif kind == "mqtt":
+            _, source, topic, payload, received_ns, ack = item
+            self.mapper.mqtt_message(source, topic, payload, received_ns, result)
+            if ack is not None:
+                acks.append(ack)
+            received[source] = received.get(source, 0) + 1
+            if result.points:
+                self._note_lag(source, result.points[-1].time_ns)
+        elif kind == "down":
+            _, source, reason, at_ns = item
+            down = self.mapper.source_down(source, at_ns, reason)
+            result.points.extend(down.points)
+
+    def _note_lag(self, source: str, source_ns: int) -> None:
+        health = self.state.sources.get(source)
+        if health is None or not source_ns:
+            return
+        now = time.time()
+        health.last_data_ns = max(health.last_data_ns, source_ns)
+        health.last_received = now
+        self.state.metrics.lag.labels(source).set(max(0.0, now - source_ns / 1e9))
+
+    # --- drain ---
+
+    def _drain_loop(self) -> None:
+        metrics = self.state.metrics
+        backoff = 0.5
+        failing = False
+        next_retention = 0.0
+        while not self._stop.is_set():
+            batches = self.outbox.claim(self.batch_points)
+            if not batches:
+                self._drain_wake.wait(0.25)
+                self._drain_wake.clear()
+                if time.monotonic() > next_retention:
+                    next_retention = time.monotonic() + RETENTION_EVERY_S
+                    self._retention()
+                continue
+            points = [p for b in batches for p in b.points]
+            try:
+                result = self.historian.write(points)
+            except HistorianError as exc:
+                self.outbox.release()
+                metrics.write_errors.labels("historian").inc()
+                self.state.last_write_error = str(exc)
+                if not failing:
+                    log.error("historian write failed, points stay in the outbox: %s", exc)
+                failing = True
+                # Full jitter keeps many agents from hammering a recovering historian in step.
+                self._stop.wait(random.uniform(0, backoff))
+                backoff = min(backoff * 2, 10.0)
+                continue
+            if failing:
+                log.info("historian writes succeed again; draining the outbox")
+            failing = False
+            backoff = 0.5
+            now_ns = self.now_ns()
+            rejected = [DeadLetter("historian", p.measurement, reason, repr(p).encode(), now_ns)
+                        for p, reason in result.rejected]
+            self.outbox.settle(batches, rejected)
+            metrics.points_out.labels("historian").inc(result.accepted)
+            self.state.last_write = time.time()
+            self.state.last_write_error = ""
+            metrics.last_write.set(self.state.last_write)
+            if self.live is not None:
+                try:
+                    self.live.publish(points)
+                except Exception:
+                    log.exception("live publisher failed; the historian has the points")
+
+    def _retention(self) -> None:
+        try:
+            removed = self.historian.apply_retention(self.now_ns())
+        except HistorianError as exc:
+            log.warning("historian retention failed: %s", exc)
+            return
+        if removed:
+            log.info("historian retention removed %s points", removed)

@@ -1,0 +1,217 @@
+"""The embedded historian: one SQLite file, one table per measurement, keyed by (tags..., time).
+
+Tables and columns follow agent/core/schema.py (docs/data-model.md), so SQL and Grafana see the same names as
+InfluxDB. `time` is UTC nanoseconds. Writes are INSERT OR REPLACE on the primary key, which makes a replay
+after a crash harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from agent.core.schema import MEASUREMENTS, Measurement, Point
+from agent.historian import CountBucket, HistorianError, StateInterval, WriteResult
+
+log = logging.getLogger(__name__)
+
+_SQL_TYPE = {int: "INTEGER", float: "REAL", str: "TEXT", bool: "INTEGER"}
+
+
+def _create_table(m: Measurement) -> str:
+    cols = ["time INTEGER NOT NULL"] + [f"{t} TEXT NOT NULL" for t in m.tags]
+    cols += [f"{f} {_SQL_TYPE[k]}" for f, k in m.fields.items()]
+    key = ", ".join((*m.tags, "time"))
+    return f"CREATE TABLE IF NOT EXISTS {m.name} ({', '.join(cols)}, PRIMARY KEY ({key})) WITHOUT ROWID"
+
+
+def _time_index(m: Measurement) -> str:
+    return f"CREATE INDEX IF NOT EXISTS {m.name}_time ON {m.name} (time)"
+
+
+# Named migrations, applied once each and recorded; a new schema change is a new entry at the end.
+MIGRATIONS: list[tuple[str, list[str]]] = [
+    ("0001_measurements", [stmt for m in MEASUREMENTS.values() for stmt in (_create_table(m), _time_index(m))]),
+]
+
+
+class SqliteHistorian:
+    """Historian on a local SQLite file (WAL). Thread-safe: one lock serialises the connection."""
+
+    def __init__(self, path: Path, retention_days: int | None = None) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.retention_days = retention_days
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._lock = threading.Lock()
+        self._migrate()
+        self._insert_sql = {
+            m.name: (
+                f"INSERT OR REPLACE INTO {m.name} (time, {', '.join((*m.tags, *m.fields))}) "
+                f"VALUES ({', '.join('?' * (1 + len(m.tags) + len(m.fields)))})"
+            )
+            for m in MEASUREMENTS.values()
+        }
+
+    def _migrate(self) -> None:
+        conn = self._conn
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_ns INTEGER)")
+        done = {row[0] for row in conn.execute("SELECT name FROM schema_migrations")}
+        for name, statements in MIGRATIONS:
+            if name in done:
+                continue
+            conn.execute("BEGIN IMMEDIATE")
+            for stmt in statements:
+                conn.execute(stmt)
+            conn.execute("INSERT INTO schema_migrations VALUES (?, CAST(strftime('%s','now') AS INTEGER) * 1000000000)",
+                         (name,))
+            conn.execute("COMMIT")
+            log.info("historian %s: applied migration %s", self.path, name)
+
+    def write(self, points: Sequence[Point]) -> WriteResult:
+        rows: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+        rejected: list[tuple[Point, str]] = []
+        for p in points:
+            m = MEASUREMENTS.get(p.measurement)
+            if m is None:
+                rejected.append((p, f"unknown measurement {p.measurement}"))
+                continue
+            try:
+                row = (p.time_ns, *(p.tags[t] for t in m.tags), *(p.fields.get(f) for f in m.fields))
+            except KeyError as exc:
+                rejected.append((p, f"missing tag {exc.args[0]}"))
+                continue
+            rows[p.measurement].append(row)
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                for name, batch in rows.items():
+                    self._conn.executemany(self._insert_sql[name], batch)
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise HistorianError(f"SQLite historian {self.path}: {exc}") from exc
+        return WriteResult(accepted=sum(len(b) for b in rows.values()), rejected=rejected)
+
+    # --- reads ---
+
+    def _query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        with self._lock:
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise HistorianError(f"SQLite historian {self.path}: {exc}") from exc
+
+    @staticmethod
+    def _where(measurement: str, tags: dict[str, str]) -> tuple[str, list[Any]]:
+        allowed = MEASUREMENTS[measurement].tags
+        clauses, params = [], []
+        for tag, value in tags.items():
+            if value is None:
+                continue
+            if tag not in allowed:
+                raise HistorianError(f"{measurement} has no tag {tag}", retry=False)
+            clauses.append(f"{tag} = ?")
+            params.append(value)
+        return (" AND ".join(clauses) or "1"), params
+
+    def state_intervals(self, start_ns: int, end_ns: int, line: str | None = None,
+                        machine: str | None = None) -> list[StateInterval]:
+        where, params = self._where("machine_state", {"line": line, "machine": machine})  # type: ignore[dict-item]
+        carried = self._query(
+            f"SELECT line, machine, MAX(time), state, raw, reason FROM machine_state "
+            f"WHERE {where} AND time < ? GROUP BY site, line, machine", [*params, start_ns])
+        inside = self._query(
+            f"SELECT line, machine, time, state, raw, reason FROM machine_state "
+            f"WHERE {where} AND time >= ? AND time < ? ORDER BY line, machine, time", [*params, start_ns, end_ns])
+        by_machine: dict[tuple[str, str], list[tuple[int, str, str, str]]] = defaultdict(list)
+        for ln, mc, _t, state, raw, reason in carried:
+            by_machine[(ln, mc)].append((start_ns, state, raw or "", reason or ""))
+        for ln, mc, t, state, raw, reason in inside:
+            by_machine[(ln, mc)].append((t, state, raw or "", reason or ""))
+        out: list[StateInterval] = []
+        for (ln, mc), changes in sorted(by_machine.items()):
+            for i, (t, state, raw, reason) in enumerate(changes):
+                end = changes[i + 1][0] if i + 1 < len(changes) else end_ns
+                if end > t:
+                    out.append(StateInterval(ln, mc, state, t, end, raw, reason))
+        return out
+
+    def count_sums(self, start_ns: int, end_ns: int, bucket_s: int, line: str | None = None,
+                   machine: str | None = None) -> list[CountBucket]:
+        where, params = self._where("machine_count", {"line": line, "machine": machine})  # type: ignore[dict-item]
+        bucket_ns = bucket_s * 1_000_000_000
+        rows = self._query(
+            f"SELECT line, machine, counter, (time / ?) * ? AS bucket, SUM(delta) FROM machine_count "
+            f"WHERE {where} AND time >= ? AND time < ? GROUP BY line, machine, counter, bucket "
+            f"ORDER BY line, machine, counter, bucket", [bucket_ns, bucket_ns, *params, start_ns, end_ns])
+        return [CountBucket(r[0], r[1], r[2], r[3], int(r[4])) for r in rows]
+
+    def _points(self, measurement: str, rows: list[tuple[Any, ...]]) -> list[Point]:
+        m = MEASUREMENTS[measurement]
+        n = len(m.tags)
+        out = []
+        for row in rows:
+            fields = {f: v for f, v in zip(m.fields, row[1 + n:], strict=True) if v is not None}
+            for f, kind in m.fields.items():
+                if kind is bool and f in fields:
+                    fields[f] = bool(fields[f])
+            out.append(Point(measurement, dict(zip(m.tags, row[1:1 + n], strict=True)), fields, row[0]))
+        return out
+
+    def _columns(self, measurement: str) -> str:
+        m = MEASUREMENTS[measurement]
+        return ", ".join(("time", *m.tags, *m.fields))
+
+    def last_values(self, measurement: str, **tags: str) -> list[Point]:
+        if measurement not in MEASUREMENTS:
+            raise HistorianError(f"unknown measurement {measurement}", retry=False)
+        m = MEASUREMENTS[measurement]
+        where, params = self._where(measurement, tags)
+        key = ", ".join(m.tags)
+        rows = self._query(
+            f"SELECT {self._columns(measurement)} FROM {measurement} AS o WHERE {where} AND time = "
+            f"(SELECT MAX(time) FROM {measurement} AS i WHERE "
+            + " AND ".join(f"i.{t} = o.{t}" for t in m.tags) + f") ORDER BY {key}", params)
+        return self._points(measurement, rows)
+
+    def series(self, measurement: str, field_name: str, start_ns: int, end_ns: int,
+               **tags: str) -> list[tuple[int, Any]]:
+        if measurement not in MEASUREMENTS or field_name not in MEASUREMENTS[measurement].fields:
+            raise HistorianError(f"unknown field {measurement}.{field_name}", retry=False)
+        where, params = self._where(measurement, tags)
+        rows = self._query(
+            f"SELECT time, {field_name} FROM {measurement} WHERE {where} AND time >= ? AND time < ? "
+            f"ORDER BY time", [*params, start_ns, end_ns])
+        return [(r[0], r[1]) for r in rows]
+
+    def events(self, measurement: str, start_ns: int, end_ns: int, **tags: str) -> list[Point]:
+        if measurement not in MEASUREMENTS:
+            raise HistorianError(f"unknown measurement {measurement}", retry=False)
+        where, params = self._where(measurement, tags)
+        rows = self._query(
+            f"SELECT {self._columns(measurement)} FROM {measurement} WHERE {where} AND time >= ? AND time < ? "
+            f"ORDER BY time", [*params, start_ns, end_ns])
+        return self._points(measurement, rows)
+
+    def apply_retention(self, now_ns: int) -> int:
+        if not self.retention_days:
+            return 0
+        cutoff = now_ns - self.retention_days * 86400 * 1_000_000_000
+        removed = 0
+        with self._lock:
+            for name in MEASUREMENTS:
+                removed += self._conn.execute(f"DELETE FROM {name} WHERE time < ?", (cutoff,)).rowcount
+        return removed
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

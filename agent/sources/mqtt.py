@@ -1,0 +1,153 @@
+"""MQTT source (paho-mqtt 2.x): QoS 1 in a persistent session, acknowledged only after the outbox commit.
+
+paho runs its network loop in its own thread and reconnects by itself (backoff 1 s to 10 s); every connect
+re-subscribes. A probe message sent to ourselves through the broker every `probe_s` proves the subscription
+path is alive; when probes stop arriving on a connection that looks healthy, the connection is rebuilt.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import ssl
+import threading
+import time
+from typing import Any
+from urllib.parse import urlparse
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from agent.config import MqttSource as MqttSourceConfig
+from agent.config import MqttTls, resolve_secret
+from agent.health import AgentState
+from agent.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+
+def make_client(client_id: str, url: str, protocol: str, username: str | None, password: str | None,
+                tls: MqttTls | None, manual_ack: bool = False, clean: bool = True,
+                will: tuple[str, bytes] | None = None) -> tuple[mqtt.Client, str, int]:
+    """A configured paho client plus the host and port to connect to (shared by the source and the publisher)."""
+    parsed = urlparse(url)
+    secure = parsed.scheme == "mqtts"
+    host = parsed.hostname or "127.0.0.1"
+    port = parsed.port or (8883 if secure else 1883)
+    v5 = protocol == "5"
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                         protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+                         clean_session=None if v5 else clean, manual_ack=manual_ack)
+    if username:
+        client.username_pw_set(username, password)
+    if secure or tls is not None:
+        tls = tls or MqttTls()
+        client.tls_set(ca_certs=str(tls.ca_file) if tls.ca_file else None,
+                       certfile=str(tls.cert_file) if tls.cert_file else None,
+                       keyfile=str(tls.key_file) if tls.key_file else None,
+                       cert_reqs=ssl.CERT_REQUIRED)
+        client.tls_insecure_set(tls.insecure)
+    if will is not None:
+        client.will_set(will[0], will[1], qos=1, retain=True)
+    client.reconnect_delay_set(min_delay=1, max_delay=10)
+    return client, host, port
+
+
+class MqttSource:
+    """One broker connection: subscribes to the configured filters and feeds every message to the pipeline."""
+
+    def __init__(self, cfg: MqttSourceConfig, pipeline: Pipeline, state: AgentState, probe_topic: str,
+                 probe_s: float = 5.0) -> None:
+        self.cfg = cfg
+        self.pipeline = pipeline
+        self.state = state
+        self.health = state.source(cfg.id, "mqtt")
+        self.probe_topic = probe_topic
+        self.probe_s = probe_s
+        self._last_probe = time.monotonic()
+        self._stop = threading.Event()
+        self._watchdog: threading.Thread | None = None
+        password = resolve_secret(cfg.password, cfg.password_file)
+        self.client, self.host, self.port = make_client(
+            cfg.client_id, cfg.url, cfg.protocol, cfg.username, password, cfg.tls,
+            manual_ack=True, clean=False)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.max_inflight_messages_set(cfg.receive_maximum)
+
+    def start(self) -> None:
+        self._connect()
+        self._watchdog = threading.Thread(target=self._watch, name=f"mqtt-watch-{self.cfg.id}", daemon=True)
+        self._watchdog.start()
+
+    def _connect(self) -> None:
+        props = None
+        if self.cfg.protocol == "5":
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = self.cfg.session_expiry_s
+            props.ReceiveMaximum = self.cfg.receive_maximum
+        self.client.connect_async(self.host, self.port, keepalive=30,
+                                  clean_start=False if self.cfg.protocol == "5" else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+                                  properties=props)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    # --- paho callbacks (paho's thread) ---
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            self._down(f"broker refused the connection: {reason}")
+            return
+        subs = [(f, self.cfg.qos) for f in self.cfg.subscribe] + [(self.probe_topic, 0)]
+        client.subscribe(subs)
+        self._last_probe = time.monotonic()
+        self.health.up()
+        self.state.metrics.connected.labels(self.cfg.id).set(1)
+        log.info("MQTT source %s connected to %s (session present: %s), subscribed to %s", self.cfg.id,
+                 self.cfg.url, flags.session_present, ", ".join(self.cfg.subscribe))
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if self._stop.is_set():
+            return
+        self._down(f"disconnected: {reason}")
+
+    def _down(self, error: str) -> None:
+        if self.health.connected:
+            log.warning("MQTT source %s (%s) is down: %s", self.cfg.id, self.cfg.url, error)
+            self.state.metrics.reconnects.labels(self.cfg.id).inc()
+            self.state.metrics.connected.labels(self.cfg.id).set(0)
+        elif self.health.last_error != error:
+            log.warning("MQTT source %s (%s): %s", self.cfg.id, self.cfg.url, error)
+        self.health.down(error)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        received = time.time_ns()
+        if msg.topic == self.probe_topic:
+            self._last_probe = time.monotonic()
+            return
+        ack = functools.partial(client.ack, msg.mid, msg.qos) if msg.qos > 0 else None
+        self.pipeline.mqtt_message(self.cfg.id, msg.topic, msg.payload, received, ack)
+
+    # --- silent-subscription watchdog ---
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.probe_s):
+            if not self.client.is_connected():
+                continue
+            self.client.publish(self.probe_topic, b"probe", qos=0)
+            silent = time.monotonic() - self._last_probe
+            if silent > 3 * self.probe_s:
+                log.warning("MQTT source %s: no probe back for %.0f s; rebuilding the connection",
+                            self.cfg.id, silent)
+                self._last_probe = time.monotonic()
+                self._down("subscription silent")
+                self.client.disconnect()
+                self.client.loop_stop()
+                self._connect()

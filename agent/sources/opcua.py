@@ -1,0 +1,415 @@
+"""OPC UA source: subscribes to (or polls) PLC tags with asyncua and hands the values to the pipeline.
+
+Per connection: resolve namespace URIs, read the server's OperationLimits, create monitored items in batches
+the server accepts, start pollers for polled tags, then watch. The watchdog reads the server's CurrentTime
+every `watchdog_s`; a failed read means a dead connection (reconnect), and a subscription that has sent
+neither data nor keep-alive for three keep-alive periods is rebuilt. Reconnects back off up to 10 s and
+re-create everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from asyncua import Client, ua
+from asyncua.common.subscription import Subscription
+from asyncua.crypto import security_policies, uacrypto
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from agent.config import OpcUaSource as OpcUaSourceConfig
+from agent.config import resolve_secret
+from agent.health import AgentState
+from agent.pipeline import OpcUaSample, Pipeline
+
+log = logging.getLogger(__name__)
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+EPOCH_NAIVE = datetime(1970, 1, 1)
+BACKOFF_CAP_S = 10.0
+CURRENT_TIME = ua.NodeId(ua.ObjectIds.Server_ServerStatus_CurrentTime)
+LIMIT_NODES = {
+    "MaxMonitoredItemsPerCall": ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxMonitoredItemsPerCall,
+    "MaxNodesPerRead": ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead,
+}
+DEFAULT_BATCH = 1000
+CLIENT_HANDLE_BASE = 1000
+
+
+class SecurityRefused(Exception):
+    """The server cannot be trusted or refused our credentials: retrying will not help until config changes."""
+
+
+def to_ns(dt: datetime | None) -> int | None:
+    if dt is None:
+        return None
+    delta = dt - (EPOCH if dt.tzinfo is not None else EPOCH_NAIVE)
+    return (delta.days * 86400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+
+
+def thumbprint(der: bytes) -> str:
+    return hashlib.sha1(der).hexdigest()  # noqa: S324 - OPC UA identifies certificates by SHA-1 thumbprint
+
+
+def _load_der(path: Path) -> bytes:
+    data = path.read_bytes()
+    if b"-----BEGIN" in data:
+        return x509.load_pem_x509_certificate(data).public_bytes(encoding=Encoding.DER)
+    return data
+
+
+class _FastSubscription(Subscription):
+    """A subscription that hands each publish response to the pipeline as one list, without per-item tasks."""
+
+    def __init__(self, session: Any, params: ua.CreateSubscriptionParameters, source: OpcUaSource) -> None:
+        super().__init__(session, params, handler=_NoHandler())
+        self._source = source
+
+    async def publish_callback(self, publish_result: ua.PublishResult) -> None:
+        self.last_publish_at = time.monotonic()
+        self._source.last_publish = self.last_publish_at
+        data = publish_result.NotificationMessage.NotificationData
+        if not data:
+            return
+        self.last_sequence_number = int(publish_result.NotificationMessage.SequenceNumber)
+        handles = self._source.handle_to_binding
+        samples: list[OpcUaSample] = []
+        for notif in data:
+            if isinstance(notif, ua.DataChangeNotification):
+                for item in notif.MonitoredItems:
+                    index = handles.get(item.ClientHandle)
+                    if index is not None:
+                        samples.append(_sample(index, item.Value))
+            elif isinstance(notif, ua.StatusChangeNotification):
+                log.warning("OPC UA source %s: subscription status %s", self._source.cfg.id, notif.Status)
+                self._source.subscription_lost.set()
+        if samples:
+            self._source.pipeline.opcua_samples(self._source.cfg.id, samples)
+
+
+class _NoHandler:
+    """Placeholder handler: _FastSubscription consumes notifications itself."""
+
+
+def _sample(index: int, dv: ua.DataValue | None) -> OpcUaSample:
+    if dv is None:
+        now = time.time_ns()
+        return (index, None, ua.StatusCodes.BadNoData, "BadNoData", now, None)
+    status = dv.StatusCode.value if dv.StatusCode is not None else 0
+    name = "Good" if status == 0 else ua.StatusCode(status).name
+    value = dv.Value.Value if dv.Value is not None else None
+    server_ns = to_ns(dv.ServerTimestamp)
+    source_ns = to_ns(dv.SourceTimestamp) or server_ns or time.time_ns()
+    return (index, value, status, name, source_ns, server_ns)
+
+
+class OpcUaSource:
+    """One OPC UA server connection and every tag read through it."""
+
+    def __init__(self, cfg: OpcUaSourceConfig, pipeline: Pipeline, state: AgentState, pki_dir: Path,
+                 application_uri: str) -> None:
+        self.cfg = cfg
+        self.pipeline = pipeline
+        self.state = state
+        self.health = state.source(cfg.id, "opcua")
+        self.pki_dir = pki_dir
+        self.application_uri = application_uri
+        # indexes into the pipeline's binding list, so samples carry a small int
+        self.indexes = [i for i, b in enumerate(pipeline.bindings) if b.source == cfg.id]
+        self.handle_to_binding: dict[int, int] = {}
+        self.last_publish = 0.0
+        self.subscription_lost = asyncio.Event()
+        self.client: Client | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Connect, read, and reconnect until `stop` is set."""
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                await self._session(stop)
+                backoff = 0.5
+            except asyncio.CancelledError:
+                raise
+            except SecurityRefused as exc:
+                self._down(str(exc), level=logging.ERROR)
+                backoff = BACKOFF_CAP_S
+            except Exception as exc:  # any failure: tear down, mark OFFLINE, retry
+                self._down(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+            finally:
+                await self._disconnect()
+            if stop.is_set():
+                break
+            delay = random.uniform(backoff / 2, backoff)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            except TimeoutError:
+                pass
+            backoff = min(backoff * 2, BACKOFF_CAP_S)
+
+    def _down(self, error: str, level: int = logging.WARNING) -> None:
+        was_up = self.health.connected
+        if was_up or self.health.last_error != error:
+            log.log(level, "OPC UA source %s (%s) is down: %s", self.cfg.id, self.cfg.endpoint, error)
+        if was_up:
+            self.state.metrics.reconnects.labels(self.cfg.id).inc()
+            self.state.metrics.connected.labels(self.cfg.id).set(0)
+        self.health.down(error)
+        self.pipeline.source_down(self.cfg.id, f"source {self.cfg.id} down: {error}"[:200])
+
+    async def _disconnect(self) -> None:
+        client, self.client = self.client, None
+        if client is None:
+            return
+        try:
+            await asyncio.wait_for(client.disconnect(), timeout=2)
+        except Exception:
+            log.debug("OPC UA source %s: disconnect after failure", self.cfg.id, exc_info=True)
+
+    async def _session(self, stop: asyncio.Event) -> None:
+        client = Client(self.cfg.endpoint, timeout=self.cfg.timeout_s, watchdog_intervall=self.cfg.watchdog_s)
+        client.application_uri = self.application_uri
+        client.name = f"Shopfloor agent {self.state.agent_id}"
+        lost = asyncio.Event()
+
+        async def on_lost(exc: Exception) -> None:
+            lost.set()
+
+        client.connection_lost_callback = on_lost
+        await self._configure_security(client)
+        self.client = client
+        await client.connect()
+        node_ids = await self._resolve_nodes(client)
+        limits = await self._operation_limits(client)
+        subscription = await self._subscribe(client, node_ids, limits)
+        pollers = self._start_pollers(client, node_ids, limits)
+        self.health.up()
+        self.state.metrics.connected.labels(self.cfg.id).set(1)
+        log.info("OPC UA source %s connected to %s: %s tags subscribed, %s polled", self.cfg.id,
+                 self.cfg.endpoint, len(self.handle_to_binding), sum(len(p[1]) for p in pollers))
+        tasks = [asyncio.create_task(self._poll(client, period, items, limits["MaxNodesPerRead"]))
+                 for period, items in pollers]
+        try:
+            await self._watch(client, subscription, stop, lost)
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def _watch(self, client: Client, subscription: _FastSubscription | None, stop: asyncio.Event,
+                     lost: asyncio.Event) -> None:
+        params = subscription.parameters if subscription else None
+        keepalive_s = (params.RequestedPublishingInterval * params.RequestedMaxKeepAliveCount / 1000
+                       if params else self.cfg.watchdog_s)
+        silent_after = max(3 * keepalive_s, 2 * self.cfg.watchdog_s)
+        while not stop.is_set():
+            waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(lost.wait()),
+                       asyncio.create_task(self.subscription_lost.wait())]
+            done, pending = await asyncio.wait(waiters, timeout=self.cfg.watchdog_s,
+                                               return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+            if stop.is_set():
+                return
+            if lost.is_set():
+                raise ConnectionError("connection lost")
+            # A server that answers CurrentTime is alive; if it is alive but the subscription is silent,
+            # the subscription died on the server side and is rebuilt.
+            await asyncio.wait_for(client.get_node(CURRENT_TIME).read_value(), timeout=self.cfg.timeout_s)
+            if subscription is not None and (self.subscription_lost.is_set()
+                                             or time.monotonic() - self.last_publish > silent_after):
+                log.warning("OPC UA source %s: subscription silent for %.1f s; rebuilding it", self.cfg.id,
+                            time.monotonic() - self.last_publish)
+                self.subscription_lost.clear()
+                self.last_publish = time.monotonic()
+                await subscription.recreate()
+
+    # --- security ---
+
+    async def _configure_security(self, client: Client) -> None:
+        sec = self.cfg.security
+        password = resolve_secret(self.cfg.password, self.cfg.password_file)
+        if self.cfg.username:
+            client.set_user(self.cfg.username)
+            if password is not None:
+                client.set_password(password)
+        if sec.policy == "None":
+            return
+        cert_dir = sec.certificate_dir or self.pki_dir
+        cert_file, key_file = await client.setup_self_signed_certificate(
+            cert_dir / "agent-key.pem", cert_dir / "agent-cert.der",
+            subject_attrs={"organizationName": "Shopfloor"})
+        server_der = await self._trusted_server_certificate(client)
+        mode = getattr(ua.MessageSecurityMode, sec.mode)
+        await client.set_security(security_policies.SecurityPolicyBasic256Sha256, cert_file, key_file,
+                                  server_certificate=server_der, mode=mode)
+
+    async def _trusted_server_certificate(self, client: Client) -> bytes:
+        """The server's certificate from its endpoints, if the config trusts it; SecurityRefused otherwise."""
+        endpoints = await client.connect_and_get_server_endpoints()
+        wanted_mode = getattr(ua.MessageSecurityMode, self.cfg.security.mode)
+        policy_uri = security_policies.SecurityPolicyBasic256Sha256.URI
+        offered = [e for e in endpoints if e.SecurityPolicyUri == policy_uri and e.SecurityMode == wanted_mode]
+        if not offered:
+            raise SecurityRefused(f"the server offers no endpoint with Basic256Sha256 {self.cfg.security.mode}")
+        server_der = offered[0].ServerCertificate
+        cert = uacrypto.x509_from_der(server_der)
+        server_der = cert.public_bytes(Encoding.DER)
+        trusted = set()
+        for path in self.cfg.security.trusted_server_certificates:
+            try:
+                trusted.add(thumbprint(_load_der(path)))
+            except (OSError, ValueError) as exc:
+                raise SecurityRefused(f"cannot read trusted certificate {path}: {exc}") from None
+        if thumbprint(server_der) not in trusted:
+            self.pki_dir.mkdir(parents=True, exist_ok=True)
+            seen = self.pki_dir / f"untrusted-{thumbprint(server_der)}.der"
+            seen.write_bytes(server_der)
+            raise SecurityRefused(
+                f"server certificate {cert.subject.rfc4514_string()} (thumbprint {thumbprint(server_der)}) "
+                f"is not trusted; saved it to {seen}: after checking it, add that path to "
+                f"sources.opcua[{self.cfg.id}].security.trusted_server_certificates")
+        return server_der
+
+    # --- address space ---
+
+    async def _resolve_nodes(self, client: Client) -> dict[int, ua.NodeId]:
+        """NodeIds for every binding of this source; `nsu=` namespace URIs resolved against this server."""
+        namespaces = await client.get_namespace_array()
+        out: dict[int, ua.NodeId] = {}
+        for index in self.indexes:
+            text = self.pipeline.bindings[index].node_id
+            if text.startswith("nsu="):
+                uri, _, rest = text[4:].partition(";")
+                if uri not in namespaces:
+                    raise LookupError(f"namespace {uri} is not on server {self.cfg.endpoint}")
+                text = f"ns={namespaces.index(uri)};{rest}"
+            out[index] = ua.NodeId.from_string(text)
+        return out
+
+    async def _operation_limits(self, client: Client) -> dict[str, int]:
+        limits = {}
+        for name, object_id in LIMIT_NODES.items():
+            try:
+                value = await client.get_node(ua.NodeId(object_id)).read_value()
+            except Exception:
+                value = 0
+            limits[name] = int(value) if value else DEFAULT_BATCH
+        return limits
+
+    async def _subscribe(self, client: Client, node_ids: dict[int, ua.NodeId],
+                         limits: dict[str, int]) -> _FastSubscription | None:
+        bindings = self.pipeline.bindings
+        subscribed = [i for i in self.indexes if bindings[i].spec.poll_ms is None]
+        self.handle_to_binding = {}
+        if not subscribed:
+            return None
+        params = ua.CreateSubscriptionParameters()
+        params.RequestedPublishingInterval = self.cfg.publishing_interval_ms
+        params.RequestedLifetimeCount = 300
+        params.RequestedMaxKeepAliveCount = max(3, int(1000 / self.cfg.publishing_interval_ms))
+        params.MaxNotificationsPerPublish = 0
+        params.PublishingEnabled = True
+        params.Priority = 0
+        subscription = _FastSubscription(client.uaclient.session, params, self)
+        await subscription.init()
+        self.last_publish = time.monotonic()
+        self.subscription_lost.clear()
+        requests = []
+        for index in subscribed:
+            spec = bindings[index].spec
+            handle = CLIENT_HANDLE_BASE + index
+            self.handle_to_binding[handle] = index
+            requests.append(_monitored_item(node_ids[index], handle, spec.sampling_ms, spec.queue_size,
+                                            spec.deadband.kind if spec.deadband else None,
+                                            spec.deadband.value if spec.deadband else 0.0))
+        step = limits["MaxMonitoredItemsPerCall"]
+        for start in range(0, len(requests), step):
+            chunk = requests[start:start + step]
+            results = await subscription.create_monitored_items(chunk)
+            retry = []
+            for request, result in zip(chunk, results, strict=True):
+                if isinstance(result, ua.StatusCode):
+                    if request.RequestedParameters.Filter is not None and result.value in _FILTER_REJECTED:
+                        # The server cannot filter; take every change rather than lose the tag.
+                        request.RequestedParameters.Filter = None
+                        retry.append(request)
+                        continue
+                    index = self.handle_to_binding.pop(request.RequestedParameters.ClientHandle)
+                    log.error("OPC UA source %s: cannot monitor %s: %s", self.cfg.id, bindings[index].node_id,
+                              result.name)
+            if retry:
+                log.warning("OPC UA source %s: server refused %s deadband filters; subscribing without",
+                            self.cfg.id, len(retry))
+                for request, result in zip(retry, await subscription.create_monitored_items(retry), strict=True):
+                    if isinstance(result, ua.StatusCode):
+                        index = self.handle_to_binding.pop(request.RequestedParameters.ClientHandle)
+                        log.error("OPC UA source %s: cannot monitor %s: %s", self.cfg.id,
+                                  bindings[index].node_id, result.name)
+        return subscription
+
+    def _start_pollers(self, client: Client, node_ids: dict[int, ua.NodeId],
+                       limits: dict[str, int]) -> list[tuple[int, list[tuple[int, ua.NodeId]]]]:
+        groups: dict[int, list[tuple[int, ua.NodeId]]] = {}
+        for index in self.indexes:
+            poll_ms = self.pipeline.bindings[index].spec.poll_ms
+            if poll_ms is not None:
+                groups.setdefault(poll_ms, []).append((index, node_ids[index]))
+        return sorted(groups.items())
+
+    async def _poll(self, client: Client, period_ms: int, items: list[tuple[int, ua.NodeId]],
+                    max_per_read: int) -> None:
+        period = period_ms / 1000
+        next_at = time.monotonic()
+        while True:
+            for start in range(0, len(items), max_per_read):
+                chunk = items[start:start + max_per_read]
+                params = ua.ReadParameters()
+                params.TimestampsToReturn = ua.TimestampsToReturn.Both
+                for _, node_id in chunk:
+                    rv = ua.ReadValueId()
+                    rv.NodeId = node_id
+                    rv.AttributeId = ua.AttributeIds.Value
+                    params.NodesToRead.append(rv)
+                results = await client.uaclient.read(params)
+                self.pipeline.opcua_samples(self.cfg.id, [_sample(index, dv) for (index, _), dv
+                                                          in zip(chunk, results, strict=True)])
+            next_at += period
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+
+
+_FILTER_REJECTED = {
+    ua.StatusCodes.BadFilterNotAllowed,
+    ua.StatusCodes.BadMonitoredItemFilterUnsupported,
+    ua.StatusCodes.BadMonitoredItemFilterInvalid,
+    ua.StatusCodes.BadDeadbandFilterInvalid,
+}
+
+
+def _monitored_item(node_id: ua.NodeId, handle: int, sampling_ms: float, queue_size: int,
+                    deadband_kind: str | None, deadband_value: float) -> ua.MonitoredItemCreateRequest:
+    rv = ua.ReadValueId()
+    rv.NodeId = node_id
+    rv.AttributeId = ua.AttributeIds.Value
+    mparams = ua.MonitoringParameters()
+    mparams.ClientHandle = handle
+    mparams.SamplingInterval = sampling_ms
+    mparams.QueueSize = queue_size
+    mparams.DiscardOldest = True
+    if deadband_kind is not None:
+        dfilter = ua.DataChangeFilter()
+        dfilter.Trigger = ua.DataChangeTrigger.StatusValue
+        dfilter.DeadbandType = (ua.DeadbandType.Absolute if deadband_kind == "absolute"
+                                else ua.DeadbandType.Percent)
+        dfilter.DeadbandValue = deadband_value
+        mparams.Filter = dfilter
+    request = ua.MonitoredItemCreateRequest()
+    request.ItemToMonitor = rv
+    request.MonitoringMode = ua.MonitoringMode.Reporting
+    request.RequestedParameters = mparams
+    return request

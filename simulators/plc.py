@@ -1,0 +1,986 @@
+"""OPC UA PLC simulator: an asyncua server whose machines behave like a real line's.
+
+Each served machine runs, stops for a few seconds, faults, changes over, starves and blocks on a seeded random
+schedule in simulated time, follows the site's shift calendar, and shows all that through the raw tags its machine
+type declares (state codes, PackML names or bits; counters with rollover; process values; alarm codes). Beside the
+raw tags it publishes the ground truth (unwrapped counts, true board state) so tests can compare what the agent
+recorded with what happened, and two controls: `Sim.Running` stops the simulated clock, `<line>.<machine>.Force`
+pins a machine in a board state.
+
+Security modes accept every client certificate: this is a simulator, it trusts whoever connects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import copy
+import hmac
+import logging
+import math
+import os
+import random
+import signal
+import sys
+import time
+import zoneinfo
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from asyncua import Server, ua
+from asyncua.common.node import Node
+from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.server import monitored_item_service as mis
+from asyncua.server.user_managers import UserManager
+
+from agent import config as agent_config
+from agent.config import FactoryConfig, Line, Machine, MachineType, Shift, StateMapSpec, TagSpec
+from agent.core.states import BoardState, StateMapper
+from simulators import pki
+
+log = logging.getLogger(__name__)
+
+NAMESPACE_URI = "urn:shopfloor:plc-sim"
+DEFAULT_ENDPOINT = "opc.tcp://127.0.0.1:4840/shopfloor/plc"
+DEFAULT_CERT_DIR = Path("data/plc-sim-pki")
+TICK_S = 0.1
+COUNTER_WRAP = 2**32
+# asyncua closes a connection once this many requests wait behind its processor; 500 (the default) is too few
+# for a client that creates monitored items one request per tag.
+MAX_PENDING_REQUESTS = 100_000
+
+SECURITY_POLICIES: dict[str, list[ua.SecurityPolicyType]] = {
+    "none": [ua.SecurityPolicyType.NoSecurity],
+    "secure": [
+        ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
+        ua.SecurityPolicyType.Basic256Sha256_Sign,
+    ],
+    "all": [
+        ua.SecurityPolicyType.NoSecurity,
+        ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
+        ua.SecurityPolicyType.Basic256Sha256_Sign,
+    ],
+}
+
+
+# --- shift calendar ---------------------------------------------------------------------------------------
+
+WORK, BREAK, OFF = "work", "break", "off"
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _minutes(hhmm: str) -> int:
+    hours, minutes = hhmm.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+class ShiftCalendar:
+    """Whether the site works, has a break or is off at a moment, and until when that holds."""
+
+    def __init__(self, shifts: Sequence[Shift], timezone: str) -> None:
+        self._shifts = list(shifts)
+        self._zone = zoneinfo.ZoneInfo(timezone)
+        self._cached: tuple[float, float, str] | None = None  # valid from, valid until, status
+
+    def status(self, t: float) -> tuple[str, float]:
+        """(WORK | BREAK | OFF, the epoch second when that may change) at epoch second `t`."""
+        if self._cached is not None and self._cached[0] <= t < self._cached[1]:
+            return self._cached[2], self._cached[1]
+        shifts, breaks = self._intervals_around(datetime.fromtimestamp(t, self._zone).date())
+        in_shift = any(start <= t < end for start, end in shifts)
+        in_break = in_shift and any(start <= t < end for start, end in breaks)
+        status = BREAK if in_break else WORK if in_shift else OFF
+        edges = [edge for interval in shifts + breaks for edge in interval if edge > t]
+        # The window covers yesterday to tomorrow; beyond it, look again in a few hours.
+        until = max(min(edges, default=t + 6 * 3600), t + 1e-3)
+        self._cached = (t, until, status)
+        return status, until
+
+    def _at(self, day: date, hhmm: str) -> float:
+        minutes = _minutes(hhmm)
+        local = datetime(day.year, day.month, day.day, minutes // 60, minutes % 60, tzinfo=self._zone)
+        return local.timestamp()
+
+    def _intervals_around(self, today: date) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+        shifts: list[tuple[float, float]] = []
+        breaks: list[tuple[float, float]] = []
+        for offset in (-1, 0, 1):
+            day = today + timedelta(days=offset)
+            for shift in self._shifts:
+                if _WEEKDAYS[day.weekday()] not in shift.days:
+                    continue
+                start_min, end_min = _minutes(shift.start), _minutes(shift.end)
+                end_day = day + timedelta(days=1) if end_min <= start_min else day
+                shifts.append((self._at(day, shift.start), self._at(end_day, shift.end)))
+                for pause in shift.breaks:
+                    # A break earlier on the clock than the shift start falls after midnight.
+                    pause_day = day + timedelta(days=1) if _minutes(pause.start) < start_min else day
+                    pause_end_day = pause_day + timedelta(days=1) if _minutes(pause.end) <= _minutes(pause.start) else pause_day
+                    breaks.append((self._at(pause_day, pause.start), self._at(pause_end_day, pause.end)))
+        return shifts, breaks
+
+
+# --- raw state encoding -----------------------------------------------------------------------------------
+
+# PackML state names as PLCs spell them, most typical first: the first that maps to a board state is shown.
+PACKML_NAMES = (
+    "Execute", "Held", "Aborted", "Idle", "Suspended", "Starting", "Stopped", "Complete", "Resetting", "Holding",
+    "Suspending", "Stopping", "Aborting", "Clearing", "Completing", "Unholding", "Unsuspending",
+)
+# When a state map has no raw value for a board state, the machine shows the nearest one it has.
+_FALLBACKS: dict[BoardState, tuple[BoardState, ...]] = {
+    BoardState.NO_SHIFT: (BoardState.PLANNED_STOP, BoardState.STOPPED),
+    BoardState.PLANNED_STOP: (BoardState.STOPPED,),
+    BoardState.SETUP: (BoardState.PLANNED_STOP, BoardState.STOPPED),
+    BoardState.FAULT: (BoardState.STOPPED,),
+    BoardState.STARVED: (BoardState.BLOCKED, BoardState.STOPPED),
+    BoardState.BLOCKED: (BoardState.STARVED, BoardState.STOPPED),
+    BoardState.MICROSTOP: (BoardState.STOPPED,),
+    BoardState.SLOW: (BoardState.RUNNING,),
+    BoardState.OFFLINE: (BoardState.STOPPED,),
+}
+
+RawState = int | str | dict[str, bool]
+
+
+class RawStateCodec:
+    """Board state -> the raw value a machine type's PLC shows for it, by inverting the configured state map."""
+
+    def __init__(self, spec: StateMapSpec, mapper: StateMapper) -> None:
+        self.kind = spec.kind
+        self._spec = spec
+        self._mapper = mapper
+        self.bits: list[str] = list(dict.fromkeys(rule.bit for rule in spec.rules))
+        self._cache: dict[BoardState, tuple[BoardState, RawState]] = {}
+
+    def encode(self, state: BoardState) -> tuple[BoardState, RawState]:
+        """(the board state the raw value really maps to, the raw value) for a wanted board state."""
+        if state not in self._cache:
+            self._cache[state] = self._encode(state)
+        return self._cache[state]
+
+    def _encode(self, state: BoardState) -> tuple[BoardState, RawState]:
+        for candidate in (state, *_FALLBACKS.get(state, ())):
+            raw = self._raw_for(candidate)
+            if raw is not None:
+                return candidate, raw
+        raw = self._any_raw()
+        return self._mapper.map(raw) or BoardState.STOPPED, raw
+
+    def _raw_for(self, state: BoardState) -> RawState | None:
+        if self.kind == "code":
+            for code, mapped in self._spec.codes.items():
+                if mapped == state:
+                    return code
+            if self._spec.default == state:
+                return max(self._spec.codes, default=-1) + 1  # any code outside the table maps to the default
+            return None
+        if self.kind == "packml":
+            for name in (*self._spec.names, *PACKML_NAMES):
+                if self._mapper.map(name) == state:
+                    return name
+            return None
+        rules = self._spec.rules
+        firing_index = [i for i, rule in enumerate(rules) if rule.state == state]
+        options: list[int | None] = [*firing_index, None] if self._spec.default == state else list(firing_index)
+        for k in options:
+            # Rules before k must not fire; rule k fires; later rules do not matter but are kept quiet.
+            bits: dict[str, bool] = {}
+            if k is not None:
+                bits[rules[k].bit] = rules[k].value
+            for rule in rules:
+                bits.setdefault(rule.bit, not rule.value)
+            if self._mapper.map(bits) == state:
+                return bits
+        return None
+
+    def _any_raw(self) -> RawState:
+        if self.kind == "code":
+            return next(iter(self._spec.codes), 0)
+        if self.kind == "packml":
+            return "Stopped"
+        return dict.fromkeys(self.bits, False)
+
+
+# --- machine behaviour ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Disruption:
+    """A kind of interruption of RUNNING: how often per running hour, how long in seconds."""
+
+    state: BoardState
+    per_hour: float
+    min_s: float
+    max_s: float
+
+
+DISRUPTIONS = (
+    Disruption(BoardState.STOPPED, 4.0, 5, 90),  # microstops
+    Disruption(BoardState.FAULT, 2 / 10, 3 * 60, 20 * 60),  # a couple per shift
+    Disruption(BoardState.SETUP, 1 / 3, 15 * 60, 40 * 60),  # changeover every few hours
+    Disruption(BoardState.STARVED, 0.4, 60, 8 * 60),
+    Disruption(BoardState.BLOCKED, 0.3, 60, 6 * 60),
+)
+REJECT_RATE = 0.02
+CYCLE_SLACK = 0.06  # a unit takes 0-6 % longer than ideal: real lines never beat their ideal cycle
+DEFAULT_CYCLE_S = 10.0
+_EPS = 1e-9
+
+
+@dataclass
+class ProcessValue:
+    """A bounded random walk near a nominal value (temperature, pressure, load...)."""
+
+    nominal: float
+    low: float
+    high: float
+    value: float
+    fault_rise: float
+
+    def step(self, rng: random.Random, dt: float, fault: bool) -> float:
+        target = self.nominal + (self.fault_rise if fault else 0.0)
+        span = self.high - self.low
+        pull = min(1.0, dt / 120.0)  # settles towards the target over a couple of simulated minutes
+        noise = rng.gauss(0.0, 0.002 * span * math.sqrt(dt))
+        self.value = min(self.high, max(self.low, self.value + (target - self.value) * pull + noise))
+        return round(self.value, 3)
+
+
+def _process_value_for(tag: TagSpec, rng: random.Random) -> ProcessValue:
+    unit = (tag.unit or "").lower()
+    low, high, nominal = {"degc": (0.0, 150.0, 60.0), "bar": (0.0, 16.0, 6.0), "%": (0.0, 100.0, 45.0)}.get(
+        unit, (0.0, 100.0, 50.0)
+    )
+    nominal *= rng.uniform(0.9, 1.1)  # machines of one type are not identical
+    return ProcessValue(nominal, low, high, nominal, fault_rise=0.06 * (high - low))
+
+
+def _is_speed(tag: TagSpec) -> bool:
+    return tag.node.lower() == "speed" or (tag.name or "").lower() == "speed" or "/min" in (tag.unit or "")
+
+
+class MachineModel:
+    """One machine's behaviour in simulated time; pure state, no I/O."""
+
+    def __init__(
+        self,
+        line: Line,
+        machine: Machine,
+        machine_type: MachineType,
+        codec: RawStateCodec,
+        products: list[tuple[str, float]],
+        calendar: ShiftCalendar,
+        seed: int,
+        now: float,
+    ) -> None:
+        self.line_id = line.id
+        self.machine_id = machine.id
+        self.codec = codec
+        self._calendar = calendar
+        self._rng = random.Random(f"{seed}:{line.id}:{machine.id}")
+        self._pv_rng = random.Random(f"{seed}:{line.id}:{machine.id}:pv")
+        self._products = products or [("", DEFAULT_CYCLE_S)]
+        self._product = self._rng.randrange(len(self._products))
+        self._alarm_codes = sorted(machine_type.alarm_texts) or [1]
+        self.now = now
+        self.total = self.good = self.reject = 0
+        self.forced: BoardState | None = None
+        self._process = BoardState.RUNNING
+        self._alarm = 0
+        self._next_disruption: Disruption = DISRUPTIONS[0]
+        self._remaining = self._draw_run_time()
+        self._cycle_s = self._draw_cycle()
+        self._unit_remaining = self._cycle_s * self._rng.random()  # the machine was mid-cycle at start
+        self.process_values: dict[str, ProcessValue] = {
+            tag.node: _process_value_for(tag, self._pv_rng)
+            for tag in machine_type.tags
+            if tag.signal == "process_value" and not _is_speed(tag)
+        }
+
+    @property
+    def fastest_cycle_s(self) -> float:
+        """The shortest ideal cycle time among the line's products, in seconds."""
+        return min(cycle for _, cycle in self._products)
+
+    @property
+    def ideal_cycle_s(self) -> float:
+        """Ideal cycle time of the product being made, in seconds."""
+        return self._products[self._product][1]
+
+    def board_state(self) -> BoardState:
+        """The state the machine is in, before mapping to what its PLC can show."""
+        if self.forced is not None:
+            return self.forced
+        status, _ = self._calendar.status(self.now)
+        if status == OFF:
+            return BoardState.NO_SHIFT
+        if status == BREAK:
+            return BoardState.PLANNED_STOP
+        return self._process
+
+    def alarm_code(self) -> int:
+        """The active alarm code, 0 when none."""
+        if self.forced is not None:
+            return self._alarm_codes[0] if self.forced == BoardState.FAULT else 0
+        return self._alarm if self.board_state() == BoardState.FAULT else 0
+
+    def rate_per_min(self) -> float:
+        """Current production rate in units per minute, 0 when not running."""
+        if self.board_state() != BoardState.RUNNING:
+            return 0.0
+        return round(60.0 / self._cycle_s, 2)
+
+    def advance(self, until: float) -> None:
+        """Run the machine up to simulated epoch second `until`, producing every unit completed by then."""
+        while self.now < until - _EPS:
+            if self.forced is not None:
+                step = until - self.now
+                if self.forced == BoardState.RUNNING:
+                    step = min(step, self._unit_remaining)
+                    self._unit_remaining -= step
+                self.now += step
+                if self._unit_remaining <= _EPS:
+                    self._complete_unit()
+                continue
+            status, status_until = self._calendar.status(self.now)
+            span = min(until, status_until) - self.now
+            if status != WORK:
+                # Breaks and off-shift time freeze the machine's own schedule: nothing happens to it then.
+                self.now += span
+                continue
+            if self._process == BoardState.RUNNING:
+                step = min(span, self._unit_remaining, self._remaining)
+                self.now += step
+                self._unit_remaining -= step
+                self._remaining -= step
+                if self._unit_remaining <= _EPS:
+                    self._complete_unit()
+                if self._remaining <= _EPS:
+                    self._begin_disruption()
+            else:
+                step = min(span, self._remaining)
+                self.now += step
+                self._remaining -= step
+                if self._remaining <= _EPS:
+                    self._end_disruption()
+
+    def step_process_values(self, dt: float) -> dict[str, float]:
+        """Move the process values by `dt` simulated seconds; their new values by tag node."""
+        fault = self.board_state() == BoardState.FAULT
+        return {node: pv.step(self._pv_rng, dt, fault) for node, pv in self.process_values.items()}
+
+    def _complete_unit(self) -> None:
+        self.total += 1
+        if self._rng.random() < REJECT_RATE:
+            self.reject += 1
+        else:
+            self.good += 1
+        self._cycle_s = self._draw_cycle()
+        self._unit_remaining = self._cycle_s
+
+    def _draw_cycle(self) -> float:
+        return self.ideal_cycle_s * (1.0 + self._rng.uniform(0.0, CYCLE_SLACK))
+
+    def _draw_run_time(self) -> float:
+        """Running seconds until the next disruption; also picks which one (competing random events)."""
+        total_rate = sum(d.per_hour for d in DISRUPTIONS) / 3600.0
+        pick = self._rng.uniform(0.0, total_rate * 3600.0)
+        for disruption in DISRUPTIONS:
+            pick -= disruption.per_hour
+            if pick <= 0:
+                self._next_disruption = disruption
+                break
+        return self._rng.expovariate(total_rate)
+
+    def _begin_disruption(self) -> None:
+        disruption = self._next_disruption
+        self._process = disruption.state
+        self._remaining = self._rng.uniform(disruption.min_s, disruption.max_s)
+        if disruption.state == BoardState.FAULT:
+            self._alarm = self._rng.choice(self._alarm_codes)
+        log.debug("%s.%s: %s for %.0f s", self.line_id, self.machine_id, disruption.state, self._remaining)
+
+    def _end_disruption(self) -> None:
+        if self._process == BoardState.SETUP and len(self._products) > 1:
+            self._product = (self._product + 1) % len(self._products)
+        self._process = BoardState.RUNNING
+        self._alarm = 0
+        self._remaining = self._draw_run_time()
+        self._cycle_s = self._draw_cycle()
+        self._unit_remaining = self._cycle_s
+
+
+def _node_id(name: str, namespace: int) -> ua.NodeId:
+    """A string NodeId (asyncua's stubs want its own str/int subclasses)."""
+    return ua.NodeId(ua.String(name), ua.Int16(namespace))
+
+
+# --- asyncua server fast path -----------------------------------------------------------------------------
+
+_IMMUTABLE = (bool, int, float, str, bytes, datetime, type(None))
+_fast_path_installed = False
+_HAS_PROPERTY = ua.NodeId(ua.Int32(ua.ObjectIds.HasProperty))
+
+
+def _set_current_datavalue(self: mis.MonitoredItemValues, cur_val: ua.DataValue) -> None:
+    """Like asyncua's, but shares scalar values instead of deep-copying each one for every monitored item.
+
+    Sharing is safe because nothing in asyncua (nor this simulator) changes a DataValue after writing it: new
+    values always come as new objects. Arrays and structures are still copied.
+    """
+    self.old_dvalue = self.current_dvalue
+    variant = cur_val.Value
+    if variant is None or isinstance(variant.Value, _IMMUTABLE):
+        self.current_dvalue = cur_val
+    else:
+        self.current_dvalue = copy.deepcopy(cur_val)
+
+
+def _eu_range(service: mis.MonitoredItemService, mdata: mis.MonitoredItemData) -> tuple[float, float] | None:
+    """The EURange property of the monitored node, looked up once per monitored item."""
+    cached = getattr(mdata, "_shopfloor_eu_range", False)
+    if cached is not False:
+        return cached  # type: ignore[return-value]
+    found: tuple[float, float] | None = None
+    node_id = mdata.read_value_id.NodeId if mdata.read_value_id is not None else None
+    node = service.aspace.get(node_id) if node_id is not None else None
+    for ref in node.references if node is not None else []:
+        if ref.ReferenceTypeId == _HAS_PROPERTY and ref.BrowseName.Name == "EURange":
+            dv = service.aspace.read_attribute_value(ref.NodeId, ua.AttributeIds.Value)
+            if dv.Value is not None and isinstance(dv.Value.Value, ua.Range):
+                found = (dv.Value.Value.Low, dv.Value.Value.High)
+    mdata._shopfloor_eu_range = found  # type: ignore[attr-defined]
+    return found
+
+
+def _passes_filter(
+    service: mis.MonitoredItemService, mdata: mis.MonitoredItemData, new: ua.DataValue, last: ua.DataValue | None
+) -> bool:
+    """Whether a new value is reported, judged against the last *reported* value as OPC UA Part 4 7.22.2 says."""
+    if last is None:
+        return True
+    if new.StatusCode != last.StatusCode:
+        return True
+    flt = mdata.filter if isinstance(mdata.filter, ua.DataChangeFilter) else None
+    trigger = flt.Trigger if flt is not None else ua.DataChangeTrigger.StatusValue
+    if trigger == ua.DataChangeTrigger.Status:
+        return False
+    if trigger == ua.DataChangeTrigger.StatusValueTimestamp and new.SourceTimestamp != last.SourceTimestamp:
+        return True
+    if new.Value == last.Value:
+        return False
+    if flt is None or flt.DeadbandType == ua.DeadbandType.None_:
+        return True
+    try:
+        delta = abs(float(new.Value.Value) - float(last.Value.Value))  # type: ignore[union-attr, arg-type]
+    except (TypeError, ValueError, AttributeError):
+        return True  # deadbands apply to numbers only
+    if flt.DeadbandType == ua.DeadbandType.Absolute:
+        return delta > flt.DeadbandValue
+    if flt.DeadbandType == ua.DeadbandType.Percent:
+        eu_range = _eu_range(service, mdata)
+        if eu_range is None:
+            return True
+        return delta > flt.DeadbandValue / 100.0 * abs(eu_range[1] - eu_range[0])
+    return True
+
+
+async def _datachange_callback(
+    self: mis.MonitoredItemService, handle: int, value: ua.DataValue, error: ua.StatusCode | None = None
+) -> None:
+    """asyncua's data change callback with the per-item deep copy avoided and deadbands done as the spec says."""
+    if error:
+        await self.trigger_statuschange(error)
+        return
+    mid = self._monitored_datachange[handle]
+    mdata = self._monitored_items[mid]
+    if mdata.mode == ua.MonitoringMode.Disabled:
+        return
+    mdata.mvalue.set_current_datavalue(value)
+    last = getattr(mdata.mvalue, "_shopfloor_reported", None)
+    if not _passes_filter(self, mdata, value, last):
+        return
+    mdata.mvalue._shopfloor_reported = value  # type: ignore[attr-defined]
+    event = ua.MonitoredItemNotification(ClientHandle=mdata.client_handle, Value=value)
+    await self.isub.enqueue_datachange_event(mid, event, mdata.queue_size)
+
+
+def install_fast_datachange() -> None:
+    """Patch asyncua 2.1.0's server data change path (process-wide, idempotent).
+
+    Stock asyncua deep-copies every value for every monitored item (most of its ~65 us per change), compares
+    deadbands with the previous *sampled* value (so a slow drift is never reported) and does not implement
+    PercentDeadband at all (it logs a warning per change and reports everything). The patch shares immutable
+    values, compares with the last reported value, and applies PercentDeadband using the node's EURange.
+    """
+    global _fast_path_installed
+    if _fast_path_installed:
+        return
+    mis.MonitoredItemValues.set_current_datavalue = _set_current_datavalue  # type: ignore[method-assign]
+    mis.MonitoredItemService.datachange_callback = _datachange_callback  # type: ignore[method-assign]
+    _fast_path_installed = True
+
+
+# --- the server -------------------------------------------------------------------------------------------
+
+
+class _PasswordUserManager(UserManager):
+    """One username and password; everyone else, anonymous included, is refused."""
+
+    def __init__(self, username: str, password: str) -> None:
+        self._username = username
+        self._password = password.encode()
+
+    def get_user(
+        self, iserver: Any, username: str | None = None, password: str | None = None, certificate: Any = None
+    ) -> User | None:
+        given = password.encode() if isinstance(password, str) else password or b""
+        if username == self._username and hmac.compare_digest(given, self._password):
+            return User(role=UserRole.User, name=username)
+        log.warning("refused login for user %r", username)
+        return None
+
+
+@dataclass
+class _Variable:
+    """One served variable and the last value written to it (writes happen only on change)."""
+
+    node_id: ua.NodeId
+    variant_type: ua.VariantType
+    value: Any = None
+
+
+@dataclass
+class _ServedMachine:
+    model: MachineModel
+    state_tag: str | None
+    count_tags: list[tuple[str, str, int]]  # node, counter kind, wrap
+    speed_tags: list[str]
+    alarm_tags: list[str]
+    variables: dict[str, _Variable] = field(default_factory=dict)  # by node suffix
+    force_id: ua.NodeId | None = None
+    force_seen: str = ""
+
+
+class PlcSimulator:
+    """An OPC UA server simulating the machines of one OPC UA source of a factory config.
+
+    Use as `async with PlcSimulator(cfg, endpoint=..., speed=60) as sim:`; `sim.endpoint` is the URL clients
+    connect to (a port 0 endpoint is resolved to the port actually bound).
+    """
+
+    def __init__(
+        self,
+        cfg: FactoryConfig,
+        *,
+        endpoint: str = DEFAULT_ENDPOINT,
+        source: str | None = None,
+        speed: float = 1.0,
+        seed: int = 1,
+        paused: bool = False,
+        security: str = "none",
+        cert_dir: Path = DEFAULT_CERT_DIR,
+        username: str | None = None,
+        password: str | None = None,
+        bench_tags: int = 0,
+        bench_period_ms: float = 100.0,
+        bench_only: bool = False,
+        start_time: datetime | None = None,
+    ) -> None:
+        if security not in SECURITY_POLICIES:
+            raise ValueError(f"security must be one of {', '.join(SECURITY_POLICIES)}, not {security!r}")
+        if username is not None and not password:
+            raise ValueError("a username needs a password")
+        if speed <= 0:
+            raise ValueError("speed must be positive")
+        self.cfg = cfg
+        self.endpoint = endpoint
+        self.source = source or (cfg.sources.opcua[0].id if cfg.sources.opcua else None)
+        self.speed = speed
+        self.seed = seed
+        self.security = security
+        self.cert_dir = Path(cert_dir)
+        self.certificate_path: Path | None = None
+        self.namespace_index = 0
+        self._username = username
+        self._password = password
+        self._bench_tags = bench_tags
+        self._bench_period_s = bench_period_ms / 1000.0
+        self._bench_only = bench_only
+        self._running_at_start = not paused
+        self._sim_start = (start_time or datetime.now(UTC)).timestamp()
+        self.sim_now = self._sim_start
+        self._server: Server | None = None
+        self._machines: list[_ServedMachine] = []
+        self._bench: list[_Variable] = []
+        self._running_id: ua.NodeId | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> PlcSimulator:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    # -- life cycle
+
+    async def start(self) -> None:
+        """Build the address space, open the endpoint and start ticking."""
+        install_fast_datachange()
+        server = Server()
+        await server.init()
+        server.set_endpoint(self.endpoint)
+        server.set_server_name("Shopfloor PLC simulator")
+        await server.set_application_uri(NAMESPACE_URI)
+        server.disable_clock()  # its 1 s CurrentTime writes are noise in a simulator
+        server.iserver.max_pending_messages_per_connection = MAX_PENDING_REQUESTS
+        if self.security != "none":
+            pair = pki.ensure_self_signed(self.cert_dir, NAMESPACE_URI, "Shopfloor PLC simulator")
+            await server.load_certificate(str(pair.certificate))
+            await server.load_private_key(str(pair.private_key))
+            self.certificate_path = pair.certificate.resolve()
+        server.set_security_policy(SECURITY_POLICIES[self.security])
+        if self._username is not None and self._password is not None:
+            server.iserver.set_user_manager(_PasswordUserManager(self._username, self._password))
+            server.set_identity_tokens([ua.UserNameIdentityToken])
+        self.namespace_index = await server.register_namespace(NAMESPACE_URI)
+        self._server = server
+        await self._build_address_space(server)
+        await server.start()
+        if server.bserver is not None and server.bserver.port and ":0/" in self.endpoint + "/":
+            self.endpoint = self.endpoint.replace(":0", f":{server.bserver.port}", 1)
+        await self._write_machines(first=True)
+        await self._write_bench(0.0)
+        self._tasks.append(asyncio.create_task(self._tick_loop(), name="plc-sim-tick"))
+        if self._bench:
+            self._tasks.append(asyncio.create_task(self._bench_loop(), name="plc-sim-bench"))
+        log.info("PLC simulator serving %d machines and %d bench tags at %s",
+                 len(self._machines), len(self._bench), self.endpoint)
+
+    async def stop(self) -> None:
+        """Stop ticking and close the server; safe to call twice."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self._server is not None:
+            await self._server.stop()
+            self._server = None
+
+    # -- helpers for tests
+
+    def node_id(self, name: str) -> ua.NodeId:
+        """The NodeId of a served node by its string id, e.g. `line-1.press-1.TotalCount`."""
+        return _node_id(name, self.namespace_index)
+
+    def machine(self, line_id: str, machine_id: str) -> MachineModel:
+        """The behaviour model of a served machine (its counts are the ground truth)."""
+        for served in self._machines:
+            if served.model.line_id == line_id and served.model.machine_id == machine_id:
+                return served.model
+        raise KeyError(f"{line_id}.{machine_id} is not served")
+
+    async def set_running(self, running: bool) -> None:
+        """Open or close the production gate, as a client writing Sim.Running would."""
+        assert self._server is not None and self._running_id is not None
+        await self._server.write_attribute_value(self._running_id, ua.DataValue(ua.Variant(running, ua.VariantType.Boolean)))
+
+    # -- address space
+
+    async def _build_address_space(self, server: Server) -> None:
+        idx = self.namespace_index
+        objects = server.nodes.objects
+        sim = await objects.add_folder(_node_id("Sim", idx), ua.QualifiedName("Sim", idx))
+        running = await sim.add_variable(
+            _node_id("Sim.Running", idx), ua.QualifiedName("Running", idx), self._running_at_start, ua.VariantType.Boolean
+        )
+        await running.set_writable()
+        self._running_id = running.nodeid
+        if not self._bench_only:
+            await self._add_machines(server, objects)
+        if self._bench_tags:
+            folder = await objects.add_folder(_node_id("bench", idx), ua.QualifiedName("bench", idx))
+            for i in range(self._bench_tags):
+                var = _Variable(_node_id(f"bench.t{i}", idx), ua.VariantType.Double, 0.0)
+                await folder.add_variable(var.node_id, ua.QualifiedName(f"t{i}", idx), 0.0, ua.VariantType.Double)
+                self._bench.append(var)
+
+    async def _add_machines(self, server: Server, objects: Node) -> None:
+        idx = self.namespace_index
+        calendar = ShiftCalendar(self.cfg.shifts, self.cfg.site.timezone)
+        lines: dict[str, Node] = {}
+        for line, machine in self.cfg.machines():
+            if machine.source != self.source:
+                continue
+            if line.id not in lines:
+                lines[line.id] = await objects.add_folder(_node_id(line.id, idx), ua.QualifiedName(line.id, idx))
+            mtype = self.cfg.machine_types[machine.type]
+            spec = self.cfg.state_maps[mtype.state_map]
+            codec = RawStateCodec(spec, spec.mapper())
+            products = [(p.sku, p.ideal_cycle_s[line.id]) for p in self.cfg.products if line.id in p.ideal_cycle_s]
+            model = MachineModel(line, machine, mtype, codec, products, calendar, self.seed, self.sim_now)
+            prefix = f"{line.id}.{machine.id}"
+            obj = await lines[line.id].add_object(_node_id(prefix, idx), ua.QualifiedName(machine.id, idx))
+            served = _ServedMachine(model, None, [], [], [])
+
+            async def add(parent: Node, suffix: str, vtype: ua.VariantType, value: Any, served: _ServedMachine = served,
+                          prefix: str = prefix) -> Node:
+                var = _Variable(_node_id(f"{prefix}.{suffix}", idx), vtype, value)
+                served.variables[suffix] = var
+                name = suffix.rsplit(".", 1)[-1]
+                return await parent.add_variable(var.node_id, ua.QualifiedName(name, idx), value, vtype)
+
+            for tag in mtype.tags:
+                await self._add_tag(obj, tag, served, codec, add)
+            truth = await obj.add_folder(_node_id(f"{prefix}.Truth", idx), ua.QualifiedName("Truth", idx))
+            for counter in ("Total", "Good", "Reject"):
+                await add(truth, f"Truth.{counter}", ua.VariantType.UInt64, 0)
+            await add(truth, "Truth.State", ua.VariantType.String, "")
+            force = await obj.add_variable(
+                _node_id(f"{prefix}.Force", idx), ua.QualifiedName("Force", idx), "", ua.VariantType.String
+            )
+            await force.set_writable()
+            served.force_id = force.nodeid
+            self._machines.append(served)
+
+    async def _add_tag(self, obj: Node, tag: TagSpec, served: _ServedMachine, codec: RawStateCodec, add: Any) -> None:
+        idx = self.namespace_index
+        if tag.signal == "state":
+            served.state_tag = tag.node
+            if codec.kind == "bits":
+                for bit in codec.bits:
+                    await add(obj, bit, ua.VariantType.Boolean, False)
+            elif codec.kind == "packml":
+                await add(obj, tag.node, ua.VariantType.String, "")
+            else:
+                await add(obj, tag.node, ua.VariantType.Int32, 0)
+        elif tag.signal == "count":
+            assert tag.counter is not None
+            served.count_tags.append((tag.node, tag.counter, tag.rollover or COUNTER_WRAP))
+            await add(obj, tag.node, ua.VariantType.UInt32, 0)
+        elif tag.signal == "alarm":
+            served.alarm_tags.append(tag.node)
+            await add(obj, tag.node, ua.VariantType.Int32, 0)
+        else:
+            if _is_speed(tag):
+                served.speed_tags.append(tag.node)
+                eu = (0.0, max(1.0, round(2 * 60.0 / served.model.fastest_cycle_s, 1)))
+                start = 0.0
+            else:
+                pv = served.model.process_values[tag.node]
+                eu, start = (pv.low, pv.high), round(pv.value, 3)
+            node = await add(obj, tag.node, ua.VariantType.Double, start)
+            # An EURange property is what a PercentDeadband filter is computed from (AnalogItemType's contract).
+            await node.add_property(
+                _node_id(f"{node.nodeid.Identifier}.EURange", idx), ua.QualifiedName("EURange", 0), ua.Range(*eu)
+            )
+
+    # -- ticking
+
+    async def _tick_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        last = loop.time()
+        next_at = last + TICK_S
+        while True:
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            now = loop.time()
+            # Don't try to catch up after a stall: the simulated clock just moves further in one tick.
+            next_at = max(next_at + TICK_S, now)
+            dt_real, last = now - last, now
+            try:
+                await self._read_forces()
+                if self._gate_open() and self._machines:
+                    dt_sim = dt_real * self.speed
+                    self.sim_now += dt_sim
+                    await self._write_machines(dt_sim=dt_sim)
+            except Exception:
+                log.exception("simulator tick failed")
+
+    async def _bench_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        t0 = next_at = loop.time()
+        while True:
+            next_at = max(next_at + self._bench_period_s, loop.time())
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            if self._gate_open():
+                await self._write_bench(loop.time() - t0)
+
+    def _gate_open(self) -> bool:
+        assert self._server is not None and self._running_id is not None
+        dv = self._server.read_attribute_value(self._running_id)
+        return bool(dv.Value is not None and dv.Value.Value)
+
+    async def _read_forces(self) -> None:
+        assert self._server is not None
+        for served in self._machines:
+            assert served.force_id is not None
+            dv = self._server.read_attribute_value(served.force_id)
+            text = str(dv.Value.Value or "") if dv.Value is not None else ""
+            if text == served.force_seen:
+                continue
+            served.force_seen = text
+            wanted = text.strip().upper()
+            model = served.model
+            if not wanted:
+                model.forced = None
+                log.info("%s.%s: force released", model.line_id, model.machine_id)
+            elif wanted in BoardState.__members__:
+                model.forced = BoardState(wanted)
+                log.info("%s.%s: forced to %s", model.line_id, model.machine_id, wanted)
+            else:
+                log.warning("%s.%s: Force %r is not a board state (%s); ignored", model.line_id, model.machine_id,
+                            text, ", ".join(BoardState.__members__))
+
+    async def _write_machines(self, *, dt_sim: float = 0.0, first: bool = False) -> None:
+        changed: list[_Variable] = []
+
+        def put(var: _Variable, value: Any) -> None:
+            if first or var.value != value:
+                var.value = value
+                changed.append(var)
+
+        for served in self._machines:
+            model = served.model
+            model.advance(self.sim_now)
+            state = model.board_state()
+            shown, raw = model.codec.encode(state)
+            if served.state_tag is not None:
+                if isinstance(raw, dict):
+                    for bit, on in raw.items():
+                        put(served.variables[bit], on)
+                else:
+                    put(served.variables[served.state_tag], raw)
+            counts = {"total": model.total, "good": model.good, "reject": model.reject}
+            for node, kind, wrap in served.count_tags:
+                put(served.variables[node], counts[kind] % wrap)
+            for node in served.speed_tags:
+                put(served.variables[node], model.rate_per_min())
+            if dt_sim > 0:
+                for node, value in model.step_process_values(dt_sim).items():
+                    put(served.variables[node], value)
+            for node in served.alarm_tags:
+                put(served.variables[node], model.alarm_code())
+            put(served.variables["Truth.Total"], model.total)
+            put(served.variables["Truth.Good"], model.good)
+            put(served.variables["Truth.Reject"], model.reject)
+            put(served.variables["Truth.State"], BoardState.NO_SHIFT.value if state == BoardState.NO_SHIFT else shown.value)
+        await self._write(changed)
+
+    async def _write_bench(self, t: float) -> None:
+        if not self._bench:
+            return
+        rng = random.Random(int(t * 1000) ^ self.seed)
+        for i, var in enumerate(self._bench):
+            # Each tag gets its own phase, so every tag really changes every period.
+            var.value = round(math.sin(t / 5.0 + i) * 50.0 + rng.gauss(0.0, 0.5), 4)
+        await self._write(self._bench)
+
+    async def _write(self, variables: Sequence[_Variable]) -> None:
+        """Write values with the wall clock as source and server timestamp (the agent measures latency from it)."""
+        assert self._server is not None
+        stamp = ua.DateTime.now(UTC)
+        write = self._server.iserver.aspace.write_attribute_value
+        value_attr = ua.AttributeIds.Value
+        for var in variables:
+            dv = ua.DataValue(ua.Variant(var.value, var.variant_type), SourceTimestamp=stamp, ServerTimestamp=stamp)
+            await write(var.node_id, value_attr, dv)
+
+
+# --- command line -----------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the PLC simulator's options to a (sub)command parser."""
+    parser.add_argument("--config", required=True, type=Path, metavar="FILE", help="factory config (YAML)")
+    parser.add_argument("--endpoint", default=DEFAULT_ENDPOINT, help="OPC UA endpoint URL to serve (default %(default)s)")
+    parser.add_argument("--source", help="serve the machines of this OPC UA source id (default: the first one)")
+    parser.add_argument("--speed", type=float, default=1.0,
+                        help="simulated seconds per real second (default %(default)s; 60 = a minute per second)")
+    parser.add_argument("--seed", type=int, default=1, help="random seed; same seed, same behaviour (default 1)")
+    parser.add_argument("--start", type=datetime.fromisoformat, metavar="ISO_TIME",
+                        help="simulated clock start, e.g. 2025-03-03T09:00+08:00 (default: now)")
+    parser.add_argument("--paused", action="store_true", help="start with Sim.Running false (clock stopped)")
+    parser.add_argument("--security", choices=sorted(SECURITY_POLICIES), default="none",
+                        help="none; secure = Basic256Sha256 Sign and SignAndEncrypt only; all = both (default none)")
+    parser.add_argument("--cert-dir", type=Path, default=DEFAULT_CERT_DIR, metavar="DIR",
+                        help="where the server certificate and key are generated once (default %(default)s)")
+    parser.add_argument("--username", help="require this user name (anonymous login is then refused)")
+    parser.add_argument("--password-env", default="SHOPFLOOR_SIM_PASSWORD", metavar="VAR",
+                        help="environment variable holding the password (default %(default)s)")
+    parser.add_argument("--bench-tags", type=int, default=0, metavar="N", help="add N changing Double tags bench.t<i>")
+    parser.add_argument("--bench-period-ms", type=float, default=100.0, metavar="P",
+                        help="each bench tag changes every P ms (default %(default)s)")
+    parser.add_argument("--bench-only", action="store_true", help="serve only the bench tags, no machines")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until SIGINT or SIGTERM; 0 on a clean stop, 2 on a configuration problem."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("asyncua").setLevel(logging.WARNING)  # asyncua logs every monitored item at INFO
+    try:
+        cfg = agent_config.load(args.config)
+    except agent_config.ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    password = None
+    if args.username:
+        password = os.environ.get(args.password_env)
+        if not password:
+            print(f"--username needs a password in the environment variable {args.password_env}", file=sys.stderr)
+            return 2
+    source = args.source or (cfg.sources.opcua[0].id if cfg.sources.opcua else None)
+    if not args.bench_only and source not in {s.id for s in cfg.sources.opcua}:
+        print(f"{args.config}: no OPC UA source {source!r} (sources.opcua)", file=sys.stderr)
+        return 2
+    try:
+        simulator = PlcSimulator(
+            cfg, endpoint=args.endpoint, source=source, speed=args.speed, seed=args.seed, paused=args.paused,
+            security=args.security, cert_dir=args.cert_dir, username=args.username, password=password,
+            bench_tags=args.bench_tags, bench_period_ms=args.bench_period_ms, bench_only=args.bench_only,
+            start_time=args.start,
+        )
+    except ValueError as exc:
+        print(f"plc simulator: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(_serve(simulator))
+
+
+async def _serve(simulator: PlcSimulator) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, stop.set)
+        except NotImplementedError:  # Windows: no loop signal handlers
+            signal.signal(signum, lambda *_: loop.call_soon_threadsafe(stop.set))
+    started = time.monotonic()
+    async with simulator:
+        if simulator.certificate_path is not None:
+            print(f"PLC simulator certificate {simulator.certificate_path}", flush=True)
+        print(f"PLC simulator ready at {simulator.endpoint}", flush=True)
+        log.info("ready after %.1f s", time.monotonic() - started)
+        await stop.wait()
+    log.info("PLC simulator stopped")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the simulator standalone: `python -m simulators.plc --config config/factory.yaml`."""
+    parser = argparse.ArgumentParser(prog="shopfloor simulate plc", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

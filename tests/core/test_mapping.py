@@ -1,0 +1,180 @@
+import json
+
+import pytest
+
+from agent.core.mapping import Mapper, MappingResult, compile_json_path, json_path_get, parse_timestamp_ns
+
+TS = "2026-11-22T03:59:01.123456Z"
+TS_NS = 1795319941123456000
+
+
+def mqtt(mapper, topic, payload, received_ns=1):
+    out = MappingResult()
+    raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    mapper.mqtt_message("line-bus", topic, raw, received_ns, out)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "measurement", "tags", "fields"),
+    [
+        ("line/line-1/mold-1/badge", {"badge": "B1002", "action": "in", "ts": TS}, "operator_event",
+         {"line": "line-1", "station": "mold-1", "event": "in"}, {"badge": "B1002", "operator": "op-002"}),
+        ("line/line-1/mold-1/badge", {"badge": "B9999", "action": "out", "ts": TS}, "operator_event",
+         {"line": "line-1", "station": "mold-1", "event": "out"}, {"badge": "B9999"}),
+        ("line/line-2/deburr-1/andon", {"call_id": "A-1", "event": "call", "kind": "quality", "ts": TS},
+         "andon_event", {"line": "line-2", "station": "deburr-1", "event": "call", "kind": "quality"},
+         {"call_id": "A-1"}),
+        ("line/line-1/material/resin-pp/level", {"level": 812, "ts": TS}, "material_level",
+         {"line": "line-1", "material": "resin-pp"}, {"level": 812.0}),
+        ("line/line-1/assy-1/lot", {"material": "heater-1k8", "lot": "L7", "qty": 500, "ts": TS},
+         "material_event", {"line": "line-1", "station": "assy-1", "material": "heater-1k8", "event": "lot_loaded"},
+         {"lot": "L7", "qty": 500.0}),
+        ("line/line-2/order", {"order_id": "SO-1", "sku": "FN-300", "target_qty": 400, "event": "start",
+                               "ts": TS}, "order_event", {"line": "line-2", "event": "start"},
+         {"order_id": "SO-1", "sku": "FN-300", "target_qty": 400}),
+    ],
+)
+def test_mqtt_routes(factory_cfg, topic, payload, measurement, tags, fields):
+    out = mqtt(Mapper(factory_cfg), topic, payload)
+    assert out.dead_letters == []
+    (point,) = out.points
+    assert point.measurement == measurement
+    assert point.tags == {"site": "cixi-1", **tags}
+    assert point.fields == fields
+    assert point.time_ns == TS_NS
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "reason"),
+    [
+        ("line/line-1/mold-1/teleport", {"x": 1}, "no route matches this topic"),
+        ("elsewhere/x", {"x": 1}, "no route matches this topic"),
+        ("line/line-9/order", {"order_id": "SO-1", "sku": "X", "target_qty": 1, "event": "start"},
+         "unknown line 'line-9'"),
+        ("line/line-1/nowhere/badge", {"badge": "B1001", "action": "in"}, "unknown station 'nowhere' on line line-1"),
+        ("line/line-1/material/gold/level", {"level": 1}, "unknown material 'gold'"),
+        ("line/line-1/order", b"{not json", "payload is not JSON"),
+        ("line/line-1/order", b"\xff\xfe", "payload is not JSON"),
+        ("line/line-1/material/resin-pp/level", {"level": "abc"}, "field level should be a number, got str 'abc'"),
+        ("line/line-1/order", {"order_id": "SO-1", "target_qty": "lots", "event": "start"},
+         "field target_qty should be a number"),
+        ("line/line-1/order", {"order_id": "SO-1", "target_qty": 2.5, "event": "start"},
+         "field target_qty should be a whole number"),
+        ("line/line-1/order", {"sku": "KT-100", "event": "start"}, "required field order_id is missing"),
+        ("line/line-1/order", {"order_id": "SO-1", "event": "explode"}, "tag event is 'explode'"),
+        ("line/line-1/mold-1/badge", {"badge": "B1", "action": "in", "ts": "yesterday"}, "is not ISO 8601"),
+        ("line/line-1/mold-1/badge", {"badge": "B1", "action": "in", "ts": "2026-11-22T03:00:00"},
+         "has no time zone"),
+        ("line/line-1/mold-1/badge", {"badge": "B1"}, "tag event: payload has no text at its path"),
+        ("line/line-1/assy-1/lot", {"material": "heater-1k8", "lot": "L", "qty": [1]},
+         "field qty should be a number, got list"),
+    ],
+)
+def test_mqtt_bad_input_becomes_dead_letter(factory_cfg, topic, payload, reason):
+    out = mqtt(Mapper(factory_cfg), topic, payload, received_ns=5)
+    assert out.points == []
+    (dead,) = out.dead_letters
+    assert reason in dead.reason
+    assert (dead.source, dead.topic, dead.time_ns) == ("line-bus", topic, 5)
+    assert dead.payload == (payload if isinstance(payload, bytes) else json.dumps(payload).encode())
+
+
+def test_mqtt_without_timestamp_uses_receive_time(factory_cfg):
+    out = mqtt(Mapper(factory_cfg), "line/line-1/material/resin-pp/level", {"level": 3}, received_ns=77)
+    assert out.points[0].time_ns == 77
+
+
+@pytest.mark.parametrize(
+    ("raw", "ns"),
+    [(TS, TS_NS), ("2026-11-22T11:59:01.123456+08:00", TS_NS), (1795319941.123456, TS_NS - 0),
+     (1795319941123, 1795319941123000000), (1795319941123456, TS_NS), (TS_NS, TS_NS)],
+)
+def test_timestamps(raw, ns):
+    assert abs(parse_timestamp_ns(raw) - ns) < 1000
+
+
+@pytest.mark.parametrize(
+    ("path", "doc", "value"),
+    [("$.a.b", {"a": {"b": 3}}, 3), ("$.a[1]", {"a": [1, 2]}, 2), ("$['x y']", {"x y": 1}, 1)],
+)
+def test_json_paths(path, doc, value):
+    assert json_path_get(doc, compile_json_path(path)) == value
+
+
+# --- OPC UA values ---
+
+GOOD = 0
+BAD_COMM = 0x80050000
+
+
+def binding(mapper, machine, node):
+    for i, b in enumerate(mapper.bindings):
+        if b.machine == machine and b.spec.node == node:
+            return b
+    raise LookupError(node)
+
+
+def feed(mapper, machine, node, value, t, status=GOOD):
+    out = MappingResult()
+    mapper.opcua_value(binding(mapper, machine, node), value, status, "Bad" if status else "Good", t, t, out)
+    return out
+
+
+def test_counter_rollover_and_restart_count_exactly_once(factory_cfg):
+    mapper = Mapper(factory_cfg)
+    deltas = []
+    for t, value in enumerate([9990, 9995, 3, 40]):
+        deltas += [p.fields["delta"] for p in feed(mapper, "press-1", "TotalCount", value, t + 1).points]
+    assert deltas == [0, 5, 8, 37]
+    # the state that would be committed with those points lets a restarted agent continue exactly
+    restarted = Mapper(factory_cfg, mapper.take_dirty())
+    again = feed(restarted, "press-1", "TotalCount", 40, 10).points  # initial value after reconnect
+    later = feed(restarted, "press-1", "TotalCount", 52, 11).points
+    assert again == [] and [p.fields["delta"] for p in later] == [12]
+
+
+def test_same_source_timestamp_never_collapses_two_counts(factory_cfg):
+    mapper = Mapper(factory_cfg)
+    feed(mapper, "cnc-1", "TotalCount", 1, 100)
+    a = feed(mapper, "cnc-1", "TotalCount", 2, 100).points[0]
+    b = feed(mapper, "cnc-1", "TotalCount", 3, 100).points[0]
+    assert a.time_ns < b.time_ns
+
+
+def test_state_codes_packml_and_bad_status(factory_cfg):
+    mapper = Mapper(factory_cfg)
+    assert feed(mapper, "press-1", "StateCode", 3, 1).points[0].fields == {"state": "FAULT", "raw": "3"}
+    assert feed(mapper, "press-1", "StateCode", 3, 2).points == []  # unchanged state is not repeated
+    assert feed(mapper, "packer-1", "PackMLState", "Execute", 3).points[0].fields["state"] == "RUNNING"
+    bad = feed(mapper, "press-1", "StateCode", None, 4, status=BAD_COMM).points[0]
+    assert bad.fields["state"] == "OFFLINE"
+    unknown = feed(mapper, "press-1", "StateCode", 99, 5)
+    assert unknown.points == [] and "not in the state map" in unknown.dead_letters[0].reason
+
+
+def test_process_value_bad_status_is_quality_not_value(factory_cfg):
+    mapper = Mapper(factory_cfg)
+    good = feed(mapper, "press-1", "Temperature", 61.5, 1).points[0]
+    bad = feed(mapper, "press-1", "Temperature", 0.0, 2, status=BAD_COMM).points[0]
+    assert good.fields["value"] == 61.5 and good.fields["quality"] == "Good"
+    assert "value" not in bad.fields and bad.fields["quality"] == "Bad" and bad.fields["status"] == BAD_COMM
+
+
+def test_alarm_raise_change_clear(factory_cfg):
+    mapper = Mapper(factory_cfg)
+    seen = []
+    for t, code in enumerate([0, 101, 102, 0], start=1):
+        seen += [(p.fields["code"], p.fields["active"]) for p in feed(mapper, "press-1", "AlarmCode", code, t).points]
+    assert seen == [(101, True), (101, False), (102, True), (102, False)]
+    assert feed(Mapper(factory_cfg), "press-2", "AlarmCode", 102, 1).points[0].fields["text"] == "液压压力低 Hydraulic pressure low"
+
+
+def test_source_down_sets_its_machines_offline_once(factory_cfg):
+    mapper = Mapper(factory_cfg)
+    feed(mapper, "press-1", "StateCode", 1, 1)
+    down = mapper.source_down("plc-1", 5, "connection lost")
+    assert {p.tags["machine"] for p in down.points} == {"press-1", "press-2", "packer-1", "cnc-1", "cnc-2", "packer-2"}
+    assert all(p.fields["state"] == "OFFLINE" for p in down.points)
+    assert mapper.source_down("plc-1", 6, "still down").points == []
+    assert feed(mapper, "press-1", "StateCode", 1, 7).points[0].fields["state"] == "RUNNING"
