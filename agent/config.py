@@ -23,6 +23,7 @@ from agent.core.states import BitRule, BoardState, StateMapper
 SLUG = r"^[a-z0-9][a-z0-9_-]{0,47}$"
 Slug = Annotated[str, Field(pattern=SLUG, description="short id: lower-case letters, digits, '-' or '_'")]
 HHMM = Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="local time HH:MM")]
+SECRET_KEYS = frozenset({"password", "token"})
 ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 
 
@@ -155,7 +156,8 @@ class Deadband(Model):
 
 class TagSpec(Model):
     node: str = Field(description="node id suffix appended to the machine's node_prefix")
-    signal: Literal["state", "count", "process_value", "alarm"]
+    signal: Literal["state", "state_bit", "count", "process_value", "alarm"]
+    bit: str | None = Field(default=None, description="bit name a state_bit tag feeds to the bits state map")
     name: str | None = Field(default=None, description="process value name (signal process_value)")
     counter: Literal["total", "good", "reject"] | None = None
     rollover: Annotated[int, Field(gt=1)] | None = Field(
@@ -270,6 +272,8 @@ class MqttSource(Model):
     qos: Literal[0, 1] = 1
     session_expiry_s: Annotated[int, Field(ge=0)] = 86400
     receive_maximum: Annotated[int, Field(ge=1, le=65535)] = 1000
+    max_payload_bytes: Annotated[int, Field(ge=64)] = Field(
+        default=262144, description="larger messages are dead-lettered, not parsed")
     subscribe: list[str] = Field(description="topic filters to subscribe to")
     routes: list[MqttRoute]
 
@@ -391,7 +395,7 @@ def _scalar_key(key_node: yaml.Node) -> Any:
 
 
 def _line_for(index: dict[tuple[Any, ...], int], loc: tuple[Any, ...]) -> int | None:
-    for n in range(len(loc), -1, -1):
+    for n in range(len(loc), 0, -1):
         if loc[:n] in index:
             return index[loc[:n]]
     return None
@@ -437,7 +441,7 @@ def _expected_from_pydantic(err: dict[str, Any]) -> str:
     return msg.removeprefix("Input should be ")
 
 
-def _cross_check(cfg: FactoryConfig) -> list[tuple[tuple[Any, ...], Any, str]]:
+def _cross_check(cfg: FactoryConfig, resolve_secrets: bool) -> list[tuple[tuple[Any, ...], Any, str]]:
     """Rules across sections: references resolve, ids are unique."""
     out: list[tuple[tuple[Any, ...], Any, str]] = []
     line_ids = [ln.id for ln in cfg.lines]
@@ -445,19 +449,21 @@ def _cross_check(cfg: FactoryConfig) -> list[tuple[tuple[Any, ...], Any, str]]:
     opcua_ids = {s.id for s in cfg.sources.opcua}
     mqtt_ids = {s.id for s in cfg.sources.mqtt}
 
-    def unique(items: list[str], loc: tuple[Any, ...], what: str) -> None:
+    def unique(items: list[str], loc: tuple[Any, ...], key: str, what: str) -> None:
         seen: set[str] = set()
         for i, item in enumerate(items):
             if item in seen:
-                out.append((loc + (i,), item, f"a {what} not used before (ids are unique)"))
+                out.append((loc + (i, key), item, f"a {what} not used before (ids are unique)"))
             seen.add(item)
 
-    unique(line_ids, ("lines",), "line id")
-    unique([s.id for s in cfg.shifts], ("shifts",), "shift id")
-    unique([p.sku for p in cfg.products], ("products",), "SKU")
-    unique([o.badge for o in cfg.operators], ("operators",), "badge id")
-    unique([o.id for o in cfg.operators], ("operators",), "operator id")
-    all_machines = [m.id for _, m in cfg.machines()]
+    unique(line_ids, ("lines",), "id", "line id")
+    unique([s.id for s in cfg.shifts], ("shifts",), "id", "shift id")
+    unique([p.sku for p in cfg.products], ("products",), "sku", "SKU")
+    unique([o.badge for o in cfg.operators], ("operators",), "badge", "badge id")
+    unique([o.id for o in cfg.operators], ("operators",), "id", "operator id")
+    unique([m.id for m in cfg.materials], ("materials",), "id", "material id")
+    for li, line in enumerate(cfg.lines):
+        unique([s.id for s in line.stations], ("lines", li, "stations"), "id", "station id on this line")
     seen_machine: set[str] = set()
     for li, line in enumerate(cfg.lines):
         station_ids = {s.id for s in line.stations}
@@ -475,14 +481,24 @@ def _cross_check(cfg: FactoryConfig) -> list[tuple[tuple[Any, ...], Any, str]]:
             if machine.station is not None and machine.station not in station_ids:
                 out.append((loc + ("station",), machine.station,
                             f"a station of line {line.id}: " + ", ".join(sorted(station_ids))))
-    del all_machines
     for name, mtype in cfg.machine_types.items():
         if mtype.state_map not in cfg.state_maps:
             out.append((("machine_types", name, "state_map"), mtype.state_map,
                         "one of the state_maps: " + ", ".join(sorted(cfg.state_maps))))
-        if sum(1 for t in mtype.tags if t.signal == "state") != 1:
-            out.append((("machine_types", name, "tags"), f"{sum(1 for t in mtype.tags if t.signal == 'state')} state tags",
-                        "exactly one tag with signal: state"))
+        state_map = cfg.state_maps.get(mtype.state_map)
+        n_state = sum(1 for t in mtype.tags if t.signal == "state")
+        n_bits = sum(1 for t in mtype.tags if t.signal == "state_bit")
+        if state_map is not None and state_map.kind == "bits":
+            if n_state or not n_bits:
+                out.append((("machine_types", name, "tags"), f"{n_state} state and {n_bits} state_bit tags",
+                            "state_bit tags (one per bit of the bits state map) and no state tag"))
+            for ti, tag in enumerate(mtype.tags):
+                if tag.signal == "state_bit" and (tag.bit or tag.node) not in {r.bit for r in state_map.rules}:
+                    out.append((("machine_types", name, "tags", ti, "bit"), tag.bit or tag.node,
+                                "a bit named in the rules of state map " + mtype.state_map))
+        elif n_state != 1 or n_bits:
+            out.append((("machine_types", name, "tags"), f"{n_state} state and {n_bits} state_bit tags",
+                        "exactly one tag with signal: state (state_bit tags go with a bits state map)"))
     for pi, product in enumerate(cfg.products):
         for line_id in product.ideal_cycle_s:
             if line_id not in line_ids:
@@ -491,23 +507,37 @@ def _cross_check(cfg: FactoryConfig) -> list[tuple[tuple[Any, ...], Any, str]]:
             if material_id not in material_ids:
                 out.append((("products", pi, "bom", material_id), material_id,
                             "a material id: " + ", ".join(sorted(material_ids))))
+    from agent.core.mapping import compile_route
+
+    for si, mqtt_source in enumerate(cfg.sources.mqtt):
+        for ri, route in enumerate(mqtt_source.routes):
+            try:
+                compile_route(route)
+            except ValueError as exc:
+                out.append((("sources", "mqtt", si, "routes", ri), route.pattern, str(exc)))
     if cfg.live.mqtt is not None and cfg.live.mqtt not in mqtt_ids:
         out.append((("live", "mqtt"), cfg.live.mqtt, "the id of an MQTT source: " + ", ".join(sorted(mqtt_ids))))
-    for kind, sources in (("opcua", cfg.sources.opcua), ("mqtt", cfg.sources.mqtt)):
-        for si, source in enumerate(sources):
-            if source.password is not None and source.password_file is not None:
-                out.append((("sources", kind, si, "password_file"), str(source.password_file),
-                            "either password or password_file, not both"))
-            if source.password is not None and resolve_secret(source.password, None) is None:
-                out.append((("sources", kind, si, "password"), str(source.password),
-                            f"environment variable {source.password[2:-1]} to be set"))
-            if source.password_file is not None and not source.password_file.is_file():
-                out.append((("sources", kind, si, "password_file"), str(source.password_file), "a readable file"))
+    secret_holders: list[tuple[str, int, OpcUaSource | MqttSource]] = [
+        *(("opcua", i, s) for i, s in enumerate(cfg.sources.opcua)),
+        *(("mqtt", i, s) for i, s in enumerate(cfg.sources.mqtt))]
+    for kind, si, source in secret_holders:
+        if source.password is not None and source.password_file is not None:
+            out.append((("sources", kind, si, "password_file"), str(source.password_file),
+                        "either password or password_file, not both"))
+        if resolve_secrets and source.password is not None and resolve_secret(source.password, None) is None:
+            out.append((("sources", kind, si, "password"), str(source.password),
+                        f"environment variable {source.password[2:-1]} to be set"))
+        if resolve_secrets and source.password_file is not None and not source.password_file.is_file():
+            out.append((("sources", kind, si, "password_file"), str(source.password_file), "a readable file"))
     return out
 
 
-def load(path: str | Path) -> FactoryConfig:
-    """Read, validate and cross-check a factory config; raise ConfigError listing every problem."""
+def load(path: str | Path, resolve_secrets: bool = True) -> FactoryConfig:
+    """Read, validate and cross-check a factory config; raise ConfigError listing every problem.
+
+    `resolve_secrets=False` skips checking that referenced environment variables and files exist (for tools
+    such as the simulators that read the factory layout but never connect with the agent's credentials).
+    """
     path = Path(path)
     file = str(path)
     try:
@@ -533,10 +563,15 @@ def load(path: str | Path) -> FactoryConfig:
         problems = []
         for err in exc.errors():
             loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-            found = "nothing (key missing)" if err["type"] == "missing" else _describe(_value_at(data, loc))
-            problems.append(Problem(file, _line_for(index, loc), _key_path(loc), found, _expected_from_pydantic(err)))
+            if err["type"] == "missing":
+                found = "nothing (key missing)"
+            elif loc and loc[-1] in SECRET_KEYS:
+                found = "an inline value (not shown)"
+            else:
+                found = _describe(_value_at(data, loc))
+            problems.append(Problem(file, _line_for(index, loc), _key_path(loc), found, _expected_from_pydantic(dict(err))))
         raise ConfigError(problems) from None
-    cross = _cross_check(cfg)
+    cross = _cross_check(cfg, resolve_secrets)
     if cross:
         raise ConfigError([
             Problem(file, _line_for(index, loc), _key_path(loc), _describe(found), expected)

@@ -61,7 +61,7 @@ def demo_config(config: Path, data_dir: Path, mqtt_url: str, opcua_port: int, ag
     data.setdefault("agent", {}).update({"data_dir": str(data_dir / "agent"), "http_port": agent_port})
     out = data_dir / "demo-config.yaml"
     out.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    load(out)  # the derived file must be as valid as the original
+    load(out, resolve_secrets=False)  # the derived file must be as valid as the original
     return out
 
 

@@ -60,7 +60,7 @@ class Pipeline:
         self._queue.put(("opcua", source, samples))
 
     def mqtt_message(self, source: str, topic: str, payload: bytes, received_ns: int,
-                     ack: Callable[[], None] | None) -> None:
+                     ack: Callable[[], object] | None) -> None:
         self._queue.put(("mqtt", source, topic, payload, received_ns, ack))
 
     def source_down(self, source: str, reason: str) -> None:
@@ -84,18 +84,21 @@ class Pipeline:
                 self._stop.set()
         return run
 
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Commit (and acknowledge) everything received so far; True when done within `timeout`."""
+        done = threading.Event()
+        self._queue.put(("flush", done))
+        return done.wait(timeout) if self.running else False
+
     def stop(self, timeout: float = 10.0) -> None:
         """Commit what was received, drain what the historian accepts within `timeout`, then stop."""
-        self._queue.put(("flush",))
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not self._queue.empty() and not self._stop.is_set():
-            time.sleep(0.02)
+        self.flush(timeout)
         while time.monotonic() < deadline and self.outbox.depth()[1] and not self._stop.is_set():
             self._drain_wake.set()
             time.sleep(0.02)
         self._stop.set()
         self._drain_wake.set()
-        self._queue.put(("flush",))
         for t in self._threads:
             t.join(timeout=max(0.1, deadline - time.monotonic()))
 
@@ -115,10 +118,11 @@ class Pipeline:
             items = [first]
             deadline = time.monotonic() + self.commit_interval
             result = MappingResult()
-            acks: list[Callable[[], None]] = []
+            acks: list[Callable[[], object]] = []
             received: dict[str, int] = {}
-            self._map(first, result, acks, received)
-            while len(result.points) < self.batch_points:
+            flushes: list[threading.Event] = []
+            self._map(first, result, acks, received, flushes)
+            while len(result.points) < self.batch_points and not flushes:
                 timeout = deadline - time.monotonic()
                 if timeout <= 0:
                     break
@@ -127,12 +131,12 @@ class Pipeline:
                 except queue.Empty:
                     break
                 items.append(item)
-                self._map(item, result, acks, received)
-                if item[0] == "flush":
-                    break
+                self._map(item, result, acks, received, flushes)
             self.outbox.enqueue(result.points, result.dead_letters, self.mapper.take_dirty(), self.now_ns())
             for ack in acks:
                 ack()
+            for flushed in flushes:
+                flushed.set()
             for source, n in received.items():
                 metrics.messages_in.labels(source).inc(n)
             if result.points:
@@ -142,8 +146,8 @@ class Pipeline:
                 metrics.dead_letters.labels(dead.source).inc()
                 log.warning("dead letter from %s %s: %s", dead.source, dead.topic, dead.reason)
 
-    def _map(self, item: tuple[Any, ...], result: MappingResult, acks: list[Callable[[], None]],
-             received: dict[str, int]) -> None:
+    def _map(self, item: tuple[Any, ...], result: MappingResult, acks: list[Callable[[], object]],
+             received: dict[str, int], flushes: list[threading.Event]) -> None:
         kind = item[0]
         if kind == "opcua":
             _, source, samples = item
@@ -158,12 +162,15 @@ class Pipeline:
             self._note_lag(source, newest)
         elif kind == "mqtt":
             _, source, topic, payload, received_ns, ack = item
+            before = len(result.points)
             self.mapper.mqtt_message(source, topic, payload, received_ns, result)
             if ack is not None:
                 acks.append(ack)
             received[source] = received.get(source, 0) + 1
-            if result.points:
+            if len(result.points) > before:
                 self._note_lag(source, result.points[-1].time_ns)
+        elif kind == "flush":
+            flushes.append(item[1])
         elif kind == "down":
             _, source, reason, at_ns = item
             down = self.mapper.source_down(source, at_ns, reason)
@@ -186,13 +193,13 @@ class Pipeline:
         failing = False
         next_retention = 0.0
         while not self._stop.is_set():
+            if time.monotonic() > next_retention:
+                next_retention = time.monotonic() + RETENTION_EVERY_S
+                self._retention()
             batches = self.outbox.claim(self.batch_points)
             if not batches:
                 self._drain_wake.wait(0.25)
                 self._drain_wake.clear()
-                if time.monotonic() > next_retention:
-                    next_retention = time.monotonic() + RETENTION_EVERY_S
-                    self._retention()
                 continue
             points = [p for b in batches for p in b.points]
             try:

@@ -96,6 +96,11 @@ class Agent:
         self._stop.set()
 
     def _shutdown(self) -> int:
+        # Commit and acknowledge what has arrived while the MQTT connections are still up, so the broker
+        # does not redeliver it on the next start; then disconnect and drain.
+        for mqtt_source in self.mqtt_sources:
+            mqtt_source.pause()
+        self.pipeline.flush()
         for mqtt_source in self.mqtt_sources:
             mqtt_source.stop()
         failed = self.pipeline.fatal is not None

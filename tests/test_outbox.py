@@ -54,3 +54,11 @@ def test_dead_letters_kept_with_source_and_truncated_payload(tmp_path):
     assert (dead["source"], dead["topic"], dead["reason"], dead["payload_bytes"]) == (
         "line-bus", "line/x", "payload is not JSON", 1_000_000)
     assert len(dead["payload"]) == 100 and box.dead_letters_total == 1
+
+
+def test_batch_committed_after_settling_the_newest_is_still_claimed(tmp_path):
+    box = Outbox(tmp_path / "o.sqlite3", 10**9)
+    box.enqueue(pts(1))
+    box.settle(box.claim(10))  # the table is empty again
+    box.enqueue(pts(1, 1))
+    assert [p.fields["value"] for b in box.claim(10) for p in b.points] == [1]

@@ -91,15 +91,17 @@ def parse_timestamp_ns(value: Any) -> int:
     """UTC nanoseconds from ISO 8601 text (with zone) or epoch seconds/ms/us/ns (told apart by magnitude)."""
     if isinstance(value, bool):
         raise ValueError("timestamp is true/false")
-    if isinstance(value, int | float):
+    if isinstance(value, int):
+        # integers stay integers: a float would lose the last digits of a nanosecond timestamp
         magnitude = abs(value)
-        if magnitude < 1e11:
-            return int(round(value * 1e9))
-        if magnitude < 1e14:
-            return int(round(value * 1e6))
-        if magnitude < 1e17:
-            return int(round(value * 1e3))
-        return int(value)
+        int_scale = 10**9 if magnitude < 10**11 else 10**6 if magnitude < 10**14 else 10**3 if magnitude < 10**17 else 1
+        return value * int_scale
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError("timestamp is not a finite number")
+        fmagnitude = abs(value)
+        scale = 1e9 if fmagnitude < 1e11 else 1e6 if fmagnitude < 1e14 else 1e3 if fmagnitude < 1e17 else 1.0
+        return int(round(value * scale))
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value)
@@ -126,22 +128,37 @@ class CompiledRoute:
 
 def compile_route(route: MqttRoute) -> CompiledRoute:
     pieces = []
+    captures: list[str] = []
     levels = route.pattern.split("/")
     for i, level in enumerate(levels):
         if level == "#":
             if i != len(levels) - 1:
                 raise ValueError(f"pattern {route.pattern!r}: '#' must be last")
-            pieces.append(".*")
+            pieces.append("#")
         elif level == "+":
             pieces.append("[^/]+")
         elif level.startswith("{") and level.endswith("}"):
-            pieces.append(f"(?P<{level[1:-1]}>[^/]+)")
+            name = level[1:-1]
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or name in captures:
+                raise ValueError(f"pattern {route.pattern!r}: capture {level} must be a unique name of letters, "
+                                 "digits and '_'")
+            captures.append(name)
+            pieces.append(f"(?P<{name}>[^/]+)")
+        elif "+" in level or "#" in level or "{" in level or "}" in level:
+            raise ValueError(f"pattern {route.pattern!r}: level {level!r} mixes a wildcard with text")
         else:
             pieces.append(re.escape(level))
-    regex = re.compile("/".join(pieces) + r"\Z")
+    text = "/".join(pieces)
+    # MQTT's rule: 'a/#' also matches the parent 'a'
+    text = text[:-2] + "(?:/.*)?" if text.endswith("/#") else text.replace("#", ".*")
+    regex = re.compile(text + r"\Z")
     tags: list[tuple[str, str, Any]] = []
     for tag, template in route.tags.items():
+        if tag == "site":
+            raise ValueError("tag site is set by the agent from site.id; remove it from the route")
         if template.startswith("{") and template.endswith("}"):
+            if template[1:-1] not in captures:
+                raise ValueError(f"tag {tag}: {template} is not a capture of pattern {route.pattern!r}")
             tags.append((tag, "capture", template[1:-1]))
         elif template.startswith("$"):
             tags.append((tag, "path", compile_json_path(template)))
@@ -175,6 +192,7 @@ class Mapper:
         self.routes: dict[str, list[CompiledRoute]] = {
             s.id: [compile_route(r) for r in s.routes] for s in cfg.sources.mqtt
         }
+        self.max_payload = {s.id: s.max_payload_bytes for s in cfg.sources.mqtt}
         self.bindings = self._bindings()
 
     def _bindings(self) -> list[TagBinding]:
@@ -221,7 +239,9 @@ class Mapper:
             if server_ns is not None:
                 fields["server_time_ns"] = server_ns
             if severity < 2:
-                if isinstance(value, bool) or not isinstance(value, int | float):
+                if isinstance(value, bool):
+                    value = float(value)
+                if not isinstance(value, int | float):
                     out.dead_letters.append(self._opcua_dead(b, f"process value has type {type(value).__name__}",
                                                              value, source_ns))
                     return
@@ -229,6 +249,23 @@ class Mapper:
             tags["name"] = spec.name or spec.node
             series = f"pv/{b.machine}/{tags['name']}"
             out.points.append(Point("process_value", tags, fields, self._unique_time(series, source_ns)))
+            return
+        if spec.signal == "state_bit":
+            if severity >= 2:
+                self._machine_state(b.machine, tags, BoardState.OFFLINE, f"status {status_name}", source_ns, out)
+                return
+            if not isinstance(value, bool | int):
+                out.dead_letters.append(self._opcua_dead(b, f"state bit value {value!r} is not true/false",
+                                                         value, source_ns))
+                return
+            key = f"bits/{b.machine}"
+            bits = dict(self.state.get(key) or {})
+            bits[spec.bit or spec.node] = bool(value)
+            self._set(key, bits)
+            state = b.mapper.map(bits)
+            if state is not None:
+                raw = ",".join(f"{k}={int(v)}" for k, v in sorted(bits.items()))
+                self._machine_state(b.machine, tags, state, raw, source_ns, out)
             return
         if spec.signal == "state":
             if severity >= 2:
@@ -244,6 +281,8 @@ class Mapper:
         if severity >= 2:
             out.dead_letters.append(self._opcua_dead(b, f"bad status {status_name}", value, source_ns))
             return
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             out.dead_letters.append(self._opcua_dead(b, f"{spec.signal} value {value!r} is not a whole number >= 0",
                                                      value, source_ns))
@@ -310,6 +349,9 @@ class Mapper:
             out.dead_letters.append(DeadLetter(source, topic, str(exc), payload, received_ns))
 
     def _mqtt_point(self, source: str, topic: str, payload: bytes, received_ns: int) -> Point:
+        limit = self.max_payload.get(source, 262144)
+        if len(payload) > limit:
+            raise InputError(f"payload of {len(payload)} bytes is larger than max_payload_bytes ({limit})")
         for route in self.routes.get(source, ()):
             m = route.regex.match(topic)
             if m is not None:

@@ -51,7 +51,7 @@ MEASUREMENTS: dict[str, Measurement] = {
         _m("material_event", ("site", "line", "station", "material", "event"),
            {"lot": str, "qty": float, "call_id": str}, ()),
         _m("order_event", ("site", "line", "event"),
-           {"order_id": str, "sku": str, "target_qty": int}, ("order_id",)),
+           {"order_id": str, "sku": str, "target_qty": int}, ("order_id", "sku")),
     )
 }
 

@@ -1,7 +1,8 @@
 """Live publisher: the newest value of every signal as a retained MQTT topic, plus agent birth and death.
 
 Topics: `shopfloor/v1/<site>/<line>/<unit>/<signal>` where unit is a machine, a station, or `_line` for
-line-level signals; payload `{"v": value, "ts": epoch ms, "q": quality}`. Updates are coalesced: within
+line-level signals; payload `{"v": value, "ts": epoch ms, ...}` with signal-specific extras (`q` quality on
+process values, `raw` on states). Updates are coalesced: within
 `min_interval_ms` only the newest value per topic goes out. Live state is a view, not a record: the
 historian has every point, so a broker outage here loses nothing.
 """
@@ -47,7 +48,8 @@ def live_topic(site: str, p: Point) -> tuple[str, dict[str, Any]] | None:
         return f"{base}/{t['station']}/operator/{f['badge']}", {"v": t["event"], "ts": ts,
                                                                "operator": f.get("operator")}
     if m == "andon_event":
-        return f"{base}/{t['station']}/andon/{f['call_id']}", {"v": t["event"], "ts": ts, "kind": t["kind"]}
+        return f"{base}/{t['station']}/andon", {"v": t["event"], "ts": ts, "kind": t["kind"],
+                                                "call_id": f["call_id"]}
     if m == "material_level":
         return f"{base}/_line/material/{t['material']}", {"v": f["level"], "ts": ts}
     if m == "material_event":
@@ -116,9 +118,11 @@ class MqttLivePublisher:
             self._flush()
 
     def _flush(self) -> None:
+        if not self.client.is_connected():
+            return  # keep the newest values until the broker is back, so retained topics end up current
         with self._lock:
             latest, self._latest = self._latest, {}
-        if not latest or not self.client.is_connected():
+        if not latest:
             return
         for topic, payload in latest.items():
             self.client.publish(topic, payload, qos=0, retain=True)

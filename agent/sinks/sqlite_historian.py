@@ -49,7 +49,8 @@ class SqliteHistorian:
         self.retention_days = retention_days
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
+        # FULL: the outbox lets a batch go once this commit returns, so the commit must be on disk.
+        self._conn.execute("PRAGMA synchronous=FULL")
         self._lock = threading.Lock()
         self._migrate()
         self._insert_sql = {

@@ -68,6 +68,7 @@ class MqttSource:
         self.probe_s = probe_s
         self._last_probe = time.monotonic()
         self._stop = threading.Event()
+        self._paused = False
         self._watchdog: threading.Thread | None = None
         password = resolve_secret(cfg.password, cfg.password_file)
         self.client, self.host, self.port = make_client(
@@ -94,6 +95,10 @@ class MqttSource:
                                   properties=props)
         self.client.loop_start()
 
+    def pause(self) -> None:
+        """Stop taking new messages (they stay with the broker); acknowledgements can still be sent."""
+        self._paused = True
+
     def stop(self) -> None:
         self._stop.set()
         self.client.disconnect()
@@ -105,7 +110,8 @@ class MqttSource:
         if reason.is_failure:
             self._down(f"broker refused the connection: {reason}")
             return
-        subs = [(f, self.cfg.qos) for f in self.cfg.subscribe] + [(self.probe_topic, 0)]
+        subs: list[tuple[str, int]] = [(f, int(self.cfg.qos)) for f in self.cfg.subscribe]
+        subs.append((self.probe_topic, 0))
         client.subscribe(subs)
         self._last_probe = time.monotonic()
         self.health.up()
@@ -132,8 +138,10 @@ class MqttSource:
         if msg.topic == self.probe_topic:
             self._last_probe = time.monotonic()
             return
+        if self._paused:
+            return  # not acknowledged: the broker delivers it again in the next session
         ack = functools.partial(client.ack, msg.mid, msg.qos) if msg.qos > 0 else None
-        self.pipeline.mqtt_message(self.cfg.id, msg.topic, msg.payload, received, ack)
+        self.pipeline.mqtt_message(self.cfg.id, msg.topic, bytes(msg.payload), received, ack)
 
     # --- silent-subscription watchdog ---
 

@@ -10,6 +10,7 @@ re-create everything.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import random
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 EPOCH_NAIVE = datetime(1970, 1, 1)
 BACKOFF_CAP_S = 10.0
-CURRENT_TIME = ua.NodeId(ua.ObjectIds.Server_ServerStatus_CurrentTime)
+CURRENT_TIME = ua.NodeId(ua.Int32(ua.ObjectIds.Server_ServerStatus_CurrentTime))
 LIMIT_NODES = {
     "MaxMonitoredItemsPerCall": ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxMonitoredItemsPerCall,
     "MaxNodesPerRead": ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead,
@@ -69,7 +70,7 @@ class _FastSubscription(Subscription):
     """A subscription that hands each publish response to the pipeline as one list, without per-item tasks."""
 
     def __init__(self, session: Any, params: ua.CreateSubscriptionParameters, source: OpcUaSource) -> None:
-        super().__init__(session, params, handler=_NoHandler())
+        super().__init__(session, params, handler=_NoHandler())  # type: ignore[arg-type]
         self._source = source
 
     async def publish_callback(self, publish_result: ua.PublishResult) -> None:
@@ -103,7 +104,7 @@ def _sample(index: int, dv: ua.DataValue | None) -> OpcUaSample:
         now = time.time_ns()
         return (index, None, ua.StatusCodes.BadNoData, "BadNoData", now, None)
     status = dv.StatusCode.value if dv.StatusCode is not None else 0
-    name = "Good" if status == 0 else ua.StatusCode(status).name
+    name = "Good" if status == 0 else ua.StatusCode(ua.UInt32(status)).name
     value = dv.Value.Value if dv.Value is not None else None
     server_ns = to_ns(dv.ServerTimestamp)
     source_ns = to_ns(dv.SourceTimestamp) or server_ns or time.time_ns()
@@ -127,14 +128,15 @@ class OpcUaSource:
         self.last_publish = 0.0
         self.subscription_lost = asyncio.Event()
         self.client: Client | None = None
+        self._session_was_up = False
 
     async def run(self, stop: asyncio.Event) -> None:
         """Connect, read, and reconnect until `stop` is set."""
         backoff = 0.5
         while not stop.is_set():
+            self._session_was_up = False
             try:
                 await self._session(stop)
-                backoff = 0.5
             except asyncio.CancelledError:
                 raise
             except SecurityRefused as exc:
@@ -146,11 +148,11 @@ class OpcUaSource:
                 await self._disconnect()
             if stop.is_set():
                 break
+            if self._session_was_up:
+                backoff = 0.5  # a session that worked starts the next one's backoff afresh
             delay = random.uniform(backoff / 2, backoff)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=delay)
-            except TimeoutError:
-                pass
             backoff = min(backoff * 2, BACKOFF_CAP_S)
 
     def _down(self, error: str, level: int = logging.WARNING) -> None:
@@ -190,19 +192,20 @@ class OpcUaSource:
         subscription = await self._subscribe(client, node_ids, limits)
         pollers = self._start_pollers(client, node_ids, limits)
         self.health.up()
+        self._session_was_up = True
         self.state.metrics.connected.labels(self.cfg.id).set(1)
         log.info("OPC UA source %s connected to %s: %s tags subscribed, %s polled", self.cfg.id,
                  self.cfg.endpoint, len(self.handle_to_binding), sum(len(p[1]) for p in pollers))
         tasks = [asyncio.create_task(self._poll(client, period, items, limits["MaxNodesPerRead"]))
                  for period, items in pollers]
         try:
-            await self._watch(client, subscription, stop, lost)
+            await self._watch(client, subscription, stop, lost, tasks)
         finally:
             for task in tasks:
                 task.cancel()
 
     async def _watch(self, client: Client, subscription: _FastSubscription | None, stop: asyncio.Event,
-                     lost: asyncio.Event) -> None:
+                     lost: asyncio.Event, pollers: list[asyncio.Task[None]]) -> None:
         params = subscription.parameters if subscription else None
         keepalive_s = (params.RequestedPublishingInterval * params.RequestedMaxKeepAliveCount / 1000
                        if params else self.cfg.watchdog_s)
@@ -218,6 +221,9 @@ class OpcUaSource:
                 return
             if lost.is_set():
                 raise ConnectionError("connection lost")
+            for poller in pollers:
+                if poller.done():
+                    poller.result()  # a failed poll raises here and the session is rebuilt
             # A server that answers CurrentTime is alive; if it is alive but the subscription is silent,
             # the subscription died on the server side and is rebuilt.
             await asyncio.wait_for(client.get_node(CURRENT_TIME).read_value(), timeout=self.cfg.timeout_s)
@@ -296,7 +302,7 @@ class OpcUaSource:
         limits = {}
         for name, object_id in LIMIT_NODES.items():
             try:
-                value = await client.get_node(ua.NodeId(object_id)).read_value()
+                value = await client.get_node(ua.NodeId(ua.Int32(object_id))).read_value()
             except Exception:
                 value = 0
             limits[name] = int(value) if value else DEFAULT_BATCH

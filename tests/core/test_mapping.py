@@ -57,12 +57,15 @@ def test_mqtt_routes(factory_cfg, topic, payload, measurement, tags, fields):
         ("line/line-1/order", b"{not json", "payload is not JSON"),
         ("line/line-1/order", b"\xff\xfe", "payload is not JSON"),
         ("line/line-1/material/resin-pp/level", {"level": "abc"}, "field level should be a number, got str 'abc'"),
-        ("line/line-1/order", {"order_id": "SO-1", "target_qty": "lots", "event": "start"},
+        ("line/line-1/order", {"order_id": "SO-1", "sku": "K", "target_qty": "lots", "event": "start"},
          "field target_qty should be a number"),
-        ("line/line-1/order", {"order_id": "SO-1", "target_qty": 2.5, "event": "start"},
+        ("line/line-1/order", {"order_id": "SO-1", "sku": "K", "target_qty": 2.5, "event": "start"},
          "field target_qty should be a whole number"),
         ("line/line-1/order", {"sku": "KT-100", "event": "start"}, "required field order_id is missing"),
-        ("line/line-1/order", {"order_id": "SO-1", "event": "explode"}, "tag event is 'explode'"),
+        ("line/line-1/order", {"order_id": "SO-1", "event": "start"}, "required field sku is missing"),
+        ("line/line-1/material/resin-pp/level", {"level": 1, "pad": "x" * 300_000},
+         "payload of 300023 bytes is larger than max_payload_bytes (262144)"),
+        ("line/line-1/order", {"order_id": "SO-1", "sku": "K", "event": "explode"}, "tag event is 'explode'"),
         ("line/line-1/mold-1/badge", {"badge": "B1", "action": "in", "ts": "yesterday"}, "is not ISO 8601"),
         ("line/line-1/mold-1/badge", {"badge": "B1", "action": "in", "ts": "2026-11-22T03:00:00"},
          "has no time zone"),
@@ -109,7 +112,7 @@ BAD_COMM = 0x80050000
 
 
 def binding(mapper, machine, node):
-    for i, b in enumerate(mapper.bindings):
+    for b in mapper.bindings:
         if b.machine == machine and b.spec.node == node:
             return b
     raise LookupError(node)
@@ -178,3 +181,37 @@ def test_source_down_sets_its_machines_offline_once(factory_cfg):
     assert all(p.fields["state"] == "OFFLINE" for p in down.points)
     assert mapper.source_down("plc-1", 6, "still down").points == []
     assert feed(mapper, "press-1", "StateCode", 1, 7).points[0].fields["state"] == "RUNNING"
+
+
+def test_bit_rule_machine_over_opcua(factory_cfg):
+    data = factory_cfg.model_dump()
+    data["state_maps"]["press-bits"] = {"kind": "bits", "default": "STOPPED", "rules": [
+        {"bit": "Fault", "state": "FAULT"}, {"bit": "Running", "state": "RUNNING"}]}
+    data["machine_types"]["press"]["state_map"] = "press-bits"
+    data["machine_types"]["press"]["tags"][0] = {"node": "Run", "signal": "state_bit", "bit": "Running"}
+    data["machine_types"]["press"]["tags"].append({"node": "Flt", "signal": "state_bit", "bit": "Fault"})
+    from agent.config import FactoryConfig
+    mapper = Mapper(FactoryConfig.model_validate(data))
+    assert feed(mapper, "press-1", "Run", True, 1).points[0].fields == {"state": "RUNNING", "raw": "Running=1"}
+    assert feed(mapper, "press-1", "Flt", True, 2).points[0].fields["state"] == "FAULT"
+    assert feed(mapper, "press-1", "Flt", False, 3).points[0].fields["state"] == "RUNNING"
+    assert feed(mapper, "press-1", "Run", False, 4).points[0].fields["state"] == "STOPPED"
+
+
+def test_mqtt_hash_matches_parent_level(factory_cfg):
+    from agent.config import MqttRoute
+    from agent.core.mapping import compile_route
+    route = compile_route(MqttRoute(pattern="a/#", signal="order_event", fields={}))
+    assert route.regex.match("a") and route.regex.match("a/b/c") and not route.regex.match("ab")
+
+
+def test_integer_epoch_keeps_every_digit():
+    assert parse_timestamp_ns(1714550400123) == 1714550400123000000
+    assert parse_timestamp_ns(1714550400123456789) == 1714550400123456789
+
+
+def test_bool_process_value_and_whole_float_count(factory_cfg):
+    mapper = Mapper(factory_cfg)
+    assert feed(mapper, "press-1", "Temperature", True, 1).points[0].fields["value"] == 1.0
+    feed(mapper, "press-1", "GoodCount", 5.0, 2)
+    assert feed(mapper, "press-1", "GoodCount", 7.0, 3).points[0].fields["delta"] == 2

@@ -1,0 +1,120 @@
+"""`shopfloor check-config`: exit codes and the exact messages users see."""
+
+import subprocess
+import sys
+
+import pytest
+
+from agent.cli import main
+from tests.conftest import FACTORY_YAML, ROOT
+
+
+@pytest.fixture
+def check(capsys):
+    def run(path):
+        try:
+            code = main(["check-config", str(path)])
+        except SystemExit as exc:
+            code = exc.code
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+    return run
+
+
+def test_command_line_exit_code(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("site: 1\n", encoding="utf-8")
+    r = subprocess.run([sys.executable, "-m", "agent.cli", "check-config", str(bad)], capture_output=True, text=True,
+                       cwd=ROOT)
+    assert r.returncode == 2 and "bad.yaml:1: site" in r.stderr
+
+
+def variant(tmp_path, old, new):
+    text = FACTORY_YAML.read_text(encoding="utf-8")
+    assert old in text, old
+    path = tmp_path / "factory.yaml"
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    return path
+
+
+def test_example_config_is_valid(check):
+    code, out, err = check(FACTORY_YAML)
+    assert (code, err) == (0, "") and out.strip().endswith("valid")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("timezone: Asia/Shanghai", "timezone: Asia/Shanghia",
+         "factory.yaml:8: site.timezone\n  found:    'Asia/Shanghia'\n"
+         "  expected: an IANA time zone such as Asia/Shanghai"),
+        ("type: press, source: plc-1, station: mold-2", "type: presss, source: plc-1, station: mold-2",
+         "factory.yaml:84: lines[0].machines[1].type\n  found:    'presss'\n"
+         "  expected: one of the machine_types: cnc, packer, press"),
+        ("publishing_interval_ms: 100", "publishing_interval_ms: -5",
+         "factory.yaml:158: sources.opcua[0].publishing_interval_ms\n  found:    -5\n"
+         "  expected: a number greater than 0"),
+        ("      watchdog_s: 5\n", "      watchdog_s: 5\n      pasword: x\n",
+         "factory.yaml:160: sources.opcua[0].pasword\n  found:    'x'\n"
+         "  expected: no such key here (check the spelling; see config/README.md)"),
+        ("      watchdog_s: 5\n", "      watchdog_s: 5\n      username: plc\n      password: hunter2\n",
+         "factory.yaml:161: sources.opcua[0].password\n  found:    an inline value (not shown)\n"
+         "  expected: an environment reference like ${PLC_PASSWORD} (secrets are never inline)"),
+        ("      watchdog_s: 5\n", "      watchdog_s: 5\n      username: plc\n      password: ${PLC_PW_UNSET}\n",
+         "factory.yaml:161: sources.opcua[0].password\n  found:    '${PLC_PW_UNSET}'\n"
+         "  expected: environment variable PLC_PW_UNSET to be set"),
+        ("- {id: op-002, name: 李强, badge: \"B1002\"", "- {id: op-002, name: 李强, badge: \"B1001\"",
+         "factory.yaml:63: operators[1].badge\n  found:    'B1001'\n  expected: a badge id not used before (ids are unique)"),
+        ("ideal_cycle_s: {line-2: 8.0}", "ideal_cycle_s: {line-3: 8.0}",
+         "factory.yaml:42: products[2].ideal_cycle_s.line-3\n  found:    'line-3'\n  expected: a line id: line-1, line-2"),
+        ("  - id: line-1\n", "  - id: Line 1\n",
+         "expected: a short id of lower-case letters, digits, '-' or '_' (at most 48)"),
+        ("shifts:\n", "shiftz:\n", "factory.yaml:12: shiftz\n  found:    [{'id': 'day'"),
+        ("end: \"20:00\"", "end: \"25:00\"", "found:    '25:00'\n  expected: text matching"),
+    ],
+)
+def test_bad_config_exits_2_with_file_line_path_found_expected(check, tmp_path, old, new, expected):
+    code, out, err = check(variant(tmp_path, old, new))
+    assert code == 2 and out == ""
+    assert err.startswith("shopfloor: the config has ")
+    assert expected in err.replace(str(tmp_path) + "/", "")
+    assert "hunter2" not in err  # a secret is never echoed
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ('fields: {badge: "$.badge"}', 'fields: {badge: "badge"}', "JSON path 'badge' must start with $"),
+        ('tags: {line: "{line}", station: "{station}", event: "$.action"}',
+         'tags: {line: "{line}", station: "{stn}", event: "$.action"}',
+         "tag station: {stn} is not a capture of pattern 'line/{line}/{station}/badge'"),
+        ('pattern: "line/{line}/order"', 'pattern: "line/{line}/{line}"', "capture {line} must be a unique name"),
+        ('pattern: "line/{line}/order"', 'pattern: "line/{line}/ord+er"', "mixes a wildcard with text"),
+    ],
+)
+def test_route_mistakes_are_config_problems(check, tmp_path, old, new, expected):
+    code, _, err = check(variant(tmp_path, old, new))
+    assert code == 2 and "sources.mqtt[0].routes[" in err and expected in err
+
+
+def test_yaml_syntax_error_names_the_line(check, tmp_path):
+    code, _, err = check(variant(tmp_path, "  id: cixi-1\n", "  id: [cixi-1\n"))
+    assert code == 2 and "factory.yaml:" in err and "(syntax)" in err and "expected: valid YAML" in err
+
+
+def test_missing_file(check, tmp_path):
+    code, _, err = check(tmp_path / "nope.yaml")
+    assert code == 2 and "nope.yaml: (file)\n  found:    No such file or directory\n  expected: a readable YAML file" in err
+
+
+def test_missing_top_level_key_has_no_misleading_line(check, tmp_path):
+    code, _, err = check(variant(tmp_path, "shifts:\n", "shiftz:\n"))
+    assert "factory.yaml: shifts\n  found:    nothing (key missing)\n  expected: this key (it is required)" in err
+
+
+def test_every_problem_is_listed_not_just_the_first(check, tmp_path):
+    path = variant(tmp_path, "timezone: Asia/Shanghai", "timezone: Mars/Olympus")
+    path.write_text(path.read_text(encoding="utf-8").replace("publishing_interval_ms: 100", "publishing_interval_ms: 0"),
+                    encoding="utf-8")
+    code, _, err = check(path)
+    assert code == 2 and "2 problem(s)" in err and "site.timezone" in err and "publishing_interval_ms" in err
