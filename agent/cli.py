@@ -15,7 +15,7 @@ def _setup_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     # asyncua logs every reconnect attempt at length; the agent reports connection state itself.
-    logging.getLogger("asyncua").setLevel(logging.WARNING if level.upper() != "DEBUG" else logging.DEBUG)
+    logging.getLogger("asyncua").setLevel(logging.ERROR if level.upper() != "DEBUG" else logging.DEBUG)
 
 
 def _load_or_exit(path: str) -> object:

@@ -136,7 +136,6 @@ class Machine(Model):
     source: str = Field(description="id of the OPC UA source that reads this machine")
     node_prefix: str = Field(description="prepended to each tag's node of the machine type, e.g. nsu=...;s=L1.M1.")
     station: str | None = None
-    expected_period_s: Annotated[float, Field(gt=0)] = 5.0
 
 
 class Line(Model):

@@ -14,13 +14,16 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta
+from datetime import time as dtime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
+from zoneinfo import ZoneInfo
 
 import yaml
 
-from agent.config import ConfigError, load
+from agent.config import ConfigError, FactoryConfig, load
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "factory.yaml"
 
@@ -33,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second")
     parser.add_argument("--mqtt", help="use this broker (mqtt://host:port) instead of starting one")
     parser.add_argument("--opcua-port", type=int, default=4840, help="PLC simulator port (default 4840)")
+    parser.add_argument("--sim-start", default="auto",
+                        help="simulated clock start (ISO time); 'auto' = now when a shift is on, else the last "
+                             "working day's first shift start plus one hour, so the demo always shows production")
 
 
 def _port_free(port: int) -> bool:
@@ -65,13 +71,34 @@ def demo_config(config: Path, data_dir: Path, mqtt_url: str, opcua_port: int, ag
     return out
 
 
+def simulated_start(cfg: FactoryConfig, now: float | None = None) -> str | None:
+    """None when a shift is on now; otherwise an ISO time one hour into the latest past shift start."""
+    from simulators.plc import WORK, ShiftCalendar
+
+    now = time.time() if now is None else now
+    if ShiftCalendar(cfg.shifts, cfg.site.timezone).status(now)[0] == WORK:
+        return None
+    zone = ZoneInfo(cfg.site.timezone)
+    today = datetime.fromtimestamp(now, zone).date()
+    days = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+    first = min(cfg.shifts, key=lambda s: s.start)
+    for back in range(0, 8):
+        day = today - timedelta(days=back)
+        if days[day.weekday()] in first.days:
+            hour, minute = map(int, first.start.split(":"))
+            start = datetime.combine(day, dtime(hour, minute), zone) + timedelta(hours=1)
+            if start.timestamp() <= now:
+                return start.isoformat()
+    return None
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from simulators.broker import Broker
 
     data_dir = Path(args.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     try:
-        load(args.config)
+        cfg = load(args.config)
     except ConfigError as exc:
         print(f"shopfloor demo: the config has {len(exc.problems)} problem(s):", file=sys.stderr)
         for problem in exc.problems:
@@ -106,8 +133,10 @@ def run_demo(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
+        sim_start = simulated_start(cfg) if args.sim_start == "auto" else args.sim_start
         spawn("plc simulator", ["simulate", "plc", "--config", str(cfg_path), "--endpoint", endpoint,
-                                "--speed", str(args.speed), "--cert-dir", str(data_dir / "plc-pki")])
+                                "--speed", str(args.speed), "--cert-dir", str(data_dir / "plc-pki"),
+                                *(["--start", sim_start] if sim_start else [])])
         spawn("line simulator", ["simulate", "line", "--config", str(cfg_path), "--mqtt", mqtt_url,
                                  "--speed", str(args.speed), "--truth-file", str(data_dir / "line-truth.json")])
         spawn("agent", ["agent", "--config", str(cfg_path)])
@@ -120,6 +149,7 @@ def run_demo(args: argparse.Namespace) -> int:
             f"  historian        {data_dir / 'agent' / 'historian.sqlite3'} (SQLite)\n"
             f"  live topics      shopfloor/v1/# on {mqtt_url}\n"
             f"  config used      {cfg_path}\n"
+            f"  simulated clock  {sim_start or 'the real time'} (x{args.speed:g})\n"
             "Press Ctrl-C to stop everything.\n", flush=True)
         while not stop:
             for name, child in children:

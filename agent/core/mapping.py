@@ -42,6 +42,7 @@ class TagBinding:
     spec: TagSpec
     mapper: StateMapper
     alarm_texts: dict[int, str]
+    pv_tags: dict[str, str]  # the tags of this tag's process_value points, shared by all of them
 
 
 @dataclass
@@ -201,8 +202,9 @@ class Mapper:
             mtype = self.cfg.machine_types[machine.type]
             mapper = self.cfg.state_mapper(machine.type)
             for spec in mtype.tags:
+                pv_tags = {"site": self.site, "line": line.id, "machine": machine.id, "name": spec.name or spec.node}
                 out.append(TagBinding(machine.source, machine.node_prefix + spec.node, line.id, machine.id,
-                                      spec, mapper, dict(mtype.alarm_texts)))
+                                      spec, mapper, dict(mtype.alarm_texts), pv_tags))
         return out
 
     # -- state helpers --
@@ -232,7 +234,6 @@ class Mapper:
                     source_ns: int, server_ns: int | None, out: MappingResult) -> None:
         """Map one value change (or polled read) of a PLC tag. `status` is the OPC UA status code."""
         severity = status >> 30  # 0 Good, 1 Uncertain, 2/3 Bad
-        tags = {"site": self.site, "line": b.line, "machine": b.machine}
         spec = b.spec
         if spec.signal == "process_value":
             fields: dict[str, Any] = {"status": status, "quality": _quality(severity)}
@@ -246,10 +247,10 @@ class Mapper:
                                                              value, source_ns))
                     return
                 fields["value"] = float(value)
-            tags["name"] = spec.name or spec.node
-            series = f"pv/{b.machine}/{tags['name']}"
-            out.points.append(Point("process_value", tags, fields, self._unique_time(series, source_ns)))
+            # No timestamp bump here: a re-read of the same sample (same source time) is the same point.
+            out.points.append(Point("process_value", b.pv_tags, fields, source_ns))
             return
+        tags = {"site": self.site, "line": b.line, "machine": b.machine}
         if spec.signal == "state_bit":
             if severity >= 2:
                 self._machine_state(b.machine, tags, BoardState.OFFLINE, f"status {status_name}", source_ns, out)

@@ -11,7 +11,8 @@ import logging
 import sqlite3
 import threading
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,16 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
 ]
 
 
+def _row_builder(m: Measurement) -> Callable[[Point], tuple[Any, ...]]:
+    tags = itemgetter(*m.tags)
+    fields = tuple(m.fields)
+
+    def row(p: Point) -> tuple[Any, ...]:
+        got = p.fields.get
+        return (p.time_ns, *tags(p.tags), *[got(f) for f in fields])
+    return row
+
+
 class SqliteHistorian:
     """Historian on a local SQLite file (WAL). Thread-safe: one lock serialises the connection."""
 
@@ -53,6 +64,8 @@ class SqliteHistorian:
         self._conn.execute("PRAGMA synchronous=FULL")
         self._lock = threading.Lock()
         self._migrate()
+        # per measurement: a function from a point to its row (time, tags..., fields...), built once
+        self._row_of = {m.name: _row_builder(m) for m in MEASUREMENTS.values()}
         self._insert_sql = {
             m.name: (
                 f"INSERT OR REPLACE INTO {m.name} (time, {', '.join((*m.tags, *m.fields))}) "
@@ -79,13 +92,14 @@ class SqliteHistorian:
     def write(self, points: Sequence[Point]) -> WriteResult:
         rows: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
         rejected: list[tuple[Point, str]] = []
+        row_of = self._row_of
         for p in points:
-            m = MEASUREMENTS.get(p.measurement)
-            if m is None:
+            build = row_of.get(p.measurement)
+            if build is None:
                 rejected.append((p, f"unknown measurement {p.measurement}"))
                 continue
             try:
-                row = (p.time_ns, *(p.tags[t] for t in m.tags), *(p.fields.get(f) for f in m.fields))
+                row = build(p)
             except KeyError as exc:
                 rejected.append((p, f"missing tag {exc.args[0]}"))
                 continue
