@@ -63,6 +63,10 @@ class AgentMetrics:
                          "Time between the newest source timestamp and its arrival", ["source"], registry=r)
         self.last_write = Gauge("shopfloor_historian_last_write_timestamp_seconds",
                                 "Wall clock of the last confirmed historian write", registry=r)
+        # Series exist from the start at 0, so a dashboard or alert rule sees them before the first event.
+        self.points_out.labels("historian")
+        self.write_errors.labels("historian")
+        self.dead_letters.labels("historian")
 
 
 class AgentState:
@@ -79,5 +83,8 @@ class AgentState:
     def source(self, source_id: str, kind: str) -> SourceHealth:
         health = SourceHealth(source_id, kind)
         self.sources[source_id] = health
-        self.metrics.connected.labels(source_id).set(0)
+        m = self.metrics
+        m.connected.labels(source_id).set(0)
+        for labelled in (m.messages_in, m.dead_letters, m.reconnects, m.lag):
+            labelled.labels(source_id)
         return health

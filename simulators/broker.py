@@ -83,6 +83,8 @@ class Broker:
         persistence: bool = True,
         implementation: Literal["auto", "mosquitto", "amqtt"] = "auto",
         start_timeout_s: float = 10.0,
+        tls: tuple[Path, Path, Path] | None = None,
+        password_file: Path | None = None,
     ) -> None:
         self._port = port
         self._own_dir = data_dir is None
@@ -90,6 +92,12 @@ class Broker:
         self.max_inflight = max_inflight
         self.persistence = persistence
         self.start_timeout_s = start_timeout_s
+        # (CA certificate, server certificate, server key), all PEM: the listener then speaks only TLS
+        self.tls = tls
+        # a mosquitto_passwd file: anonymous clients are then refused
+        self.password_file = password_file
+        if (tls or password_file) and implementation == "amqtt":
+            raise BrokerError("TLS and passwords are offered with Mosquitto only")
         binary = find_mosquitto() if implementation != "amqtt" else None
         if implementation == "mosquitto" and binary is None:
             raise BrokerError("mosquitto was asked for but is not installed (not on PATH nor in /usr/sbin)")
@@ -112,8 +120,8 @@ class Broker:
 
     @property
     def url(self) -> str:
-        """mqtt://127.0.0.1:<port>, as the agent config and the simulators take it."""
-        return f"mqtt://{HOST}:{self._port}"
+        """mqtt://127.0.0.1:<port> (mqtts:// with TLS), as the agent config and the simulators take it."""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{HOST}:{self._port}"
 
     @property
     def log_file(self) -> Path:
@@ -193,7 +201,7 @@ class Broker:
         lines = [
             "# written by shopfloor simulators/broker.py; rewritten on every start",
             f"listener {self._port} {HOST}",
-            "allow_anonymous true",
+            f"allow_anonymous {'false' if self.password_file else 'true'}",
             # In-flight window per client: the publisher and the agent's subscription both need more than
             # the default 20 to get past a few thousand QoS 1 messages a second.
             f"max_inflight_messages {self.max_inflight}",
@@ -214,6 +222,11 @@ class Broker:
             "connection_messages true",
             "log_timestamp_format %Y-%m-%dT%H:%M:%S",
         ]
+        if self.tls:
+            ca, cert, key = (Path(p).resolve().as_posix() for p in self.tls)
+            lines += [f"cafile {ca}", f"certfile {cert}", f"keyfile {key}", "tls_version tlsv1.2"]
+        if self.password_file:
+            lines.append(f"password_file {Path(self.password_file).resolve().as_posix()}")
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             # As root Mosquitto would switch to the mosquitto user, who cannot write our data directory.
             lines.append("user root")

@@ -122,6 +122,8 @@ class MqttSource:
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if self._stop.is_set():
             return
+        if not self.health.connected and self.health.last_error.startswith("broker refused"):
+            return  # the refusal says more than the disconnect that follows it
         self._down(f"disconnected: {reason}")
 
     def _down(self, error: str) -> None:

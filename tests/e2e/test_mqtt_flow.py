@@ -5,6 +5,8 @@ from __future__ import annotations
 import signal
 import time
 
+import pytest
+
 from tests.e2e.conftest import wait_until
 
 MEASUREMENTS = ("operator_event", "andon_event", "material_level", "material_event", "order_event")
@@ -28,10 +30,13 @@ def wait_for_truth(system, line_proc, timeout=60):
     return truth
 
 
-def test_every_message_stored_once_with_agent_sigkill(make_system):
-    system = make_system()
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_every_message_stored_once_with_agent_sigkill(make_system, protocol):
+    def use_protocol(data):
+        data["sources"]["mqtt"][0]["protocol"] = protocol
+    system = make_system(use_protocol)
     agent = system.agent()
-    line = system.line("--speed", "600", "--count", "6000", "--seed", "7")
+    line = system.line("--speed", "600", "--count", "6000", "--seed", "7", "--protocol", protocol)
     for i in range(2):
         time.sleep(2)
         agent.stop(signal.SIGKILL)
