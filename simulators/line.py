@@ -52,6 +52,7 @@ HUGE_BYTES = 1_000_000
 LEVEL_PERIOD_S = 5.0          # line-side scales report every few sim-seconds
 ANDON_MEAN_GAP_S = 20 * 60    # per station
 WANDER_MEAN_GAP_S = 45 * 60   # an operator steps away from the station about this often
+PACE_EVERY = 20               # a paced flood (--flood-rate) checks the clock once per this many messages
 # paho numbers messages 1..65535 and refuses a number still in flight; the window stays well below that.
 MAX_WINDOW = 30_000
 US = 1_000_000
@@ -616,6 +617,9 @@ class Publisher:
         with self._cond:
             return len(self._pending)
 
+    def flush(self) -> None:
+        """Nothing to do: paho sends each message from its own thread as soon as it is published."""
+
     def wait_acked(self, timeout_s: float) -> bool:
         """Block until every published message was acknowledged; False on timeout."""
         deadline = time.monotonic() + timeout_s
@@ -783,6 +787,12 @@ class RawPublisher:
         """Messages published but not yet acknowledged."""
         return len(self._pending)
 
+    def flush(self) -> None:
+        """Send what is buffered now and take in the PUBACKs that have arrived (a paced flood calls this so a
+        message's `ts` is not older than its trip to the broker by the time a 64 KB buffer takes to fill)."""
+        self._flush()
+        self._read(0)
+
     def wait_acked(self, timeout_s: float) -> bool:
         """Send what is buffered and read PUBACKs until none is missing; False on timeout."""
         deadline = time.monotonic() + timeout_s
@@ -826,6 +836,7 @@ class LineSimulator:
                  malformed_every: int = 0, count: int | None = None, duration_s: float | None = None,
                  flood: int | None = None, truth_file: str | Path | None = None, client_id: str | None = None,
                  protocol: str = "5", max_inflight: int = 1000, flood_client: str = "raw",
+                 flood_rate: float | None = None, flood_lane: tuple[int, int] = (0, 1),
                  announce: bool = False) -> None:
         self.cfg, self.url = cfg, url
         self.clock = SimClock(speed)
@@ -833,6 +844,12 @@ class LineSimulator:
         self.malformed = MalformedMaker(cfg)
         self.stamps = TopicStamps()
         self.malformed_every, self.count, self.duration_s, self.flood = malformed_every, count, duration_s, flood
+        if flood_rate is not None and flood_rate <= 0:
+            raise ValueError("flood rate must be positive")
+        lane, lanes = flood_lane
+        if lanes < 1 or not 0 <= lane < lanes:
+            raise ValueError(f"flood lane {lane}/{lanes}: expected K/N with 0 <= K < N")
+        self.flood_rate, self.flood_lane = flood_rate, (lane, lanes)
         self.truth_file = Path(truth_file) if truth_file else None
         client_id = client_id or f"shopfloor-line-sim-{os.getpid()}"
         on_connected = self._announce if announce else None
@@ -956,14 +973,28 @@ class LineSimulator:
             log.error("line simulator: no connection to %s within 30 s; flood not started", self.url)
             return
         topics = [f"line/{ls.line.id}/material/{m.id}/level" for ls in self.floor.lines.values() for m in ls.materials]
+        # Several flood processes share the topics out by lane, so no two of them ever stamp the same series:
+        # two messages of one series with the same `ts` are one point in the historian (idempotent writes),
+        # which a loss count would then report as lost.
+        lane, lanes = self.flood_lane
+        topics = topics[lane::lanes]
         if not topics:
-            log.error("line simulator: the config has no line materials to flood")
+            log.error("line simulator: the config has no line materials to flood (lane %s/%s)", lane, lanes)
             return
         publish, stamp, now_us = self.publisher.publish, self.stamps.stamp, self.clock.now_us
+        flush = self.publisher.flush
+        rate = self.flood_rate
         next_truth = time.monotonic() + 1
         started = time.perf_counter()
         try:
             for i in range(total):
+                if rate is not None and i % PACE_EVERY == 0:
+                    # Paced flood: hold each small group of messages until it is due, and send what is buffered
+                    # before sleeping, so `ts` (taken just below) is close to the time the message leaves.
+                    due = started + i / rate
+                    if due > time.perf_counter():
+                        flush()
+                        self._stop.wait(max(0.0, due - time.perf_counter()))
                 topic = topics[i % len(topics)]
                 ts = stamp(topic, now_us())
                 # Formatted by hand: json.dumps would cost more than the rest of the message here.
@@ -1012,6 +1043,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="flood with the built-in pipelining MQTT 3.1.1 publisher (fast) or with paho")
     parser.add_argument("--max-inflight", type=int, default=1000, metavar="N",
                         help="unacknowledged QoS 1 messages on the wire (the broker may cap it lower)")
+    parser.add_argument("--flood-rate", type=float, default=None, metavar="R",
+                        help="benchmark: pace the flood at R messages/s (default: as fast as possible)")
+    parser.add_argument("--flood-lane", type=_lane, default=(0, 1), metavar="K/N",
+                        help="benchmark: flood only every N-th material topic starting at K, so N flood "
+                             "processes never publish to the same topic (default 0/1: all topics)")
+
+
+def _lane(text: str) -> tuple[int, int]:
+    """Parse `K/N` for --flood-lane."""
+    try:
+        lane, lanes = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"K/N expected, e.g. 0/2, not {text!r}") from None
+    if lanes < 1 or not 0 <= lane < lanes:
+        raise argparse.ArgumentTypeError(f"K/N with 0 <= K < N expected, not {text!r}")
+    return lane, lanes
 
 
 def run(args: argparse.Namespace) -> int:
@@ -1026,7 +1073,8 @@ def run(args: argparse.Namespace) -> int:
     sim = LineSimulator(cfg, args.mqtt, args.speed, args.seed, qos=args.qos, malformed_every=args.malformed_every,
                         count=args.count, duration_s=args.duration, flood=args.flood, truth_file=args.truth_file,
                         client_id=args.client_id, protocol=args.protocol, max_inflight=args.max_inflight,
-                        flood_client=args.flood_client, announce=True)
+                        flood_client=args.flood_client, flood_rate=args.flood_rate,
+                        flood_lane=args.flood_lane, announce=True)
     interrupted = threading.Event()
     previous = {}
     if threading.current_thread() is threading.main_thread():

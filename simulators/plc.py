@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import copy
 import hmac
+import json
 import logging
 import math
 import os
@@ -51,7 +52,9 @@ DEFAULT_ENDPOINT = "opc.tcp://127.0.0.1:4840/shopfloor/plc"
 DEFAULT_CERT_DIR = Path("data/plc-sim-pki")
 TICK_S = 0.1
 COUNTER_WRAP = 2**32
-BENCH_GROUP = 250  # bench tags per sub-folder of `bench`
+BENCH_TAGS_PER_MACHINE = 100  # bench machine bench.m<k> has tags t00..t99 plus State
+BENCH_STATE_RUNNING = 1  # the constant bench.m<k>.State value (the bench config maps code 1 to RUNNING)
+BENCH_STATS_EVERY_S = 1.0
 # asyncua closes a connection once this many requests wait behind its processor; 500 (the default) is too few
 # for a client that creates monitored items one request per tag.
 MAX_PENDING_REQUESTS = 100_000
@@ -596,6 +599,8 @@ class PlcSimulator:
         bench_tags: int = 0,
         bench_period_ms: float = 100.0,
         bench_only: bool = False,
+        bench_offset: int = 0,
+        bench_stats_file: Path | None = None,
         start_time: datetime | None = None,
     ) -> None:
         if security not in SECURITY_POLICIES:
@@ -604,6 +609,13 @@ class PlcSimulator:
             raise ValueError("a username needs a password")
         if speed <= 0:
             raise ValueError("speed must be positive")
+        if bench_tags < 0 or bench_tags % BENCH_TAGS_PER_MACHINE:
+            raise ValueError(f"bench tags come in machines of {BENCH_TAGS_PER_MACHINE}: "
+                             f"a multiple of {BENCH_TAGS_PER_MACHINE} expected, not {bench_tags}")
+        if bench_offset < 0 or bench_offset + bench_tags // BENCH_TAGS_PER_MACHINE > 1000:
+            raise ValueError("bench machines are numbered m000..m999: offset + machines must stay within 1000")
+        if bench_period_ms <= 0:
+            raise ValueError("the bench period must be positive")
         self.cfg = cfg
         self.endpoint = endpoint
         self.source = source or (cfg.sources.opcua[0].id if cfg.sources.opcua else None)
@@ -618,12 +630,20 @@ class PlcSimulator:
         self._bench_tags = bench_tags
         self._bench_period_s = bench_period_ms / 1000.0
         self._bench_only = bench_only
+        self._bench_offset = bench_offset
+        self._bench_stats_file = Path(bench_stats_file) if bench_stats_file is not None else None
+        # What the bench loop really did, for a benchmark to compare offered with stored: value changes written,
+        # write rounds, and rounds that started late (the simulator could not keep up with the period).
+        self.bench_changes = 0
+        self.bench_rounds = 0
+        self.bench_late_rounds = 0
         self._running_at_start = not paused
         self._sim_start = (start_time or datetime.now(UTC)).timestamp()
         self.sim_now = self._sim_start
         self._server: Server | None = None
         self._machines: list[_ServedMachine] = []
-        self._bench: list[_Variable] = []
+        self._bench: list[_Variable] = []  # the changing Double tags, written every bench period
+        self._bench_states: list[_Variable] = []  # one constant Int32 State per bench machine, written once
         self._running_id: ua.NodeId | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -666,12 +686,13 @@ class PlcSimulator:
         if server.bserver is not None and server.bserver.port and ":0/" in self.endpoint + "/":
             self.endpoint = self.endpoint.replace(":0", f":{server.bserver.port}", 1)
         await self._write_machines(first=True)
+        await self._write(self._bench_states)
         await self._write_bench(0.0)
         self._tasks.append(asyncio.create_task(self._tick_loop(), name="plc-sim-tick"))
         if self._bench:
             self._tasks.append(asyncio.create_task(self._bench_loop(), name="plc-sim-bench"))
-        log.info("PLC simulator serving %d machines and %d bench tags at %s",
-                 len(self._machines), len(self._bench), self.endpoint)
+        log.info("PLC simulator serving %d machines and %d bench tags (%d bench machines) at %s",
+                 len(self._machines), len(self._bench), len(self._bench_states), self.endpoint)
 
     async def stop(self) -> None:
         """Stop ticking and close the server; safe to call twice."""
@@ -717,15 +738,27 @@ class PlcSimulator:
         if not self._bench_only:
             await self._add_machines(server, objects)
         if self._bench_tags:
-            folder = await objects.add_folder(_node_id("bench", idx), ua.QualifiedName("bench", idx))
-            group = folder
-            for i in range(self._bench_tags):
-                if i % BENCH_GROUP == 0:
-                    # asyncua scans all of a parent's references on every add: groups keep start-up linear.
-                    name = f"g{i // BENCH_GROUP}"
-                    group = await folder.add_folder(_node_id(f"bench.{name}", idx), ua.QualifiedName(name, idx))
-                var = _Variable(_node_id(f"bench.t{i}", idx), ua.VariantType.Double, 0.0)
-                await group.add_variable(var.node_id, ua.QualifiedName(f"t{i}", idx), 0.0, ua.VariantType.Double)
+            await self._add_bench(objects)
+
+    async def _add_bench(self, objects: Node) -> None:
+        """Bench machines `bench.m<k>` (k from the offset): Double tags `t00`..`t99` and an Int32 `State`.
+
+        Grouped as machines so that an agent config can address them like real ones (node_prefix
+        `...;s=bench.m007.`); a hundred variables per object also keeps start-up linear, since asyncua scans
+        all of a parent's references on every add.
+        """
+        idx = self.namespace_index
+        folder = await objects.add_folder(_node_id("bench", idx), ua.QualifiedName("bench", idx))
+        for k in range(self._bench_offset, self._bench_offset + self._bench_tags // BENCH_TAGS_PER_MACHINE):
+            prefix = f"bench.m{k:03d}"
+            obj = await folder.add_object(_node_id(prefix, idx), ua.QualifiedName(f"m{k:03d}", idx))
+            state = _Variable(_node_id(f"{prefix}.State", idx), ua.VariantType.Int32, BENCH_STATE_RUNNING)
+            await obj.add_variable(state.node_id, ua.QualifiedName("State", idx), BENCH_STATE_RUNNING,
+                                   ua.VariantType.Int32)
+            self._bench_states.append(state)
+            for j in range(BENCH_TAGS_PER_MACHINE):
+                var = _Variable(_node_id(f"{prefix}.t{j:02d}", idx), ua.VariantType.Double, 0.0)
+                await obj.add_variable(var.node_id, ua.QualifiedName(f"t{j:02d}", idx), 0.0, ua.VariantType.Double)
                 self._bench.append(var)
 
     async def _add_machines(self, server: Server, objects: Node) -> None:
@@ -822,11 +855,33 @@ class PlcSimulator:
     async def _bench_loop(self) -> None:
         loop = asyncio.get_running_loop()
         t0 = next_at = loop.time()
+        next_stats = t0
         while True:
-            next_at = max(next_at + self._bench_period_s, loop.time())
+            now = loop.time()
+            if now > next_at + self._bench_period_s:
+                self.bench_late_rounds += 1  # the last round overran a whole period: offered < asked
+            next_at = max(next_at + self._bench_period_s, now)
             await asyncio.sleep(max(0.0, next_at - loop.time()))
             if self._gate_open():
                 await self._write_bench(loop.time() - t0)
+                self.bench_changes += len(self._bench)
+                self.bench_rounds += 1
+            if self._bench_stats_file is not None and loop.time() >= next_stats:
+                next_stats = loop.time() + BENCH_STATS_EVERY_S
+                self._write_bench_stats()
+
+    def _write_bench_stats(self) -> None:
+        """The bench counters as JSON (temp file + rename, so a reader never sees half a file)."""
+        assert self._bench_stats_file is not None
+        stats = {"time": time.time(), "changes": self.bench_changes, "rounds": self.bench_rounds,
+                 "late_rounds": self.bench_late_rounds, "tags": len(self._bench),
+                 "period_ms": self._bench_period_s * 1000.0, "cpu_s": time.process_time()}
+        tmp = self._bench_stats_file.with_name(self._bench_stats_file.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps(stats), encoding="utf-8")
+            os.replace(tmp, self._bench_stats_file)
+        except OSError as exc:
+            log.warning("cannot write bench stats to %s: %s", self._bench_stats_file, exc)
 
     def _gate_open(self) -> bool:
         assert self._server is not None and self._running_id is not None
@@ -894,7 +949,8 @@ class PlcSimulator:
             return
         rng = random.Random(int(t * 1000) ^ self.seed)
         for i, var in enumerate(self._bench):
-            # Each tag gets its own phase, so every tag really changes every period.
+            # Each tag gets its own phase, so every tag really changes every period (the Gaussian noise
+            # makes an unchanged value, which the server would not report, practically impossible).
             var.value = round(math.sin(t / 5.0 + i) * 50.0 + rng.gauss(0.0, 0.5), 4)
         await self._write(self._bench)
 
@@ -942,10 +998,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--username", help="require this user name (anonymous login is then refused)")
     parser.add_argument("--password-env", default="SHOPFLOOR_SIM_PASSWORD", metavar="VAR",
                         help="environment variable holding the password (default %(default)s)")
-    parser.add_argument("--bench-tags", type=int, default=0, metavar="N", help="add N changing Double tags bench.t<i>")
+    parser.add_argument("--bench-tags", type=int, default=0, metavar="N",
+                        help="add N changing Double tags (a multiple of 100), as machines bench.m<k> with tags "
+                             "bench.m<k>.t00..t99 and a constant Int32 bench.m<k>.State = 1")
     parser.add_argument("--bench-period-ms", type=float, default=100.0, metavar="P",
                         help="each bench tag changes every P ms (default %(default)s)")
     parser.add_argument("--bench-only", action="store_true", help="serve only the bench tags, no machines")
+    parser.add_argument("--bench-offset", type=int, default=0, metavar="K",
+                        help="number the bench machines from m<K> (several simulators serve disjoint machines)")
+    parser.add_argument("--bench-stats-file", type=Path, default=None, metavar="PATH",
+                        help="write the bench counters (changes written, rounds, late rounds) there as JSON "
+                             "every second")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -972,7 +1035,7 @@ def run(args: argparse.Namespace) -> int:
             cfg, endpoint=args.endpoint, source=source, speed=args.speed, seed=args.seed, paused=args.paused,
             security=args.security, cert_dir=args.cert_dir, username=args.username, password=password,
             bench_tags=args.bench_tags, bench_period_ms=args.bench_period_ms, bench_only=args.bench_only,
-            start_time=args.start,
+            bench_offset=args.bench_offset, bench_stats_file=args.bench_stats_file, start_time=args.start,
         )
     except ValueError as exc:
         print(f"plc simulator: {exc}", file=sys.stderr)

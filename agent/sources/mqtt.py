@@ -1,8 +1,13 @@
 """MQTT source (paho-mqtt 2.x): QoS 1 in a persistent session, acknowledged only after the outbox commit.
 
 paho runs its network loop in its own thread and reconnects by itself (backoff 1 s to 10 s); every connect
-re-subscribes. A probe message sent to ourselves through the broker every `probe_s` proves the subscription
-path is alive; when probes stop arriving on a connection that looks healthy, the connection is rebuilt.
+re-subscribes. Any message arriving proves the subscription path is alive; when nothing has arrived for a
+while, a probe message sent to ourselves through the broker checks it, and when probes stop arriving on a
+connection that looks healthy, the connection is rebuilt.
+
+Acknowledgements belong to the connection that delivered the message: packet ids are per connection, so an
+ack sent on a later connection could acknowledge a different message. A message whose connection is gone
+is left unacknowledged; the broker delivers it again in the new session and the outbox absorbs the repeat.
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ class MqttSource:
         self._last_probe = time.monotonic()
         self._stop = threading.Event()
         self._paused = False
+        self._connection = 0  # which connection delivered a message; see _ack
         self._watchdog: threading.Thread | None = None
         password = resolve_secret(cfg.password, cfg.password_file)
         self.client, self.host, self.port = make_client(
@@ -113,6 +119,7 @@ class MqttSource:
         subs: list[tuple[str, int]] = [(f, int(self.cfg.qos)) for f in self.cfg.subscribe]
         subs.append((self.probe_topic, 0))
         client.subscribe(subs)
+        self._connection += 1
         self._last_probe = time.monotonic()
         self.health.up()
         self.state.metrics.connected.labels(self.cfg.id).set(1)
@@ -120,6 +127,7 @@ class MqttSource:
                  self.cfg.url, flags.session_present, ", ".join(self.cfg.subscribe))
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        self._connection += 1  # before paho reconnects: no ack of this connection may reach the next one
         if self._stop.is_set():
             return
         if not self.health.connected and self.health.last_error.startswith("broker refused"):
@@ -137,13 +145,18 @@ class MqttSource:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         received = time.time_ns()
+        self._last_probe = time.monotonic()
         if msg.topic == self.probe_topic:
-            self._last_probe = time.monotonic()
             return
         if self._paused:
             return  # not acknowledged: the broker delivers it again in the next session
-        ack = functools.partial(client.ack, msg.mid, msg.qos) if msg.qos > 0 else None
+        ack = functools.partial(self._ack, self._connection, msg.mid, msg.qos) if msg.qos > 0 else None
         self.pipeline.mqtt_message(self.cfg.id, msg.topic, bytes(msg.payload), received, ack)
+
+    def _ack(self, connection: int, mid: int, qos: int) -> None:
+        """PUBACK after the outbox commit, on the connection that delivered the message, or not at all."""
+        if connection == self._connection and self.client.is_connected():
+            self.client.ack(mid, qos)
 
     # --- silent-subscription watchdog ---
 
@@ -151,13 +164,16 @@ class MqttSource:
         while not self._stop.wait(self.probe_s):
             if not self.client.is_connected():
                 continue
-            self.client.publish(self.probe_topic, b"probe", qos=0)
             silent = time.monotonic() - self._last_probe
+            if silent < self.probe_s:
+                continue  # messages are flowing: the subscription is alive
+            self.client.publish(self.probe_topic, b"probe", qos=0)
             if silent > 3 * self.probe_s:
-                log.warning("MQTT source %s: no probe back for %.0f s; rebuilding the connection",
+                log.warning("MQTT source %s: no message and no probe back for %.0f s; rebuilding the connection",
                             self.cfg.id, silent)
                 self._last_probe = time.monotonic()
                 self._down("subscription silent")
+                self._connection += 1  # acks still queued for this connection must not reach the next one
                 self.client.disconnect()
                 self.client.loop_stop()
                 self._connect()
