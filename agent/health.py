@@ -61,6 +61,9 @@ class AgentMetrics:
                                registry=r)
         self.lag = Gauge("shopfloor_source_lag_seconds",
                          "Time between the newest source timestamp and its arrival", ["source"], registry=r)
+        self.publish_decoded = Counter("shopfloor_opcua_publish_responses",
+                                       "OPC UA publish responses by decoder: fast, or asyncua for unusual shapes",
+                                       ["source", "decoder"], registry=r)
         self.last_write = Gauge("shopfloor_historian_last_write_timestamp_seconds",
                                 "Wall clock of the last confirmed historian write", registry=r)
         # Series exist from the start at 0, so a dashboard or alert rule sees them before the first event.

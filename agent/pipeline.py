@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 # (binding index, value, status code, status name, source time ns, server time ns or None)
 OpcUaSample = tuple[int, Any, int, str, int, int | None]
 RETENTION_EVERY_S = 3600.0
+DRAIN_BATCH_FACTOR = 4
 
 
 class LivePublisher(Protocol):
@@ -196,7 +197,8 @@ class Pipeline:
             if time.monotonic() > next_retention:
                 next_retention = time.monotonic() + RETENTION_EVERY_S
                 self._retention()
-            batches = self.outbox.claim(self.batch_points)
+            # Historian commits larger than ingest commits: fewer, bigger transactions under backlog.
+            batches = self.outbox.claim(DRAIN_BATCH_FACTOR * self.batch_points)
             if not batches:
                 self._drain_wake.wait(0.25)
                 self._drain_wake.clear()

@@ -26,6 +26,11 @@ class Measurement:
     fields: dict[str, type]  # field -> python type (int, float, str, bool)
     required_fields: tuple[str, ...]
 
+    @property
+    def unit_tags(self) -> tuple[str, ...]:
+        """The hierarchy tags a board filters by: the line and its machine, station or material."""
+        return tuple(t for t in self.tags if t in ("line", "machine", "station", "material"))[:2]
+
 
 def _m(name: str, tags: tuple[str, ...], fields: dict[str, type], required: tuple[str, ...]) -> Measurement:
     return Measurement(name, tags, fields, required)

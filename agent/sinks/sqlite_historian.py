@@ -1,8 +1,14 @@
-"""The embedded historian: one SQLite file, one table per measurement, keyed by (tags..., time).
+"""The embedded historian: one SQLite file, one table per measurement, keyed by (time, tags...).
 
 Tables and columns follow agent/core/schema.py (docs/data-model.md), so SQL and Grafana see the same names as
 InfluxDB. `time` is UTC nanoseconds. Writes are INSERT OR REPLACE on the primary key, which makes a replay
 after a crash harmless.
+
+Layout, chosen for sustained writes: the key starts with time, so new points land at the end of the tree and
+a commit touches few pages however many series it carries (a key that starts with the series touches one
+page per series, and slows down as the file grows). Board reads go through an index on (line, unit, time),
+where the unit is the machine, station or material. `<measurement>_last` holds the newest point of every
+series, so latest-value reads never scan history.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import sqlite3
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from itertools import chain
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -21,23 +28,29 @@ from agent.historian import CountBucket, HistorianError, StateInterval, WriteRes
 
 log = logging.getLogger(__name__)
 
+ROWS_PER_STATEMENT = 500
 _SQL_TYPE = {int: "INTEGER", float: "REAL", str: "TEXT", bool: "INTEGER"}
 
 
-def _create_table(m: Measurement) -> str:
+def _columns_sql(m: Measurement) -> str:
     cols = ["time INTEGER NOT NULL"] + [f"{t} TEXT NOT NULL" for t in m.tags]
     cols += [f"{f} {_SQL_TYPE[k]}" for f, k in m.fields.items()]
-    key = ", ".join((*m.tags, "time"))
-    return f"CREATE TABLE IF NOT EXISTS {m.name} ({', '.join(cols)}, PRIMARY KEY ({key})) WITHOUT ROWID"
+    return ", ".join(cols)
 
 
-def _time_index(m: Measurement) -> str:
-    return f"CREATE INDEX IF NOT EXISTS {m.name}_time ON {m.name} (time)"
+def _tables(m: Measurement) -> list[str]:
+    return [
+        f"CREATE TABLE IF NOT EXISTS {m.name} ({_columns_sql(m)}, PRIMARY KEY (time, {', '.join(m.tags)})) "
+        "WITHOUT ROWID",
+        f"CREATE INDEX IF NOT EXISTS {m.name}_unit ON {m.name} ({', '.join(m.unit_tags)}, time)",
+        f"CREATE TABLE IF NOT EXISTS {m.name}_last ({_columns_sql(m)}, PRIMARY KEY ({', '.join(m.tags)})) "
+        "WITHOUT ROWID",
+    ]
 
 
 # Named migrations, applied once each and recorded; a new schema change is a new entry at the end.
 MIGRATIONS: list[tuple[str, list[str]]] = [
-    ("0001_measurements", [stmt for m in MEASUREMENTS.values() for stmt in (_create_table(m), _time_index(m))]),
+    ("0001_measurements", [stmt for m in MEASUREMENTS.values() for stmt in _tables(m)]),
 ]
 
 
@@ -62,17 +75,14 @@ class SqliteHistorian:
         self._conn.execute("PRAGMA journal_mode=WAL")
         # FULL: the outbox lets a batch go once this commit returns, so the commit must be on disk.
         self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute("PRAGMA cache_size=-32768")  # 32 MiB: the index tails and the _last tables
         self._lock = threading.Lock()
         self._migrate()
         # per measurement: a function from a point to its row (time, tags..., fields...), built once
         self._row_of = {m.name: _row_builder(m) for m in MEASUREMENTS.values()}
-        self._insert_sql = {
-            m.name: (
-                f"INSERT OR REPLACE INTO {m.name} (time, {', '.join((*m.tags, *m.fields))}) "
-                f"VALUES ({', '.join('?' * (1 + len(m.tags) + len(m.fields)))})"
-            )
-            for m in MEASUREMENTS.values()
-        }
+        self._insert_sql: dict[tuple[str, int, bool], str] = {}
+        self._series_of = {m.name: itemgetter(*range(1, 1 + len(m.tags))) for m in MEASUREMENTS.values()}
+        self._max_variables = self._conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
 
     def _migrate(self) -> None:
         conn = self._conn
@@ -108,13 +118,54 @@ class SqliteHistorian:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
                 for name, batch in rows.items():
-                    self._conn.executemany(self._insert_sql[name], batch)
+                    self._insert(name, batch)
+                    self._update_last(name, batch)
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 raise HistorianError(f"SQLite historian {self.path}: {exc}") from exc
         return WriteResult(accepted=sum(len(b) for b in rows.values()), rejected=rejected)
+
+    def _insert(self, name: str, rows: list[tuple[Any, ...]], last: bool = False) -> None:
+        # Many rows per statement: sqlite3 gives up the GIL once per statement step, and with one row per
+        # step a busy OPC UA thread would make this thread wait for the GIL thousands of times a second.
+        width = len(rows[0])
+        per = max(1, min(ROWS_PER_STATEMENT, self._max_variables // width))
+        full = len(rows) - len(rows) % per
+        for start in range(0, full, per):
+            self._conn.execute(self._sql(name, per, last), list(chain.from_iterable(rows[start:start + per])))
+        if full < len(rows):
+            rest = rows[full:]
+            self._conn.execute(self._sql(name, len(rest), last), list(chain.from_iterable(rest)))
+
+    def _update_last(self, name: str, rows: list[tuple[Any, ...]]) -> None:
+        newest: dict[Any, tuple[Any, ...]] = {}
+        series_of = self._series_of[name]
+        for row in rows:
+            key = series_of(row)
+            held = newest.get(key)
+            if held is None or row[0] >= held[0]:
+                newest[key] = row
+        self._insert(name, list(newest.values()), last=True)
+
+    def _sql(self, name: str, n_rows: int, last: bool) -> str:
+        sql = self._insert_sql.get((name, n_rows, last))
+        if sql is None:
+            m = MEASUREMENTS[name]
+            columns = ", ".join(("time", *m.tags, *m.fields))
+            one = "(" + ", ".join("?" * (1 + len(m.tags) + len(m.fields))) + ")"
+            values = ", ".join([one] * n_rows)
+            if last:
+                # newest point per series; an older point replayed later must not win
+                updates = ", ".join(f"{c} = excluded.{c}" for c in ("time", *m.fields))
+                sql = (f"INSERT INTO {name}_last ({columns}) VALUES {values} ON CONFLICT ({', '.join(m.tags)}) "
+                       f"DO UPDATE SET {updates} WHERE excluded.time >= {name}_last.time")
+            else:
+                sql = f"INSERT OR REPLACE INTO {name} ({columns}) VALUES {values}"
+            if len(self._insert_sql) < 512:
+                self._insert_sql[(name, n_rows, last)] = sql
+        return sql
 
     # --- reads ---
 
@@ -141,9 +192,13 @@ class SqliteHistorian:
     def state_intervals(self, start_ns: int, end_ns: int, line: str | None = None,
                         machine: str | None = None) -> list[StateInterval]:
         where, params = self._where("machine_state", {"line": line, "machine": machine})  # type: ignore[dict-item]
-        carried = self._query(
-            f"SELECT line, machine, MAX(time), state, raw, reason FROM machine_state "
-            f"WHERE {where} AND time < ? GROUP BY site, line, machine", [*params, start_ns])
+        machines = self._query(f"SELECT DISTINCT line, machine FROM machine_state_last WHERE {where}", params)
+        carried = []
+        for ln, mc in machines:
+            # the state in force at `start`: one index seek per machine, never a scan of history
+            carried += self._query(
+                "SELECT line, machine, time, state, raw, reason FROM machine_state "
+                "WHERE line = ? AND machine = ? AND time < ? ORDER BY time DESC LIMIT 1", [ln, mc, start_ns])
         inside = self._query(
             f"SELECT line, machine, time, state, raw, reason FROM machine_state "
             f"WHERE {where} AND time >= ? AND time < ? ORDER BY line, machine, time", [*params, start_ns, end_ns])
@@ -191,11 +246,8 @@ class SqliteHistorian:
             raise HistorianError(f"unknown measurement {measurement}", retry=False)
         m = MEASUREMENTS[measurement]
         where, params = self._where(measurement, tags)
-        key = ", ".join(m.tags)
-        rows = self._query(
-            f"SELECT {self._columns(measurement)} FROM {measurement} AS o WHERE {where} AND time = "
-            f"(SELECT MAX(time) FROM {measurement} AS i WHERE "
-            + " AND ".join(f"i.{t} = o.{t}" for t in m.tags) + f") ORDER BY {key}", params)
+        rows = self._query(f"SELECT {self._columns(measurement)} FROM {measurement}_last WHERE {where} "
+                           f"ORDER BY {', '.join(m.tags)}", params)
         return self._points(measurement, rows)
 
     def series(self, measurement: str, field_name: str, start_ns: int, end_ns: int,

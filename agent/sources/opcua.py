@@ -15,6 +15,7 @@ import hashlib
 import logging
 import random
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from typing import Any
 from asyncua import Client, ua
 from asyncua.common.subscription import Subscription
 from asyncua.crypto import security_policies, uacrypto
+from asyncua.ua.ua_binary import struct_from_binary
+from asyncua.ua.uaerrors import UaStructParsingError
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -29,6 +32,7 @@ from agent.config import OpcUaSource as OpcUaSourceConfig
 from agent.config import resolve_secret
 from agent.health import AgentState
 from agent.pipeline import OpcUaSample, Pipeline
+from agent.sources.opcua_wire import FastPublishResult, Unsupported, parse_publish_response
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +77,12 @@ class _FastSubscription(Subscription):
         super().__init__(session, params, handler=_NoHandler())  # type: ignore[arg-type]
         self._source = source
 
-    async def publish_callback(self, publish_result: ua.PublishResult) -> None:
+    async def publish_callback(self, publish_result: ua.PublishResult | FastPublishResult) -> None:
         self.last_publish_at = time.monotonic()
         self._source.last_publish = self.last_publish_at
+        if isinstance(publish_result, FastPublishResult):
+            self._fast(publish_result)
+            return
         data = publish_result.NotificationMessage.NotificationData
         if not data:
             return
@@ -93,6 +100,50 @@ class _FastSubscription(Subscription):
                 self._source.subscription_lost.set()
         if samples:
             self._source.pipeline.opcua_samples(self._source.cfg.id, samples)
+
+
+    def _fast(self, result: FastPublishResult) -> None:
+        if not result.NotificationMessage.NotificationData:
+            return
+        self.last_sequence_number = result.NotificationMessage.SequenceNumber
+        handles = self._source.handle_to_binding
+        samples: list[OpcUaSample] = []
+        now = 0
+        for handle, value, status, source_ns, server_ns in result.samples:
+            index = handles.get(handle)
+            if index is None:
+                continue
+            if source_ns is None:
+                source_ns = server_ns or now or (now := time.time_ns())
+            name = "Good" if status == 0 else ua.StatusCode(ua.UInt32(status)).name
+            samples.append((index, value, status, name, source_ns, server_ns))
+        if samples:
+            self._source.pipeline.opcua_samples(self._source.cfg.id, samples)
+
+
+def install_fast_publish(session: Any, fast: Callable[[], None], fallback: Callable[[], None]) -> None:
+    """Decode this session's PublishResponses with the fast parser, falling back to asyncua's decoder.
+
+    The session's publish loop calls `self.publish(acks)` and reads only SubscriptionId and the
+    NotificationMessage of the result, which FastPublishResult provides; the rest of asyncua is untouched.
+    """
+    async def publish(acks: list[ua.SubscriptionAcknowledgement]) -> Any:
+        request = ua.PublishRequest()
+        request.Parameters.SubscriptionAcknowledgements = acks if acks else []
+        data = await session._send_request(request, timeout=0)
+        try:
+            response = parse_publish_response(bytes(data))
+            fast()
+            return response
+        except Unsupported:
+            pass
+        fallback()
+        try:
+            return struct_from_binary(ua.PublishResponse, data)
+        except Exception as exc:
+            raise UaStructParsingError from exc
+
+    session.publish = publish
 
 
 class _NoHandler:
@@ -322,6 +373,9 @@ class OpcUaSource:
         params.MaxNotificationsPerPublish = 0
         params.PublishingEnabled = True
         params.Priority = 0
+        decoded = self.state.metrics.publish_decoded
+        install_fast_publish(client.uaclient.session, decoded.labels(self.cfg.id, "fast").inc,
+                             decoded.labels(self.cfg.id, "asyncua").inc)
         subscription = _FastSubscription(client.uaclient.session, params, self)
         await subscription.init()
         self.last_publish = time.monotonic()

@@ -70,6 +70,10 @@ def test_states_alarms_and_process_values_arrive(make_system):
     assert states <= {"RUNNING", "STOPPED", "SETUP", "FAULT", "STARVED", "BLOCKED", "PLANNED_STOP", "OFFLINE"}
     # latency: source timestamps are wall clock, so a point's age at commit is small
     assert system.health()["sources"]["plc-1"]["connected"] is True
+    metrics = system.http("/metrics")[1]
+    fast = [ln for ln in metrics.splitlines() if ln.startswith("shopfloor_opcua_publish_responses_total")
+            and 'decoder="fast"' in ln]
+    assert fast and float(fast[0].rsplit(" ", 1)[1]) > 0  # the fast decoder handles the simulator's responses
 
 
 def test_forced_state_reaches_historian(make_system):

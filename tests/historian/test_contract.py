@@ -87,3 +87,20 @@ def test_bool_fields_come_back_as_bool(historian):
     historian.write([Point("alarm", {**SITE, "machine": "press-1"}, {"code": 101, "active": True, "text": "x"}, T0)])
     (p,) = historian.events("alarm", T0, T0 + S)
     assert p.fields["active"] is True
+
+
+def test_large_batches_every_point_once(historian):
+    points = [Point("process_value", {**SITE, "machine": f"m{i % 7}", "name": "t"},
+                    {"value": float(i), "quality": "Good", "status": 0}, T0 + i) for i in range(1234)]
+    assert historian.write(points).accepted == 1234
+    historian.write(points[:600])  # a partial replay
+    got = sum(len(historian.series("process_value", "value", T0, T0 + 2000, machine=f"m{k}")) for k in range(7))
+    assert got == 1234
+
+
+def test_last_value_is_not_overwritten_by_an_older_replay(historian):
+    series = {**SITE, "machine": "press-1", "name": "mold_temp"}
+    historian.write([Point("process_value", series, {"value": 61.0, "quality": "Good", "status": 0}, T0 + 2 * S)])
+    historian.write([Point("process_value", series, {"value": 60.0, "quality": "Good", "status": 0}, T0 + S)])
+    (last,) = historian.last_values("process_value", machine="press-1")
+    assert (last.time_ns, last.fields["value"]) == (T0 + 2 * S, 61.0)
