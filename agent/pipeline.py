@@ -54,15 +54,20 @@ class Pipeline:
         self.commit_interval = cfg.outbox.commit_interval_ms / 1000
         self.batch_points = cfg.outbox.batch_points
         self.fatal: BaseException | None = None
+        self._acknowledgers: dict[str, Callable[[list[Any]], None]] = {}
 
     # --- source-facing API (any thread) ---
 
     def opcua_samples(self, source: str, samples: list[OpcUaSample]) -> None:
         self._queue.put(("opcua", source, samples))
 
-    def mqtt_message(self, source: str, topic: str, payload: bytes, received_ns: int,
-                     ack: Callable[[], object] | None) -> None:
+    def mqtt_message(self, source: str, topic: str, payload: bytes, received_ns: int, ack: Any = None) -> None:
+        """`ack` is the source's token for this message (None: nothing to acknowledge); after the commit the
+        pipeline hands all tokens of a source to the acknowledger registered for it, in one call."""
         self._queue.put(("mqtt", source, topic, payload, received_ns, ack))
+
+    def register_acknowledger(self, source: str, acknowledge: Callable[[list[Any]], None]) -> None:
+        self._acknowledgers[source] = acknowledge
 
     def source_down(self, source: str, reason: str) -> None:
         self._queue.put(("down", source, reason, self.now_ns()))
@@ -119,10 +124,11 @@ class Pipeline:
             items = [first]
             deadline = time.monotonic() + self.commit_interval
             result = MappingResult()
-            acks: list[Callable[[], object]] = []
+            acks: dict[str, list[Any]] = {}
             received: dict[str, int] = {}
+            newest: dict[str, int] = {}  # per source, the newest source timestamp in this commit
             flushes: list[threading.Event] = []
-            self._map(first, result, acks, received, flushes)
+            self._map(first, result, acks, received, newest, flushes)
             while len(result.points) < self.batch_points and not flushes:
                 timeout = deadline - time.monotonic()
                 if timeout <= 0:
@@ -132,14 +138,16 @@ class Pipeline:
                 except queue.Empty:
                     break
                 items.append(item)
-                self._map(item, result, acks, received, flushes)
+                self._map(item, result, acks, received, newest, flushes)
             self.outbox.enqueue(result.points, result.dead_letters, self.mapper.take_dirty(), self.now_ns())
-            for ack in acks:
-                ack()
+            for source, tokens in acks.items():
+                self._acknowledgers[source](tokens)
             for flushed in flushes:
                 flushed.set()
             for source, n in received.items():
                 metrics.messages_in.labels(source).inc(n)
+            for source, source_ns in newest.items():
+                self._note_lag(source, source_ns)
             if result.points:
                 metrics.points_in.inc(len(result.points))
                 self._drain_wake.set()
@@ -147,29 +155,29 @@ class Pipeline:
                 metrics.dead_letters.labels(dead.source).inc()
                 log.warning("dead letter from %s %s: %s", dead.source, dead.topic, dead.reason)
 
-    def _map(self, item: tuple[Any, ...], result: MappingResult, acks: list[Callable[[], object]],
-             received: dict[str, int], flushes: list[threading.Event]) -> None:
+    def _map(self, item: tuple[Any, ...], result: MappingResult, acks: dict[str, list[Any]],
+             received: dict[str, int], newest: dict[str, int], flushes: list[threading.Event]) -> None:
         kind = item[0]
         if kind == "opcua":
             _, source, samples = item
             bindings = self.bindings
             opcua_value = self.mapper.opcua_value
-            newest = 0
+            newest_here = 0
             for index, value, status, status_name, source_ns, server_ns in samples:
                 opcua_value(bindings[index], value, status, status_name, source_ns, server_ns, result)
-                if source_ns > newest:
-                    newest = source_ns
+                if source_ns > newest_here:
+                    newest_here = source_ns
             received[source] = received.get(source, 0) + len(samples)
-            self._note_lag(source, newest)
+            newest[source] = max(newest.get(source, 0), newest_here)
         elif kind == "mqtt":
             _, source, topic, payload, received_ns, ack = item
             before = len(result.points)
             self.mapper.mqtt_message(source, topic, payload, received_ns, result)
             if ack is not None:
-                acks.append(ack)
+                acks.setdefault(source, []).append(ack)
             received[source] = received.get(source, 0) + 1
             if len(result.points) > before:
-                self._note_lag(source, result.points[-1].time_ns)
+                newest[source] = max(newest.get(source, 0), result.points[-1].time_ns)
         elif kind == "flush":
             flushes.append(item[1])
         elif kind == "down":

@@ -28,7 +28,8 @@ def _write(path: Path, data: dict[str, Any]) -> Path:
     return path
 
 
-def mqtt_config(path: Path, broker_url: str, data_dir: Path, http_port: int, receive_maximum: int) -> Path:
+def mqtt_config(path: Path, broker_url: str, data_dir: Path, http_port: int, receive_maximum: int,
+                protocol: str = "5") -> Path:
     """factory.yaml with its MQTT source (and routes) on `broker_url`, no OPC UA source and no machines.
 
     The live publisher stays as configured: it is part of what an agent does with MQTT data.
@@ -40,6 +41,7 @@ def mqtt_config(path: Path, broker_url: str, data_dir: Path, http_port: int, rec
     for source in data["sources"]["mqtt"]:
         source["url"] = broker_url
         source["receive_maximum"] = receive_maximum
+        source["protocol"] = protocol
     data["agent"].update({"data_dir": str(data_dir), "http_port": http_port})
     return _write(path, data)
 

@@ -44,6 +44,7 @@ class Options:
     opcua_tags: int = 10_000
     opcua_sims: int = 3
     publishers: int = 1              # MQTT flood processes (each on its own topics)
+    mqtt_protocol: str = "3.1.1"     # the agent's MQTT version ("3.1.1" or "5")
     profile_s: float = 0.0           # py-spy the agent this long after an OPC UA window (0: no profile)
     keep: bool = False               # keep the temp dirs (configs, logs, historian) for a post-mortem
 
@@ -127,10 +128,11 @@ def _round(d: dict[str, float], digits: int = 1) -> dict[str, float]:
 # --- MQTT ---------------------------------------------------------------------------------------------------
 
 
-def _mqtt_system(ws: Workspace) -> tuple[Broker, Path, int, Proc]:
+def _mqtt_system(ws: Workspace, protocol: str) -> tuple[Broker, Path, int, Proc]:
     broker = ws.broker()
     port = free_port()
-    config = configs.mqtt_config(ws.dir / "factory.yaml", broker.url, ws.dir / "agent", port, AGENT_RECEIVE_MAXIMUM)
+    config = configs.mqtt_config(ws.dir / "factory.yaml", broker.url, ws.dir / "agent", port, AGENT_RECEIVE_MAXIMUM,
+                                 protocol)
     agent = ws.agent(config, port)
     # The agent subscribes on connect; a flood published before the SUBACK would not reach its session.
     wait_until(lambda: _connected_sources(port) >= 1, 30, "agent MQTT source connected")
@@ -179,7 +181,7 @@ def _series(config: Path) -> list[tuple[str, str, str]]:
 def mqtt_throughput(opts: Options) -> dict[str, Any]:
     """QoS 1 material levels flooded through Mosquitto into the agent; rows/s committed to the historian."""
     with Workspace("mqtt-throughput", opts.keep) as ws:
-        broker, config, port, agent = _mqtt_system(ws)
+        broker, config, port, agent = _mqtt_system(ws, opts.mqtt_protocol)
         conn = wait_connect(ws.dir / "agent" / "historian.sqlite3")
         counter = RowCounter(conn, "material_level")
         names = [f"flood-{i}" for i in range(opts.publishers)]
@@ -235,14 +237,14 @@ def mqtt_throughput(opts: Options) -> dict[str, Any]:
         delivered = metric(port, "shopfloor_messages_in_total")
         rows = counter.poll()
         result: dict[str, Any] = {
-            "scenario": "mqtt_throughput", "label": "MQTT QoS 1 flood -> historian",
+            "scenario": "mqtt_throughput", "label": f"MQTT {opts.mqtt_protocol} QoS 1 flood -> historian",
             "offered_per_s": round(pub_rate), "stored_per_s": round(steady),
             "ingest_s": round(span, 1), "publishers": opts.publishers,
             "backlog_at_publisher_stop": backlog_at_stop,
             "saturated": backlog_at_stop > 0.05 * max(1, acked_final or 0),
             "agent_cpu_pct": round(cpu["agent"], 1), "agent_peak_rss_mb": round(agent.peak_rss_mb(), 1),
             "cpu_pct": _round(cpu), "count_query_ms_total": round(counter.query_s * 1000),
-            "settings": {"broker_max_inflight": BROKER_MAX_INFLIGHT, "agent_receive_maximum": AGENT_RECEIVE_MAXIMUM,
+            "settings": {"agent_mqtt_protocol": opts.mqtt_protocol, "broker_max_inflight": BROKER_MAX_INFLIGHT, "agent_receive_maximum": AGENT_RECEIVE_MAXIMUM,
                          "publisher_window": PUBLISHER_WINDOW, "broker_persistence": False,
                          "live_publisher": True, "flood_client": "raw MQTT 3.1.1 (simulators/line.py)"},
         }
@@ -253,7 +255,7 @@ def mqtt_throughput(opts: Options) -> dict[str, Any]:
 def mqtt_latency(opts: Options, rate: float, profile_s: float = 0.0) -> dict[str, Any]:
     """A paced QoS 1 flood (`rate` msgs/s, `ts` = wall clock at publish); latency ts -> visible."""
     with Workspace("mqtt-latency", opts.keep) as ws:
-        broker, config, port, agent = _mqtt_system(ws)
+        broker, config, port, agent = _mqtt_system(ws, opts.mqtt_protocol)
         conn = wait_connect(ws.dir / "agent" / "historian.sqlite3")
         counter = RowCounter(conn, "material_level")
         tracker = LatencyTracker(conn, "material_level", ("site", "line", "material"), _series(config),
@@ -297,14 +299,14 @@ def mqtt_latency(opts: Options, rate: float, profile_s: float = 0.0) -> dict[str
                     counter.samples[-1][0])
         span = max(1e-6, last - first)
         result: dict[str, Any] = {
-            "scenario": f"mqtt_latency_{int(rate)}", "label": f"MQTT QoS 1 at {rate:,.0f}/s -> historian",
+            "scenario": f"mqtt_latency_{int(rate)}", "label": f"MQTT {opts.mqtt_protocol} QoS 1 at {rate:,.0f}/s -> historian",
             "offered_per_s": round(_flood_rate(pub)), "asked_per_s": rate,
             "publisher_s": round(pub_end - t_start, 1),
             "stored_per_s": round(counter.rate(first + 0.1 * span, last - 0.1 * span)),
             "latency": tracker.summary(),
             "agent_cpu_pct": round(cpu["agent"], 1), "agent_peak_rss_mb": round(agent.peak_rss_mb(), 1),
             "cpu_pct": _round(cpu), "poll_query_ms_total": round((tracker.query_s + counter.query_s) * 1000),
-            "settings": {"broker_max_inflight": BROKER_MAX_INFLIGHT, "agent_receive_maximum": AGENT_RECEIVE_MAXIMUM,
+            "settings": {"agent_mqtt_protocol": opts.mqtt_protocol, "broker_max_inflight": BROKER_MAX_INFLIGHT, "agent_receive_maximum": AGENT_RECEIVE_MAXIMUM,
                          "poll_every_ms": LATENCY_EVERY_S * 1000, "live_publisher": True},
         }
         result.update(_mqtt_loss(rows, acked_final or 0, delivered))

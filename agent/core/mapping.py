@@ -53,6 +53,7 @@ class MappingResult:
 
 # --- JSON paths and timestamps --------------------------------------------------------------------------------
 
+ROUTE_CACHE_SIZE = 20_000
 _PATH_PART = re.compile(r"\.([A-Za-z_][A-Za-z0-9_\-]*)|\[(\d+)\]|\['([^']*)'\]")
 _MISSING = object()
 
@@ -88,6 +89,32 @@ def json_path_get(doc: Any, parts: tuple[str | int, ...]) -> Any:
     return doc
 
 
+_DAY_SECONDS: dict[str, int] = {}
+
+
+def _utc_text_ns(text: str) -> int | None:
+    """The common form `YYYY-MM-DDTHH:MM:SS.ffffffZ` without building a datetime; None for any other form."""
+    if len(text) != 27 or text[10] != "T" or text[19] != "." or text[26] != "Z":
+        return None
+    day = _DAY_SECONDS.get(text[:10])
+    if day is None:
+        try:
+            d = datetime.strptime(text[:10], "%Y-%m-%d").replace(tzinfo=UTC)
+        except ValueError:
+            return None
+        day = int((d - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds())
+        if len(_DAY_SECONDS) > 4096:
+            _DAY_SECONDS.clear()
+        _DAY_SECONDS[text[:10]] = day
+    clock, fraction = text[11:19], text[20:26]
+    if clock[2] != ":" or clock[5] != ":" or not (clock[:2] + clock[3:5] + clock[6:] + fraction).isdigit():
+        return None
+    hours, minutes, seconds = int(clock[:2]), int(clock[3:5]), int(clock[6:])
+    if hours > 23 or minutes > 59 or seconds > 59:
+        return None
+    return (day + hours * 3600 + minutes * 60 + seconds) * 1_000_000_000 + int(fraction) * 1000
+
+
 def parse_timestamp_ns(value: Any) -> int:
     """UTC nanoseconds from ISO 8601 text (with zone) or epoch seconds/ms/us/ns (told apart by magnitude)."""
     if isinstance(value, bool):
@@ -104,6 +131,9 @@ def parse_timestamp_ns(value: Any) -> int:
         scale = 1e9 if fmagnitude < 1e11 else 1e6 if fmagnitude < 1e14 else 1e3 if fmagnitude < 1e17 else 1.0
         return int(round(value * scale))
     if isinstance(value, str):
+        fast = _utc_text_ns(value)
+        if fast is not None:
+            return fast
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:
@@ -194,6 +224,7 @@ class Mapper:
             s.id: [compile_route(r) for r in s.routes] for s in cfg.sources.mqtt
         }
         self.max_payload = {s.id: s.max_payload_bytes for s in cfg.sources.mqtt}
+        self._route_cache: dict[tuple[str, str], tuple[CompiledRoute, dict[str, str]]] = {}
         self.bindings = self._bindings()
 
     def _bindings(self) -> list[TagBinding]:
@@ -353,17 +384,11 @@ class Mapper:
         limit = self.max_payload.get(source, 262144)
         if len(payload) > limit:
             raise InputError(f"payload of {len(payload)} bytes is larger than max_payload_bytes ({limit})")
-        for route in self.routes.get(source, ()):
-            m = route.regex.match(topic)
-            if m is not None:
-                break
-        else:
-            raise InputError("no route matches this topic")
+        route, captures = self._route(source, topic)
         try:
             doc = json.loads(payload)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InputError(f"payload is not JSON: {exc}") from None
-        captures = m.groupdict()
         tags = {"site": self.site}
         for tag, kind, arg in route.tag_templates:
             if kind == "capture":
@@ -398,6 +423,21 @@ class Mapper:
             return validate(Point(measurement, tags, fields, time_ns))
         except SchemaError as exc:
             raise InputError(str(exc)) from None
+
+    def _route(self, source: str, topic: str) -> tuple[CompiledRoute, dict[str, str]]:
+        """The first route matching the topic and its captures; a line's topics repeat, so answers are cached."""
+        key = (source, topic)
+        hit = self._route_cache.get(key)
+        if hit is not None:
+            return hit
+        for route in self.routes.get(source, ()):
+            m = route.regex.match(topic)
+            if m is not None:
+                if len(self._route_cache) >= ROUTE_CACHE_SIZE:
+                    self._route_cache.clear()
+                self._route_cache[key] = (route, m.groupdict())
+                return route, self._route_cache[key][1]
+        raise InputError("no route matches this topic")
 
     def _check_ids(self, tags: dict[str, str]) -> None:
         line = tags.get("line")

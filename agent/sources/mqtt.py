@@ -12,7 +12,6 @@ is left unacknowledged; the broker delivers it again in the new session and the 
 
 from __future__ import annotations
 
-import functools
 import logging
 import ssl
 import threading
@@ -29,22 +28,23 @@ from agent.config import MqttSource as MqttSourceConfig
 from agent.config import MqttTls, resolve_secret
 from agent.health import AgentState
 from agent.pipeline import Pipeline
+from agent.sources.mqtt_client import BufferedClient
 
 log = logging.getLogger(__name__)
 
 
 def make_client(client_id: str, url: str, protocol: str, username: str | None, password: str | None,
                 tls: MqttTls | None, manual_ack: bool = False, clean: bool = True,
-                will: tuple[str, bytes] | None = None) -> tuple[mqtt.Client, str, int]:
+                will: tuple[str, bytes] | None = None) -> tuple[BufferedClient, str, int]:
     """A configured paho client plus the host and port to connect to (shared by the source and the publisher)."""
     parsed = urlparse(url)
     secure = parsed.scheme == "mqtts"
     host = parsed.hostname or "127.0.0.1"
     port = parsed.port or (8883 if secure else 1883)
     v5 = protocol == "5"
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                         protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-                         clean_session=None if v5 else clean, manual_ack=manual_ack)
+    client = BufferedClient(CallbackAPIVersion.VERSION2, client_id=client_id,
+                            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+                            clean_session=None if v5 else clean, manual_ack=manual_ack)
     if username:
         client.username_pw_set(username, password)
     if secure or tls is not None:
@@ -84,6 +84,7 @@ class MqttSource:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.max_inflight_messages_set(cfg.receive_maximum)
+        pipeline.register_acknowledger(cfg.id, self._acknowledge)
 
     def start(self) -> None:
         self._connect()
@@ -150,13 +151,15 @@ class MqttSource:
             return
         if self._paused:
             return  # not acknowledged: the broker delivers it again in the next session
-        ack = functools.partial(self._ack, self._connection, msg.mid, msg.qos) if msg.qos > 0 else None
-        self.pipeline.mqtt_message(self.cfg.id, msg.topic, bytes(msg.payload), received, ack)
+        token = (self._connection, msg.mid) if msg.qos > 0 else None
+        self.pipeline.mqtt_message(self.cfg.id, msg.topic, bytes(msg.payload), received, token)
 
-    def _ack(self, connection: int, mid: int, qos: int) -> None:
-        """PUBACK after the outbox commit, on the connection that delivered the message, or not at all."""
-        if connection == self._connection and self.client.is_connected():
-            self.client.ack(mid, qos)
+    def _acknowledge(self, tokens: list[tuple[int, int]]) -> None:
+        """PUBACKs after the outbox commit, on the connection that delivered each message, or not at all."""
+        current = self._connection
+        mids = [mid for connection, mid in tokens if connection == current]
+        if mids and self.client.is_connected():
+            self.client.ack_many(mids)
 
     # --- silent-subscription watchdog ---
 

@@ -215,3 +215,22 @@ def test_bool_process_value_and_whole_float_count(factory_cfg):
     assert feed(mapper, "press-1", "Temperature", True, 1).points[0].fields["value"] == 1.0
     feed(mapper, "press-1", "GoodCount", 5.0, 2)
     assert feed(mapper, "press-1", "GoodCount", 7.0, 3).points[0].fields["delta"] == 2
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["2026-11-22T03:59:01.123456Z", "1999-12-31T23:59:59.999999Z", "2028-02-29T00:00:00.000001Z",
+     "2026-11-22T03:59:01.12345Z", "2026-11-22T03:59:01Z", "2026-11-22 03:59:01.123456Z"],
+)
+def test_fast_timestamp_path_agrees_with_fromisoformat(text):
+    from datetime import UTC, datetime
+    expected = datetime.fromisoformat(text)
+    delta = expected - datetime(1970, 1, 1, tzinfo=UTC)
+    assert parse_timestamp_ns(text) == (delta.days * 86400 + delta.seconds) * 10**9 + delta.microseconds * 1000
+
+
+@pytest.mark.parametrize("text", ["2026-13-22T03:59:01.123456Z", "2026-11-22T25:59:01.123456Z",
+                                  "2026-11-22T03:5x:01.123456Z"])
+def test_bad_utc_text_is_refused(text):
+    with pytest.raises(ValueError):
+        parse_timestamp_ns(text)
