@@ -645,6 +645,7 @@ class PlcSimulator:
         self._bench: list[_Variable] = []  # the changing Double tags, written every bench period
         self._bench_states: list[_Variable] = []  # one constant Int32 State per bench machine, written once
         self._running_id: ua.NodeId | None = None
+        self._drop_id: ua.NodeId | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     async def __aenter__(self) -> PlcSimulator:
@@ -735,6 +736,10 @@ class PlcSimulator:
         )
         await running.set_writable()
         self._running_id = running.nodeid
+        drop = await sim.add_variable(_node_id("Sim.DropSubscriptions", idx),
+                                      ua.QualifiedName("DropSubscriptions", idx), False, ua.VariantType.Boolean)
+        await drop.set_writable()
+        self._drop_id = drop.nodeid
         if not self._bench_only:
             await self._add_machines(server, objects)
         if self._bench_tags:
@@ -844,6 +849,7 @@ class PlcSimulator:
             next_at = max(next_at + TICK_S, now)
             dt_real, last = now - last, now
             try:
+                await self._drop_subscriptions_if_asked()
                 await self._read_forces()
                 if self._gate_open() and self._machines:
                     dt_sim = dt_real * self.speed
@@ -882,6 +888,22 @@ class PlcSimulator:
             os.replace(tmp, self._bench_stats_file)
         except OSError as exc:
             log.warning("cannot write bench stats to %s: %s", self._bench_stats_file, exc)
+
+    async def _drop_subscriptions_if_asked(self) -> None:
+        """Sim.DropSubscriptions: delete every subscription on the server while the sessions stay open.
+
+        A client then sees a healthy connection that delivers nothing: what a PLC whose subscription died
+        looks like, for testing the agent's silent-subscription watchdog.
+        """
+        assert self._server is not None and self._drop_id is not None
+        dv = self._server.read_attribute_value(self._drop_id)
+        if not (dv.Value is not None and dv.Value.Value):
+            return
+        await self._server.write_attribute_value(self._drop_id, ua.DataValue(ua.Variant(False, ua.VariantType.Boolean)))
+        service = self._server.iserver.subscription_service
+        ids = list(service.subscriptions)
+        await service.delete_subscriptions(ids)
+        log.warning("dropped %s subscriptions on request (Sim.DropSubscriptions)", len(ids))
 
     def _gate_open(self) -> bool:
         assert self._server is not None and self._running_id is not None

@@ -107,3 +107,17 @@ def test_plc_restart_goes_offline_then_flows_again_within_10s(make_system):
     wait_until(lambda: system.http("/healthz")[0] == 200 or system.health()["sources"]["plc-1"]["connected"], 10,
                "plc-1 connected again")
     assert system.metric("shopfloor_source_reconnects_total") >= 1
+
+
+def test_silent_subscription_is_rebuilt(make_system):
+    system = make_system()
+    system.plc(speed=60)
+    agent = system.agent()
+    wait_until(lambda: system.sql("SELECT COUNT(*) FROM machine_count WHERE delta > 0")[0][0] > 0, 30, "counts")
+    plc_set(system.endpoint, "Sim.DropSubscriptions", True, ua.VariantType.Boolean)
+    wait_until(lambda: "dropped" in system.procs[0].log(), 5, "the simulator to drop the subscriptions")
+    dropped_at = time.time_ns()
+    # the connection stays up and answers CurrentTime; only the subscription is gone
+    wait_until(lambda: system.sql("SELECT COUNT(*) FROM machine_count WHERE time > ?", dropped_at)[0][0] > 0, 30,
+               "counts again after the watchdog rebuilt the subscription")
+    assert "subscription silent" in agent.log() and "rebuilding it" in agent.log()
