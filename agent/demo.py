@@ -31,7 +31,9 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "factory.ya
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="factory config (default: the example)")
     parser.add_argument("--data-dir", default="data/demo", help="where the demo keeps its data (default data/demo)")
-    parser.add_argument("--port", type=int, default=8080, help="dashboard port (default 8080)")
+    parser.add_argument("--port", type=int, default=8080,
+                        help="dashboard port (default 8080), kept for the e-board dashboard, which this version "
+                             "does not include yet")
     parser.add_argument("--agent-port", type=int, default=9108, help="agent /healthz and /metrics port")
     parser.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second")
     parser.add_argument("--mqtt", help="use this broker (mqtt://host:port) instead of starting one")
@@ -150,6 +152,7 @@ def run_demo(args: argparse.Namespace) -> int:
             f"  live topics      shopfloor/v1/# on {mqtt_url}\n"
             f"  config used      {cfg_path}\n"
             f"  simulated clock  {sim_start or 'the real time'} (x{args.speed:g})\n"
+            f"  dashboard        not in this version yet (will serve http://127.0.0.1:{args.port})\n"
             "Press Ctrl-C to stop everything.\n", flush=True)
         while not stop:
             for name, child in children:
