@@ -16,6 +16,8 @@ from typing import Any
 
 import psutil
 
+from simulators import harness
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -25,18 +27,7 @@ class BenchError(RuntimeError):
 
 def wait_until(condition: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
     """Poll `condition` until it returns something truthy; BenchError naming `what` on timeout."""
-    deadline = time.monotonic() + timeout
-    last_exc: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = condition()
-            if value:
-                return value
-        except Exception as exc:  # the thing waited for may not exist yet
-            last_exc = exc
-        time.sleep(every)
-    raise BenchError(f"timed out after {timeout:.0f} s waiting for {what}"
-                     + (f" (last error: {last_exc!r})" if last_exc else ""))
+    return harness.wait_until(condition, timeout, what, every, error=BenchError)
 
 
 class Proc:

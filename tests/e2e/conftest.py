@@ -10,7 +10,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -22,27 +21,12 @@ import yaml
 from asyncua import Client, ua
 
 from simulators.broker import Broker, free_port
+from simulators.harness import wait_until
 from tests.conftest import FACTORY_YAML, ROOT
 
 SIM_NS = "urn:shopfloor:plc-sim"
 # A Monday 09:00 in the site's zone: inside the day shift, away from its breaks.
 SIM_START = "2026-11-23T09:00:00+08:00"
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
-    """Poll `condition` until it returns something truthy; fail the test naming `what` on timeout."""
-    deadline = time.monotonic() + timeout
-    last_exc: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = condition()
-            if value:
-                return value
-        except Exception as exc:  # the thing waited for may not exist yet
-            last_exc = exc
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}" +
-                         (f" (last error: {last_exc!r})" if last_exc else ""))
 
 
 class Proc:
