@@ -461,6 +461,8 @@ def _cross_check(cfg: FactoryConfig, resolve_secrets: bool) -> list[tuple[tuple[
     unique([o.badge for o in cfg.operators], ("operators",), "badge", "badge id")
     unique([o.id for o in cfg.operators], ("operators",), "id", "operator id")
     unique([m.id for m in cfg.materials], ("materials",), "id", "material id")
+    unique([s.id for s in cfg.sources.opcua], ("sources", "opcua"), "id", "OPC UA source id")
+    unique([s.id for s in cfg.sources.mqtt], ("sources", "mqtt"), "id", "MQTT source id")
     for li, line in enumerate(cfg.lines):
         unique([s.id for s in line.stations], ("lines", li, "stations"), "id", "station id on this line")
     seen_machine: set[str] = set()
@@ -526,7 +528,8 @@ def _cross_check(cfg: FactoryConfig, resolve_secrets: bool) -> list[tuple[tuple[
         if resolve_secrets and source.password is not None and resolve_secret(source.password, None) is None:
             out.append((("sources", kind, si, "password"), str(source.password),
                         f"environment variable {source.password[2:-1]} to be set"))
-        if resolve_secrets and source.password_file is not None and not source.password_file.is_file():
+        if resolve_secrets and source.password_file is not None and not (
+                source.password_file.is_file() and os.access(source.password_file, os.R_OK)):
             out.append((("sources", kind, si, "password_file"), str(source.password_file), "a readable file"))
     return out
 

@@ -233,6 +233,10 @@ class Pipeline:
             rejected = [DeadLetter("historian", p.measurement, reason, repr(p).encode(), now_ns)
                         for p, reason in result.rejected]
             self.outbox.settle(batches, rejected)
+            if rejected:
+                metrics.dead_letters.labels("historian").inc(len(rejected))
+                log.warning("historian rejected %s points; kept as dead letters (first: %s)", len(rejected),
+                            rejected[0].reason)
             metrics.points_out.labels("historian").inc(result.accepted)
             self.state.last_write = time.time()
             self.state.last_write_error = ""

@@ -178,6 +178,8 @@ class OpcUaSource:
         self.handle_to_binding: dict[int, int] = {}
         self.last_publish = 0.0
         self.subscription_lost = asyncio.Event()
+        for decoder in ("fast", "asyncua"):
+            state.metrics.publish_decoded.labels(cfg.id, decoder)  # present at 0 from the start
         self.client: Client | None = None
         self._session_was_up = False
 
