@@ -602,6 +602,7 @@ class PlcSimulator:
         bench_offset: int = 0,
         bench_stats_file: Path | None = None,
         start_time: datetime | None = None,
+        operation_limit: int | None = None,
     ) -> None:
         if security not in SECURITY_POLICIES:
             raise ValueError(f"security must be one of {', '.join(SECURITY_POLICIES)}, not {security!r}")
@@ -632,6 +633,8 @@ class PlcSimulator:
         self._bench_only = bench_only
         self._bench_offset = bench_offset
         self._bench_stats_file = Path(bench_stats_file) if bench_stats_file is not None else None
+        # advertised as MaxMonitoredItemsPerCall and MaxNodesPerRead, so clients must split larger calls
+        self._operation_limit = operation_limit
         # What the bench loop really did, for a benchmark to compare offered with stored: value changes written,
         # write rounds, and rounds that started late (the simulator could not keep up with the period).
         self.bench_changes = 0
@@ -683,6 +686,11 @@ class PlcSimulator:
         self.namespace_index = await server.register_namespace(NAMESPACE_URI)
         self._server = server
         await self._build_address_space(server)
+        if self._operation_limit:
+            for limit in (ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxMonitoredItemsPerCall,
+                          ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead):
+                await server.write_attribute_value(
+                    ua.NodeId(ua.Int32(limit)), ua.DataValue(ua.Variant(self._operation_limit, ua.VariantType.UInt32)))
         await server.start()
         if server.bserver is not None and server.bserver.port and ":0/" in self.endpoint + "/":
             self.endpoint = self.endpoint.replace(":0", f":{server.bserver.port}", 1)
@@ -1028,6 +1036,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bench-only", action="store_true", help="serve only the bench tags, no machines")
     parser.add_argument("--bench-offset", type=int, default=0, metavar="K",
                         help="number the bench machines from m<K> (several simulators serve disjoint machines)")
+    parser.add_argument("--operation-limit", type=int, default=None, metavar="N",
+                        help="advertise N as MaxMonitoredItemsPerCall and MaxNodesPerRead (default: asyncua's)")
     parser.add_argument("--bench-stats-file", type=Path, default=None, metavar="PATH",
                         help="write the bench counters (changes written, rounds, late rounds) there as JSON "
                              "every second")
@@ -1058,6 +1068,7 @@ def run(args: argparse.Namespace) -> int:
             security=args.security, cert_dir=args.cert_dir, username=args.username, password=password,
             bench_tags=args.bench_tags, bench_period_ms=args.bench_period_ms, bench_only=args.bench_only,
             bench_offset=args.bench_offset, bench_stats_file=args.bench_stats_file, start_time=args.start,
+            operation_limit=args.operation_limit,
         )
     except ValueError as exc:
         print(f"plc simulator: {exc}", file=sys.stderr)

@@ -391,6 +391,9 @@ class OpcUaSource:
                                             spec.deadband.kind if spec.deadband else None,
                                             spec.deadband.value if spec.deadband else 0.0))
         step = limits["MaxMonitoredItemsPerCall"]
+        calls = -(-len(requests) // step)
+        log.info("OPC UA source %s: creating %s monitored items in %s calls (server's MaxMonitoredItemsPerCall %s)",
+                 self.cfg.id, len(requests), calls, step)
         for start in range(0, len(requests), step):
             chunk = requests[start:start + step]
             results = await subscription.create_monitored_items(chunk)
@@ -427,6 +430,8 @@ class OpcUaSource:
     async def _poll(self, client: Client, period_ms: int, items: list[tuple[int, ua.NodeId]],
                     max_per_read: int) -> None:
         period = period_ms / 1000
+        log.info("OPC UA source %s: polling %s tags every %s ms in reads of at most %s nodes", self.cfg.id,
+                 len(items), period_ms, max_per_read)
         next_at = time.monotonic()
         while True:
             for start in range(0, len(items), max_per_read):

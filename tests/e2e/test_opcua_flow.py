@@ -121,3 +121,14 @@ def test_silent_subscription_is_rebuilt(make_system):
     wait_until(lambda: system.sql("SELECT COUNT(*) FROM machine_count WHERE time > ?", dropped_at)[0][0] > 0, 30,
                "counts again after the watchdog rebuilt the subscription")
     assert "subscription silent" in agent.log() and "rebuilding it" in agent.log()
+
+
+def test_calls_split_to_the_servers_operation_limits(make_system):
+    system = make_system()
+    system.plc("--operation-limit", "10", speed=60)
+    agent = system.agent()
+    wait_until(lambda: system.sql("SELECT COUNT(DISTINCT machine || name) FROM process_value")[0][0] == 18, 30,
+               "every process value, the polled ones included")
+    assert "creating 42 monitored items in 5 calls (server's MaxMonitoredItemsPerCall 10)" in agent.log()
+    assert "polling 6 tags every 1000 ms in reads of at most 10 nodes" in agent.log()
+    assert len(system.sql("SELECT DISTINCT machine FROM machine_state")) == 6
