@@ -486,6 +486,12 @@ def _cross_check(cfg: FactoryConfig, resolve_secrets: bool) -> list[tuple[tuple[
         if mtype.state_map not in cfg.state_maps:
             out.append((("machine_types", name, "state_map"), mtype.state_map,
                         "one of the state_maps: " + ", ".join(sorted(cfg.state_maps))))
+        counters = [t.counter for t in mtype.tags if t.signal == "count"]
+        for counter in sorted({c for c in counters if counters.count(c) > 1}, key=str):
+            out.append((("machine_types", name, "tags"), f"{counters.count(counter)} tags with counter {counter}",
+                        "at most one count tag per counter (total, good, reject)"))
+        if sum(1 for t in mtype.tags if t.signal == "alarm") > 1:
+            out.append((("machine_types", name, "tags"), "several alarm tags", "at most one tag with signal: alarm"))
         state_map = cfg.state_maps.get(mtype.state_map)
         n_state = sum(1 for t in mtype.tags if t.signal == "state")
         n_bits = sum(1 for t in mtype.tags if t.signal == "state_bit")

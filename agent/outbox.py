@@ -134,10 +134,13 @@ class Outbox:
         conn = self._write
         with self._tx:
             batch_id, dropped = self._enqueue_tx(conn, points, body, dead_letters, state, now_ns)
+            # Still holding the transaction lock: the drainer cannot settle this batch before it is recorded
+            # here, so every entry of _recent is removed by its settle.
+            with self._lock:
+                if batch_id is not None and self._recent_points + len(points) <= self.recent_limit:
+                    self._recent[batch_id] = list(points)
+                    self._recent_points += len(points)
         with self._lock:
-            if batch_id is not None and self._recent_points + len(points) <= self.recent_limit:
-                self._recent[batch_id] = list(points)
-                self._recent_points += len(points)
             if points:
                 self._batches += 1
                 self._points += len(points)
@@ -194,7 +197,11 @@ class Outbox:
         if over <= 0:
             return None
         batches = n_points = n_bytes = 0
-        rows = conn.execute("SELECT id, n_points, bytes FROM batch ORDER BY id").fetchall()
+        # Batches the drainer holds are being written right now: dropping them would count them as lost.
+        floor = self._claimed_up_to  # read once: the drainer may move it meanwhile
+        rows = conn.execute("SELECT id, n_points, bytes FROM batch WHERE id > ? ORDER BY id", (floor,)).fetchall()
+        if not rows:
+            return None
         last_id = None
         for batch_id, pts, size in rows:
             if n_bytes >= over or batch_id == rows[-1][0]:
@@ -205,9 +212,9 @@ class Outbox:
             last_id = batch_id
         if last_id is None:
             return None
-        conn.execute("DELETE FROM batch WHERE id <= ?", (last_id,))
+        conn.execute("DELETE FROM batch WHERE id > ? AND id <= ?", (floor, last_id))
         with self._lock:
-            for batch_id in [b for b in self._recent if b <= last_id]:
+            for batch_id in [b for b in self._recent if floor < b <= last_id]:
                 self._recent_points -= len(self._recent.pop(batch_id))
         conn.execute("INSERT INTO tally (name, value) VALUES ('dropped_points', ?) "
                      "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (n_points,))

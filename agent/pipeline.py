@@ -19,7 +19,7 @@ from agent.config import FactoryConfig
 from agent.core.mapping import DeadLetter, Mapper, MappingResult
 from agent.core.schema import Point
 from agent.health import AgentState
-from agent.historian import Historian, HistorianError
+from agent.historian import Historian, HistorianError, WriteResult
 from agent.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,11 @@ class Pipeline:
         self._drain_wake.set()
         for t in self._threads:
             t.join(timeout=max(0.1, deadline - time.monotonic()))
+
+    @property
+    def stopped(self) -> bool:
+        """True when both worker threads have ended (after stop)."""
+        return not any(t.is_alive() for t in self._threads)
 
     @property
     def running(self) -> bool:
@@ -215,6 +220,16 @@ class Pipeline:
             try:
                 result = self.historian.write(points)
             except HistorianError as exc:
+                failure = exc
+                if not exc.retry:
+                    try:
+                        result = self._write_one_by_one(points, exc)
+                    except HistorianError as again:  # retryable this time: the normal backoff below
+                        failure = again
+                    else:
+                        self._settle(batches, points, result)
+                        continue
+                exc = failure
                 self.outbox.release()
                 metrics.write_errors.labels("historian").inc()
                 self.state.last_write_error = str(exc)
@@ -229,23 +244,41 @@ class Pipeline:
                 log.info("historian writes succeed again; draining the outbox")
             failing = False
             backoff = 0.5
-            now_ns = self.now_ns()
-            rejected = [DeadLetter("historian", p.measurement, reason, repr(p).encode(), now_ns)
-                        for p, reason in result.rejected]
-            self.outbox.settle(batches, rejected)
-            if rejected:
-                metrics.dead_letters.labels("historian").inc(len(rejected))
-                log.warning("historian rejected %s points; kept as dead letters (first: %s)", len(rejected),
-                            rejected[0].reason)
-            metrics.points_out.labels("historian").inc(result.accepted)
-            self.state.last_write = time.time()
-            self.state.last_write_error = ""
-            metrics.last_write.set(self.state.last_write)
-            if self.live is not None:
-                try:
-                    self.live.publish(points)
-                except Exception:
-                    log.exception("live publisher failed; the historian has the points")
+            self._settle(batches, points, result)
+
+    def _write_one_by_one(self, points: list[Point], first: HistorianError) -> WriteResult:
+        """Find the points the historian refuses for good; the rest are written."""
+        log.error("historian refused a batch for good (%s); writing its %s points one by one", first, len(points))
+        result = WriteResult(accepted=0)
+        for point in points:
+            try:
+                result.accepted += self.historian.write([point]).accepted
+            except HistorianError as exc:
+                if exc.retry:
+                    raise
+                result.rejected.append((point, str(exc)))
+        return result
+
+    def _settle(self, batches: list[Any], points: list[Point], result: WriteResult) -> None:
+        """The batches leave the outbox; refused points become dead letters; live topics get the points."""
+        metrics = self.state.metrics
+        now_ns = self.now_ns()
+        rejected = [DeadLetter("historian", p.measurement, reason, repr(p).encode(), now_ns)
+                    for p, reason in result.rejected]
+        self.outbox.settle(batches, rejected)
+        if rejected:
+            metrics.dead_letters.labels("historian").inc(len(rejected))
+            log.warning("historian rejected %s points; kept as dead letters (first: %s)", len(rejected),
+                        rejected[0].reason)
+        metrics.points_out.labels("historian").inc(result.accepted)
+        self.state.last_write = time.time()
+        self.state.last_write_error = ""
+        metrics.last_write.set(self.state.last_write)
+        if self.live is not None:
+            try:
+                self.live.publish(points)
+            except Exception:
+                log.exception("live publisher failed; the historian has the points")
 
     def _retention(self) -> None:
         try:

@@ -109,8 +109,12 @@ class Agent:
             self.live.stop()
         self.http.stop()
         depth = self.outbox.depth()[1]
-        self.outbox.close()
-        self.historian.close()
+        if self.pipeline.stopped:
+            self.outbox.close()
+            self.historian.close()
+        else:
+            # a worker is still inside a write: leave the files to the process exit rather than pull them away
+            log.warning("a worker did not stop in time; the next start replays what it had not settled")
         log.info("agent %s stopped; %s points wait in the outbox for the next start", self.cfg.agent.id, depth)
         return 1 if failed else 0
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from agent.config import FactoryConfig, MqttRoute, TagSpec
 from agent.core.counters import counter_step
-from agent.core.schema import Point, SchemaError, validate
+from agent.core.schema import INT64_MAX, TIME_MAX_NS, TIME_MIN_NS, Point, SchemaError, validate
 from agent.core.states import BoardState, StateMapper
 
 
@@ -264,6 +264,12 @@ class Mapper:
     def opcua_value(self, b: TagBinding, value: Any, status: int, status_name: str,
                     source_ns: int, server_ns: int | None, out: MappingResult) -> None:
         """Map one value change (or polled read) of a PLC tag. `status` is the OPC UA status code."""
+        if not TIME_MIN_NS <= source_ns < TIME_MAX_NS:
+            out.dead_letters.append(self._opcua_dead(b, f"source timestamp {source_ns} ns is outside 2000-2200",
+                                                     value, TIME_MIN_NS))
+            return
+        if server_ns is not None and not TIME_MIN_NS <= server_ns < TIME_MAX_NS:
+            server_ns = None
         severity = status >> 30  # 0 Good, 1 Uncertain, 2/3 Bad
         spec = b.spec
         if spec.signal == "process_value":
@@ -315,7 +321,7 @@ class Mapper:
             return
         if isinstance(value, float) and value.is_integer():
             value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= INT64_MAX:
             out.dead_letters.append(self._opcua_dead(b, f"{spec.signal} value {value!r} is not a whole number >= 0",
                                                      value, source_ns))
             return
@@ -417,7 +423,7 @@ class Mapper:
             if raw_time is not _MISSING:
                 try:
                     time_ns = parse_timestamp_ns(raw_time)
-                except ValueError as exc:
+                except (ValueError, OverflowError) as exc:
                     raise InputError(str(exc)) from None
         try:
             return validate(Point(measurement, tags, fields, time_ns))

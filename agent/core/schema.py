@@ -68,6 +68,13 @@ EVENT_VALUES: dict[str, frozenset[str]] = {
 }
 
 
+INT64_MAX = 2**63 - 1
+# Timestamps the historian accepts: 2000-01-01 to 2200-01-01 UTC, in nanoseconds. Anything outside is a bad
+# source clock or a null/"max" DateTime, never a real reading.
+TIME_MIN_NS = 946_684_800 * 10**9
+TIME_MAX_NS = 7_258_118_400 * 10**9
+
+
 class SchemaError(ValueError):
     """A point does not fit its measurement; the message says which part and why."""
 
@@ -90,6 +97,8 @@ def coerce_field(measurement: str, field: str, value: Any) -> Any:
     if kind is int:
         if isinstance(value, float) and not value.is_integer():
             raise SchemaError(f"field {field} should be a whole number, got {value}")
+        if not -INT64_MAX - 1 <= value <= INT64_MAX:
+            raise SchemaError(f"field {field} is outside the 64-bit range")
         return int(value)
     if value != value or value in (float("inf"), float("-inf")):
         raise SchemaError(f"field {field} is not a finite number")
@@ -118,4 +127,6 @@ def validate(point: Point) -> Point:
     for name in spec.required_fields:
         if name not in fields:
             raise SchemaError(f"required field {name} is missing")
+    if not TIME_MIN_NS <= point.time_ns < TIME_MAX_NS:
+        raise SchemaError(f"timestamp {point.time_ns} ns is outside 2000-2200")
     return Point(point.measurement, {t: point.tags[t] for t in spec.tags}, fields, point.time_ns)

@@ -51,6 +51,9 @@ def _tables(m: Measurement) -> list[str]:
 # Named migrations, applied once each and recorded; a new schema change is a new entry at the end.
 MIGRATIONS: list[tuple[str, list[str]]] = [
     ("0001_measurements", [stmt for m in MEASUREMENTS.values() for stmt in _tables(m)]),
+    # line-level board reads (a line's counts, states, events) use a time range within one line
+    ("0002_line_time_index", [f"CREATE INDEX IF NOT EXISTS {m.name}_line ON {m.name} (line, time)"
+                              for m in MEASUREMENTS.values()]),
 ]
 
 
@@ -121,11 +124,17 @@ class SqliteHistorian:
                     self._insert(name, batch)
                     self._update_last(name, batch)
                 self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
+            except sqlite3.OperationalError as exc:  # locked, disk full, I/O: worth trying again
+                self._rollback()
                 raise HistorianError(f"SQLite historian {self.path}: {exc}") from exc
+            except Exception as exc:  # a value SQLite cannot store: the same batch would fail again
+                self._rollback()
+                raise HistorianError(f"SQLite historian {self.path}: {exc}", retry=False) from exc
         return WriteResult(accepted=sum(len(b) for b in rows.values()), rejected=rejected)
+
+    def _rollback(self) -> None:
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
 
     def _insert(self, name: str, rows: list[tuple[Any, ...]], last: bool = False) -> None:
         # Many rows per statement: sqlite3 gives up the GIL once per statement step, and with one row per
@@ -275,8 +284,11 @@ class SqliteHistorian:
         cutoff = now_ns - self.retention_days * 86400 * 1_000_000_000
         removed = 0
         with self._lock:
-            for name in MEASUREMENTS:
-                removed += self._conn.execute(f"DELETE FROM {name} WHERE time < ?", (cutoff,)).rowcount
+            try:
+                for name in MEASUREMENTS:
+                    removed += self._conn.execute(f"DELETE FROM {name} WHERE time < ?", (cutoff,)).rowcount
+            except sqlite3.Error as exc:
+                raise HistorianError(f"SQLite historian {self.path}: retention: {exc}") from exc
         return removed
 
     def close(self) -> None:

@@ -74,7 +74,8 @@ class MqttSource:
         self._last_probe = time.monotonic()
         self._stop = threading.Event()
         self._paused = False
-        self._connection = 0  # which connection delivered a message; see _ack
+        self._connection = 0  # which connection delivered a message; see _acknowledge
+        self._ack_lock = threading.Lock()  # a connection change and a PUBACK write never interleave
         self._watchdog: threading.Thread | None = None
         password = resolve_secret(cfg.password, cfg.password_file)
         self.client, self.host, self.port = make_client(
@@ -120,7 +121,8 @@ class MqttSource:
         subs: list[tuple[str, int]] = [(f, int(self.cfg.qos)) for f in self.cfg.subscribe]
         subs.append((self.probe_topic, 0))
         client.subscribe(subs)
-        self._connection += 1
+        with self._ack_lock:
+            self._connection += 1
         self._last_probe = time.monotonic()
         self.health.up()
         self.state.metrics.connected.labels(self.cfg.id).set(1)
@@ -128,7 +130,8 @@ class MqttSource:
                  self.cfg.url, flags.session_present, ", ".join(self.cfg.subscribe))
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        self._connection += 1  # before paho reconnects: no ack of this connection may reach the next one
+        with self._ack_lock:
+            self._connection += 1  # before paho reconnects: no ack of this connection may reach the next one
         if self._stop.is_set():
             return
         if not self.health.connected and self.health.last_error.startswith("broker refused"):
@@ -156,10 +159,11 @@ class MqttSource:
 
     def _acknowledge(self, tokens: list[tuple[int, int]]) -> None:
         """PUBACKs after the outbox commit, on the connection that delivered each message, or not at all."""
-        current = self._connection
-        mids = [mid for connection, mid in tokens if connection == current]
-        if mids and self.client.is_connected():
-            self.client.ack_many(mids)
+        with self._ack_lock:
+            current = self._connection
+            mids = [mid for connection, mid in tokens if connection == current]
+            if mids and self.client.is_connected():
+                self.client.ack_many(mids)
 
     # --- silent-subscription watchdog ---
 
@@ -176,7 +180,8 @@ class MqttSource:
                             self.cfg.id, silent)
                 self._last_probe = time.monotonic()
                 self._down("subscription silent")
-                self._connection += 1  # acks still queued for this connection must not reach the next one
-                self.client.disconnect()
+                with self._ack_lock:
+                    self._connection += 1  # acks still queued for this connection must not reach the next one
+                    self.client.disconnect()
                 self.client.loop_stop()
                 self._connect()

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from agent.config import OpcUaSource as OpcUaSourceConfig
 from agent.config import resolve_secret
+from agent.core.schema import TIME_MAX_NS, TIME_MIN_NS
 from agent.health import AgentState
 from agent.pipeline import OpcUaSample, Pipeline
 from agent.sources.opcua_wire import FastPublishResult, Unsupported, parse_publish_response
@@ -53,10 +54,12 @@ class SecurityRefused(Exception):
 
 
 def to_ns(dt: datetime | None) -> int | None:
+    """UTC ns of an OPC UA timestamp; None for the null and "max" DateTimes or anything outside 2000-2200."""
     if dt is None:
         return None
     delta = dt - (EPOCH if dt.tzinfo is not None else EPOCH_NAIVE)
-    return (delta.days * 86400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+    ns = (delta.days * 86400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+    return ns if TIME_MIN_NS <= ns < TIME_MAX_NS else None
 
 
 def thumbprint(der: bytes) -> str:
@@ -113,7 +116,9 @@ class _FastSubscription(Subscription):
             index = handles.get(handle)
             if index is None:
                 continue
-            if source_ns is None:
+            if server_ns is not None and not TIME_MIN_NS <= server_ns < TIME_MAX_NS:
+                server_ns = None
+            if source_ns is None or not TIME_MIN_NS <= source_ns < TIME_MAX_NS:
                 source_ns = server_ns or now or (now := time.time_ns())
             name = "Good" if status == 0 else ua.StatusCode(ua.UInt32(status)).name
             samples.append((index, value, status, name, source_ns, server_ns))

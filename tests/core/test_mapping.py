@@ -84,8 +84,8 @@ def test_mqtt_bad_input_becomes_dead_letter(factory_cfg, topic, payload, reason)
 
 
 def test_mqtt_without_timestamp_uses_receive_time(factory_cfg):
-    out = mqtt(Mapper(factory_cfg), "line/line-1/material/resin-pp/level", {"level": 3}, received_ns=77)
-    assert out.points[0].time_ns == 77
+    out = mqtt(Mapper(factory_cfg), "line/line-1/material/resin-pp/level", {"level": 3}, received_ns=TS_NS + 77)
+    assert out.points[0].time_ns == TS_NS + 77
 
 
 @pytest.mark.parametrize(
@@ -119,7 +119,9 @@ def binding(mapper, machine, node):
 
 
 def feed(mapper, machine, node, value, t, status=GOOD):
+    """A reading `t` nanoseconds after TS_NS."""
     out = MappingResult()
+    t = TS_NS + t
     mapper.opcua_value(binding(mapper, machine, node), value, status, "Bad" if status else "Good", t, t, out)
     return out
 
@@ -234,3 +236,23 @@ def test_fast_timestamp_path_agrees_with_fromisoformat(text):
 def test_bad_utc_text_is_refused(text):
     with pytest.raises(ValueError):
         parse_timestamp_ns(text)
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [({"order_id": "SO-1", "sku": "K", "target_qty": 2**64, "event": "start", "ts": TS},
+      "field target_qty is outside the 64-bit range"),
+     ({"order_id": "SO-1", "sku": "K", "event": "start", "ts": 10**30}, "outside 2000-2200"),
+     ({"order_id": "SO-1", "sku": "K", "event": "start", "ts": "1601-01-01T00:00:00Z"}, "outside 2000-2200")],
+)
+def test_out_of_range_numbers_are_dead_letters_not_crashes(factory_cfg, payload, reason):
+    out = mqtt(Mapper(factory_cfg), "line/line-1/order", payload, received_ns=TS_NS)
+    assert out.points == [] and reason in out.dead_letters[0].reason
+
+
+def test_opcua_counter_beyond_64_bits_and_null_timestamp_are_dead_letters(factory_cfg):
+    mapper = Mapper(factory_cfg)
+    assert "not a whole number >= 0" in feed(mapper, "press-1", "GoodCount", 2**64, 1).dead_letters[0].reason
+    out = MappingResult()
+    mapper.opcua_value(binding(mapper, "press-1", "GoodCount"), 5, GOOD, "Good", 0, None, out)
+    assert out.points == [] and "outside 2000-2200" in out.dead_letters[0].reason
