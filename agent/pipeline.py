@@ -126,7 +126,6 @@ class Pipeline:
                 first = self._queue.get(timeout=0.5)
             except queue.Empty:
                 continue
-            items = [first]
             deadline = time.monotonic() + self.commit_interval
             result = MappingResult()
             acks: dict[str, list[Any]] = {}
@@ -142,7 +141,6 @@ class Pipeline:
                     item = self._queue.get(timeout=timeout)
                 except queue.Empty:
                     break
-                items.append(item)
                 self._map(item, result, acks, received, newest, flushes)
             self.outbox.enqueue(result.points, result.dead_letters, self.mapper.take_dirty(), self.now_ns())
             for source, tokens in acks.items():

@@ -385,6 +385,11 @@ class Mapper:
             out.points.append(self._mqtt_point(source, topic, payload, received_ns))
         except InputError as exc:
             out.dead_letters.append(DeadLetter(source, topic, str(exc), payload, received_ns))
+        except (RecursionError, MemoryError, ValueError, TypeError) as exc:
+            # e.g. JSON nested thousands deep: a message must never stop the agent (it would come back after
+            # every restart, being unacknowledged)
+            out.dead_letters.append(DeadLetter(source, topic, f"payload cannot be read: {type(exc).__name__}",
+                                               payload, received_ns))
 
     def _mqtt_point(self, source: str, topic: str, payload: bytes, received_ns: int) -> Point:
         limit = self.max_payload.get(source, 262144)

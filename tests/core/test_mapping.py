@@ -256,3 +256,9 @@ def test_opcua_counter_beyond_64_bits_and_null_timestamp_are_dead_letters(factor
     out = MappingResult()
     mapper.opcua_value(binding(mapper, "press-1", "GoodCount"), 5, GOOD, "Good", 0, None, out)
     assert out.points == [] and "outside 2000-2200" in out.dead_letters[0].reason
+
+
+def test_json_nested_too_deep_is_a_dead_letter(factory_cfg):
+    payload = b"[" * 100_000 + b"]" * 100_000
+    out = mqtt(Mapper(factory_cfg), "line/line-1/order", payload, received_ns=TS_NS)
+    assert out.points == [] and out.dead_letters[0].reason == "payload cannot be read: RecursionError"
