@@ -29,8 +29,19 @@ def _load_or_exit(path: str) -> object:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    _load_or_exit(args.file)
+    cfg = _load_or_exit(args.file)
     print(f"{args.file}: valid")
+    if not args.connect:
+        return 0
+    from agent.connect import check_connections
+
+    problems = check_connections(cfg)  # type: ignore[arg-type]
+    for problem in problems:
+        print(f"  {problem}", file=sys.stderr)
+    if problems:
+        print(f"{args.file}: {len(problems)} connection problem(s)", file=sys.stderr)
+        return 3
+    print(f"{args.file}: historian and sources reachable")
     return 0
 
 
@@ -60,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check-config", help="validate a config file; exit 0 when valid, 2 with every problem")
     p.add_argument("file")
+    p.add_argument("--connect", action="store_true",
+                   help="also reach the historian (with its credentials: write and read rights) and the sources' "
+                        "servers; exit 3 when one fails")
     p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser("agent", help="run an edge agent")

@@ -18,12 +18,14 @@ from datetime import datetime, timedelta
 from datetime import time as dtime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import parse_qsl, urlparse
 from zoneinfo import ZoneInfo
 
 import yaml
 
 from agent.config import ConfigError, FactoryConfig, load
+from agent.historian import HistorianError
+from agent.sinks.influx_protocol import quote_ident
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "factory.yaml"
 
@@ -38,6 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second")
     parser.add_argument("--mqtt", help="use this broker (mqtt://host:port) instead of starting one")
     parser.add_argument("--opcua-port", type=int, default=4840, help="PLC simulator port (default 4840)")
+    parser.add_argument("--historian", metavar="URL",
+                        help="write to this InfluxDB instead of the embedded SQLite historian: "
+                             "influxdb://[user@]host:port/database[?rp=POLICY] (1.x; password from "
+                             "INFLUX_PASSWORD) or influxdb2://host:port/bucket?org=ORG (2.x, 3.x, Cloud; token from "
+                             "INFLUX_TOKEN); influxdbs:// and influxdb2s:// for HTTPS")
     parser.add_argument("--sim-start", default="auto",
                         help="simulated clock start (ISO time); 'auto' = now when a shift is on, else the last "
                              "working day's first shift start plus one hour, so the demo always shows production")
@@ -58,9 +65,45 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def demo_config(config: Path, data_dir: Path, mqtt_url: str, opcua_port: int, agent_port: int) -> Path:
-    """A copy of the factory config pointed at the demo's broker, simulator and data dir."""
+def historian_from_url(url: str) -> dict[str, Any]:
+    """The `historian:` config section for an InfluxDB URL given on the command line (see --historian).
+
+    Secrets never go into the URL or the written config: they are `${INFLUX_PASSWORD}` / `${INFLUX_TOKEN}`
+    references resolved from the environment.
+    """
+    parsed = urlparse(url)
+    schemes = {"influxdb": ("http", "v1"), "influxdbs": ("https", "v1"),
+               "influxdb2": ("http", "v2"), "influxdb2s": ("https", "v2")}
+    if parsed.scheme not in schemes or not parsed.hostname or not parsed.path.strip("/"):
+        raise ValueError(f"{url!r}: expected influxdb://[user@]host:port/database or "
+                         "influxdb2://host:port/bucket?org=ORG")
+    if parsed.password:
+        raise ValueError(f"{parsed.scheme}://{parsed.hostname}: put the password in INFLUX_PASSWORD, not in the URL")
+    http, api = schemes[parsed.scheme]
+    query = dict(parse_qsl(parsed.query))
+    section: dict[str, Any] = {"kind": "influxdb", "api": api,
+                               "url": f"{http}://{parsed.hostname}:{parsed.port or 8086}"}
+    name = parsed.path.strip("/")
+    if api == "v1":
+        section["database"] = name
+        if "rp" in query:
+            section["retention_policy"] = query["rp"]
+        if parsed.username:
+            section["username"] = parsed.username
+            section["password"] = "${INFLUX_PASSWORD}"
+    else:
+        if "org" not in query:
+            raise ValueError(f"{url!r}: add ?org=ORG (the InfluxDB organisation of the bucket)")
+        section.update(bucket=name, org=query["org"], token="${INFLUX_TOKEN}")
+    return section
+
+
+def demo_config(config: Path, data_dir: Path, mqtt_url: str, opcua_port: int, agent_port: int,
+                historian_url: str | None = None) -> Path:
+    """A copy of the factory config pointed at the demo's broker, simulator, data dir and historian."""
     data: dict[str, Any] = yaml.safe_load(config.read_text(encoding="utf-8"))
+    if historian_url:
+        data["historian"] = historian_from_url(historian_url)
     for source in data.get("sources", {}).get("opcua", []):
         parsed = urlparse(source["endpoint"])
         source["endpoint"] = f"opc.tcp://127.0.0.1:{opcua_port}{parsed.path}"
@@ -94,6 +137,28 @@ def simulated_start(cfg: FactoryConfig, now: float | None = None) -> str | None:
     return None
 
 
+def _prepare_influxdb(cfg: FactoryConfig) -> None:
+    """Say what is wrong with the demo's InfluxDB before starting; create a missing 1.x database."""
+    from agent.runner import open_historian
+    from agent.sinks.influx import InfluxHistorian
+
+    historian = open_historian(cfg, Path("."))
+    assert isinstance(historian, InfluxHistorian)
+    try:
+        problems = historian.check_connection()
+        if cfg.historian.api == "v1" and any("no such database" in p for p in problems):
+            historian.query([f"CREATE DATABASE {quote_ident(historian.database)}"])
+            print(f"shopfloor demo: created InfluxDB database {historian.database}", flush=True)
+            problems = historian.check_connection()
+    except HistorianError as exc:
+        problems = [str(exc)]
+    finally:
+        historian.close()
+    for problem in problems:
+        print(f"shopfloor demo: InfluxDB: {problem}\n  (the agent keeps the points in its outbox until this is "
+              "fixed)", file=sys.stderr, flush=True)
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from simulators.broker import Broker
 
@@ -115,7 +180,21 @@ def run_demo(args: argparse.Namespace) -> int:
         mqtt_url = broker.url
     opcua_port = args.opcua_port if _port_free(args.opcua_port) else _free_port()
     agent_port = args.agent_port if _port_free(args.agent_port) else _free_port()
-    cfg_path = demo_config(Path(args.config), data_dir, mqtt_url, opcua_port, agent_port)
+    try:
+        cfg_path = demo_config(Path(args.config), data_dir, mqtt_url, opcua_port, agent_port, args.historian)
+        cfg = load(cfg_path)
+    except (ValueError, ConfigError) as exc:
+        if broker is not None:
+            broker.stop()
+        problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
+        print("shopfloor demo: " + "\n".join(str(p) for p in problems), file=sys.stderr)
+        return 2
+    if cfg.historian.kind == "influxdb":
+        _prepare_influxdb(cfg)
+        where = (f"{cfg.historian.url}, database {cfg.historian.database} (InfluxDB 1.x)" if cfg.historian.api == "v1"
+                 else f"{cfg.historian.url}, bucket {cfg.historian.bucket}, org {cfg.historian.org} (InfluxDB)")
+    else:
+        where = f"{data_dir / 'agent' / 'historian.sqlite3'} (SQLite)"
     endpoint = f"opc.tcp://127.0.0.1:{opcua_port}/shopfloor/plc"
     cli = [sys.executable, "-m", "agent.cli", "--log-level", args.log_level]
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
@@ -148,7 +227,7 @@ def run_demo(args: argparse.Namespace) -> int:
             f"  PLC simulator    {endpoint}\n"
             f"  agent health     http://127.0.0.1:{agent_port}/healthz\n"
             f"  agent metrics    http://127.0.0.1:{agent_port}/metrics\n"
-            f"  historian        {data_dir / 'agent' / 'historian.sqlite3'} (SQLite)\n"
+            f"  historian        {where}\n"
             f"  live topics      shopfloor/v1/# on {mqtt_url}\n"
             f"  config used      {cfg_path}\n"
             f"  simulated clock  {sim_start or 'the real time'} (x{args.speed:g})\n"

@@ -14,11 +14,13 @@ from agent.core.schema import Point
 
 
 class HistorianError(Exception):
-    """A write or read failed. `retry` says whether trying the same request again can succeed."""
+    """A write or read failed. `retry` says whether trying the same request again can succeed;
+    `retry_after` (seconds), when set, is the earliest the backend wants to see it again."""
 
-    def __init__(self, message: str, retry: bool = True) -> None:
+    def __init__(self, message: str, retry: bool = True, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry = retry
+        self.retry_after = retry_after
 
 
 @dataclass

@@ -230,12 +230,13 @@ class Pipeline:
                 exc = failure
                 self.outbox.release()
                 metrics.write_errors.labels("historian").inc()
-                self.state.last_write_error = str(exc)
-                if not failing:
+                if not failing or str(exc) != self.state.last_write_error:
                     log.error("historian write failed, points stay in the outbox: %s", exc)
+                self.state.last_write_error = str(exc)
                 failing = True
-                # Full jitter keeps many agents from hammering a recovering historian in step.
-                self._stop.wait(random.uniform(0, backoff))
+                # Full jitter keeps many agents from hammering a recovering historian in step; a server that
+                # says when to come back (Retry-After, or a person has to fix rights) is not asked sooner.
+                self._stop.wait(max(random.uniform(0, backoff), exc.retry_after or 0.0))
                 backoff = min(backoff * 2, 10.0)
                 continue
             if failing:

@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from agent.config import FactoryConfig
+from agent.config import FactoryConfig, resolve_secret
 from agent.health import AgentState
 from agent.historian import Historian
 from agent.http import AgentHttpServer
@@ -26,8 +26,19 @@ log = logging.getLogger(__name__)
 
 def open_historian(cfg: FactoryConfig, data_dir: Path) -> Historian:
     """The configured historian backend."""
-    path = cfg.historian.path or data_dir / "historian.sqlite3"
-    return SqliteHistorian(path, cfg.historian.retention_days)
+    h = cfg.historian
+    if h.kind == "influxdb":
+        from agent.sinks.influx import InfluxHistorian
+
+        assert h.url is not None  # the config check requires it
+        return InfluxHistorian(
+            h.url, api=h.api, database=h.database, retention_policy=h.retention_policy, username=h.username,
+            password=resolve_secret(h.password, h.password_file), org=h.org, bucket=h.bucket,
+            token=resolve_secret(h.token, h.token_file), timeout_s=h.timeout_s, batch_lines=h.batch_lines,
+            use_gzip=h.gzip, verify_tls=h.verify_tls, ca_file=str(h.ca_file) if h.ca_file else None,
+            retention_days=h.retention_days)
+    path = h.path or data_dir / "historian.sqlite3"
+    return SqliteHistorian(path, h.retention_days)
 
 
 class Agent:

@@ -1,5 +1,7 @@
 """`shopfloor check-config`: exit codes and the exact messages users see."""
 
+import re
+import socket
 import subprocess
 import sys
 
@@ -118,3 +120,82 @@ def test_every_problem_is_listed_not_just_the_first(check, tmp_path):
                     encoding="utf-8")
     code, _, err = check(path)
     assert code == 2 and "2 problem(s)" in err and "site.timezone" in err and "publishing_interval_ms" in err
+
+
+SQLITE = "historian:\n  kind: sqlite\n  retention_days: 400\n"
+
+
+@pytest.mark.parametrize(
+    ("historian", "expected"),
+    [
+        ("historian:\n  kind: influxdb\n  database: plant\n",
+         "historian.url\n  found:    'nothing (key missing)'\n  expected: the InfluxDB URL, e.g. http://127.0.0.1:8086"),
+        ("historian:\n  kind: influxdb\n  url: http://db:8086\n",
+         "historian.database\n  found:    'nothing (key missing)'\n  expected: the InfluxDB 1.x database to write to"),
+        ("historian:\n  kind: influxdb\n  url: http://db:8086\n  api: v2\n  org: plant\n  bucket: sf\n",
+         "historian.token\n  found:    'nothing (key missing)'\n  expected: an API token as ${ENV_VAR}, or token_file"),
+        ("historian:\n  kind: influxdb\n  url: http://db:8086\n  api: v2\n  org: plant\n  bucket: sf\n"
+         "  token: s3cr3t-token\n",
+         "historian.token\n  found:    an inline value (not shown)\n"
+         "  expected: an environment reference like ${PLC_PASSWORD} (secrets are never inline)"),
+        ("historian:\n  kind: influxdb\n  url: http://db:8086\n  api: v2\n  org: plant\n  bucket: sf\n"
+         "  token: ${INFLUX_TOKEN_UNSET}\n",
+         "historian.token\n  found:    '${INFLUX_TOKEN_UNSET}'\n  expected: environment variable INFLUX_TOKEN_UNSET to be set"),
+        ("historian:\n  kind: influxdb\n  url: http://db:8086\n  api: v2\n  org: plant\n  bucket: sf\n"
+         "  token_file: /nonexistent/token\n  retention_days: 30\n",
+         "historian.retention_days\n  found:    30\n  expected: nothing with api: v2: set the bucket's retention period"),
+        ("historian:\n  kind: sqlite\n  url: http://db:8086\n",
+         "historian.url\n  found:    'http://db:8086'\n  expected: nothing: this key is for kind: influxdb"),
+        ("historian:\n  kind: influxdb\n  url: db:8086\n  database: plant\n",
+         "historian.url\n  found:    'db:8086'\n  expected: text matching"),
+        ("historian:\n  kind: influxdb\n  url: http://db:8086\n  database: plant\n  batch_lines: 10000\n",
+         "historian.batch_lines\n  found:    10000\n  expected: a number less than or equal to 5000"),
+    ],
+)
+def test_historian_mistakes(check, tmp_path, historian, expected):
+    code, out, err = check(variant(tmp_path, SQLITE, historian))
+    assert code == 2 and out == ""
+    assert expected in err.replace(str(tmp_path) + "/", ""), err
+    assert "s3cr3t-token" not in err
+
+
+def test_influxdb_historian_config_is_valid_and_keeps_the_servers_retention(tmp_path, monkeypatch):
+    from agent.config import load
+
+    monkeypatch.setenv("INFLUX_TOKEN", "t")
+    path = variant(tmp_path, SQLITE, "historian:\n  kind: influxdb\n  url: https://db.plant:8086\n  api: v2\n"
+                                     "  org: plant\n  bucket: shopfloor\n  token: ${INFLUX_TOKEN}\n")
+    h = load(path).historian
+    assert (h.kind, h.api, h.bucket, h.retention_days, h.batch_lines, h.gzip) == (
+        "influxdb", "v2", "shopfloor", None, 5000, True)
+
+
+def test_connect_checks_the_historian_with_its_credentials_and_reaches_the_sources(capsys, tmp_path,
+                                                                                 influx_server):
+    influx_server.create_database("plant_ok")
+    listener = socket.create_server(("127.0.0.1", 0))  # stands for the PLC and the broker: reachability only
+    port = listener.getsockname()[1]
+
+    def run(database, sources_up):
+        path = variant(tmp_path, SQLITE, f"historian:\n  kind: influxdb\n  url: {influx_server.url}\n"
+                                         f"  database: {database}\n")
+        if sources_up:
+            text = path.read_text(encoding="utf-8")
+            text = re.sub(r"opc\.tcp://[^/]+/", f"opc.tcp://127.0.0.1:{port}/", text)
+            text = re.sub(r"url: mqtt://[^\s]+", f"url: mqtt://127.0.0.1:{port}", text)
+            path.write_text(text, encoding="utf-8")
+        try:
+            code = main(["check-config", "--connect", str(path)])
+        except SystemExit as exc:
+            code = exc.code
+        return code, capsys.readouterr()
+
+    try:
+        code, captured = run("plant_missing", sources_up=False)
+        assert code == 3 and "connection problem(s)" in captured.err
+        assert "historian: write: InfluxDB" in captured.err and "has no such database (404" in captured.err
+        assert "OPC UA source plc-1:" in captured.err and "is not reachable" in captured.err
+        code, captured = run("plant_ok", sources_up=True)
+        assert (code, captured.err) == (0, "") and "historian and sources reachable" in captured.out
+    finally:
+        listener.close()

@@ -114,6 +114,9 @@ def validate(point: Point) -> Point:
         value = point.tags.get(tag)
         if not isinstance(value, str) or not value:
             raise SchemaError(f"tag {tag} is missing or empty")
+        if "\n" in value or "\r" in value or value.endswith("\\"):
+            # InfluxDB line protocol cannot carry these; refusing them everywhere keeps the backends alike
+            raise SchemaError(f"tag {tag} {value[:60]!r} has a line break or ends with a backslash")
     allowed = EVENT_VALUES.get(point.measurement)
     if allowed is not None and point.tags["event"] not in allowed:
         raise SchemaError(f"tag event is {point.tags['event']!r}; expected one of {', '.join(sorted(allowed))}")
@@ -127,6 +130,8 @@ def validate(point: Point) -> Point:
     for name in spec.required_fields:
         if name not in fields:
             raise SchemaError(f"required field {name} is missing")
+    if not fields:
+        raise SchemaError("no field: at least one of " + ", ".join(spec.fields))
     if not TIME_MIN_NS <= point.time_ns < TIME_MAX_NS:
         raise SchemaError(f"timestamp {point.time_ns} ns is outside 2000-2200")
     return Point(point.measurement, {t: point.tags[t] for t in spec.tags}, fields, point.time_ns)

@@ -34,3 +34,35 @@ def test_demo_fills_the_historian_within_30s_and_stops_cleanly(tmp_path):
         code = demo.stop(signal.SIGINT, timeout=30)
     assert code == 0, demo.log()[-3000:]
     assert "Shopfloor demo stopped." in demo.log()
+
+
+def test_demo_on_influxdb(tmp_path, influx_server):
+    from agent.sinks.influx import InfluxHistorian
+
+    database = f"demo_{free_port()}"  # the demo creates it
+    demo = Proc("demo-influx", ["demo", "--data-dir", str(tmp_path / "demo"), "--agent-port", str(free_port()),
+                                "--opcua-port", str(free_port()), "--speed", "60",
+                                "--historian", f"influxdb://127.0.0.1:{influx_server.port}/{database}"], tmp_path)
+    demo.start(ready="Press Ctrl-C to stop everything.", timeout=30)
+    try:
+        out = demo.log()
+        assert f"created InfluxDB database {database}" in out
+        assert f"historian        {influx_server.url}, database {database} (InfluxDB 1.x)" in out
+        historian = InfluxHistorian(influx_server.url, database=database)
+        t0, t1 = 946_684_800 * 10**9, 7_258_118_400 * 10**9
+        wait_until(lambda: all(historian.events(m, t0, t1) for m in
+                               ("machine_state", "machine_count", "process_value", "material_level")),
+                   30, "the demo's InfluxDB database to fill")
+        assert not (tmp_path / "demo" / "agent" / "historian.sqlite3").exists()
+    finally:
+        code = demo.stop(signal.SIGINT, timeout=30)
+    assert code == 0, demo.log()[-3000:]
+
+
+def test_demo_refuses_a_bad_historian_url(tmp_path):
+    demo = Proc("demo-bad", ["demo", "--data-dir", str(tmp_path / "demo"), "--agent-port", str(free_port()),
+                             "--opcua-port", str(free_port()),
+                             "--historian", "influxdb://edge:pw@127.0.0.1:8086/plant"], tmp_path)
+    demo.start()
+    assert demo.popen.wait(30) == 2
+    assert "put the password in INFLUX_PASSWORD, not in the URL" in demo.log()

@@ -1,0 +1,186 @@
+"""InfluxDB wire formats, pure: line protocol for writes, InfluxQL quoting for reads, and query responses.
+
+Line protocol escapes commas, spaces and equals signs in measurement names, tag keys and tag values, and
+quotes and backslashes in string fields. Two things it cannot carry in a tag value are refused by the schema
+for every backend (agent/core/schema.py): line breaks, and a backslash before a comma, space or equals sign
+or at the end, which the server would read as an escape.
+
+InfluxQL: identifiers go in double quotes and string literals in single quotes, each with backslash escapes,
+so any id (quotes, spaces, backslashes, Chinese) is placed in a query as data, never as query text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.core.schema import MEASUREMENTS, Point
+
+_KEY_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
+_MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ "})
+SERIES_CACHE_MAX = 100_000
+
+
+def escape_tag(text: str) -> str:
+    """A tag key or value (or a field key) as line protocol writes it."""
+    return text.translate(_KEY_ESCAPES)
+
+
+def quote_string_field(text: str) -> str:
+    """A string field value in double quotes, with backslashes and quotes escaped."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class LineEncoder:
+    """Turns points into line protocol lines (nanosecond times), in schema order of tags and fields.
+
+    The `measurement,tags` prefix of each series is cached: a shop floor has few series and many points.
+    """
+
+    def __init__(self) -> None:
+        self._series: dict[tuple[str, tuple[str, ...]], str] = {}
+        self._field_keys = {name: {f: escape_tag(f) for f in m.fields} for name, m in MEASUREMENTS.items()}
+
+    def line(self, point: Point) -> str:
+        """One line; KeyError when the point lacks a tag of its measurement, ValueError when it has no field."""
+        m = MEASUREMENTS[point.measurement]
+        values = tuple(point.tags[t] for t in m.tags)
+        key = (point.measurement, values)
+        prefix = self._series.get(key)
+        if prefix is None:
+            prefix = point.measurement.translate(_MEASUREMENT_ESCAPES) + "".join(
+                f",{escape_tag(t)}={escape_tag(v)}" for t, v in zip(m.tags, values, strict=True))
+            if len(self._series) >= SERIES_CACHE_MAX:
+                self._series.clear()
+            self._series[key] = prefix
+        keys = self._field_keys[point.measurement]
+        parts = []
+        for name, value in point.fields.items():
+            if value is None:
+                continue
+            if value is True or value is False:
+                text = "true" if value else "false"
+            elif isinstance(value, int):
+                text = f"{value}i"
+            elif isinstance(value, float):
+                text = repr(value)
+            else:
+                text = quote_string_field(str(value))
+            parts.append(f"{keys[name]}={text}")
+        if not parts:
+            raise ValueError("a point without fields cannot be written to InfluxDB")
+        return f"{prefix} {','.join(parts)} {point.time_ns}"
+
+
+# --- InfluxQL ---------------------------------------------------------------------------------------------
+
+
+def quote_ident(name: str) -> str:
+    """An identifier (measurement, tag or field key, database) for InfluxQL."""
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def quote_literal(value: str) -> str:
+    """A string literal for InfluxQL; ValueError for a carriage return, which InfluxQL cannot escape (and
+    which no stored tag holds)."""
+    if "\r" in value:
+        raise ValueError(f"{value[:60]!r}: InfluxQL cannot hold a carriage return")
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
+
+
+def tag_filter(measurement: str, tags: dict[str, str | None]) -> list[str]:
+    """`"tag" = 'value'` conditions for the given tags (None values are skipped); ValueError on an unknown tag."""
+    allowed = MEASUREMENTS[measurement].tags
+    out = []
+    for tag, value in tags.items():
+        if value is None:
+            continue
+        if tag not in allowed:
+            raise ValueError(f"{measurement} has no tag {tag}")
+        out.append(f"{quote_ident(tag)} = {quote_literal(value)}")
+    return out
+
+
+def where(conditions: Iterable[str]) -> str:
+    parts = list(conditions)
+    return " WHERE " + " AND ".join(parts) if parts else ""
+
+
+@dataclass
+class Series:
+    """One series of a query result: its tags (from GROUP BY), columns and rows."""
+
+    name: str
+    tags: dict[str, str]
+    columns: list[str]
+    values: list[list[Any]] = field(default_factory=list)
+
+    def rows(self) -> Iterable[dict[str, Any]]:
+        for row in self.values:
+            yield dict(zip(self.columns, row, strict=False))
+
+
+class QueryError(Exception):
+    """The server answered a query with an error (bad statement, missing database, no rights)."""
+
+
+def parse_query_response(body: bytes, statements: int) -> list[list[Series]]:
+    """The series of each statement, in statement order, from a `/query` answer (chunked or not).
+
+    A chunked answer is one JSON document per line; a statement or a series split over several chunks is
+    merged back together.
+    """
+    out: list[dict[tuple[str, tuple[tuple[str, str], ...]], Series]] = [{} for _ in range(statements)]
+    for chunk in body.splitlines():
+        if not chunk.strip():
+            continue
+        doc = json.loads(chunk)
+        if doc.get("error"):
+            raise QueryError(str(doc["error"]))
+        for result in doc.get("results", []):
+            if result.get("error"):
+                raise QueryError(str(result["error"]))
+            index = int(result.get("statement_id", 0))
+            if index >= statements:
+                continue
+            for s in result.get("series", []):
+                tags = s.get("tags") or {}
+                key = (s.get("name", ""), tuple(sorted(tags.items())))
+                held = out[index].get(key)
+                if held is None:
+                    out[index][key] = Series(s.get("name", ""), tags, s["columns"], list(s.get("values", [])))
+                else:
+                    held.values.extend(s.get("values", []))
+    return [list(d.values()) for d in out]
+
+
+def point_from_row(measurement: str, tags: dict[str, str], row: dict[str, Any]) -> Point:
+    """A historian point from a result row: schema types restored (JSON gives 60 for the float 60.0)."""
+    m = MEASUREMENTS[measurement]
+    all_tags = {t: tags[t] if t in tags else row.get(t) for t in m.tags}
+    fields: dict[str, Any] = {}
+    for name, kind in m.fields.items():
+        value = row.get(name)
+        if value is None:
+            continue
+        fields[name] = field_value(kind, value)
+    return Point(measurement, {t: str(v) for t, v in all_tags.items() if v is not None}, fields, int(row["time"]))
+
+
+def field_value(kind: type, value: Any) -> Any:
+    """A field value from JSON in its schema type."""
+    if kind is float:
+        return float(value)
+    if kind is int:
+        return int(value)
+    if kind is bool:
+        return bool(value)
+    return value
+
+
+def batches(lines: Sequence[str], size: int) -> Iterable[tuple[int, int]]:
+    """(start, end) index ranges of at most `size` lines."""
+    for start in range(0, len(lines), size):
+        yield start, min(len(lines), start + size)

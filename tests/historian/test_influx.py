@@ -1,0 +1,227 @@
+"""The InfluxDB historian against real servers: InfluxDB 1.x (Debian's `influxdb`) for /write and /query,
+VictoriaMetrics for the v2 write path, and a fault-injecting proxy in front of the real InfluxDB for the
+errors a loaded server or a reverse proxy gives (413, 429, 5xx, timeouts)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from agent.core.schema import Point
+from agent.health import AgentState
+from agent.historian import HistorianError
+from agent.outbox import Outbox
+from agent.pipeline import Pipeline
+from agent.sinks.influx import InfluxHistorian
+from simulators.faults import FaultProxy
+from simulators.harness import wait_until
+from simulators.influxdb import InfluxServer, VictoriaMetrics
+
+S = 1_000_000_000
+T0 = 1_795_219_200 * S
+SITE = {"site": "cixi-1", "line": "line-1"}
+
+
+def counts(n, machine="press-1", start=0):
+    return [Point("machine_count", {**SITE, "machine": machine, "counter": "total"}, {"delta": 1, "value": start + i},
+                  T0 + (start + i) * 1000) for i in range(n)]
+
+
+def temps(n, machine="press-1"):
+    return [Point("process_value", {**SITE, "machine": machine, "name": "mold_temp"},
+                  {"value": 60.0 + i / 1000, "quality": "Good", "status": 0}, T0 + i * 1000) for i in range(n)]
+
+
+def stored_total(historian, machine="press-1"):
+    return sum(b.delta for b in historian.count_sums(T0, T0 + 3600 * S, 3600, machine=machine))
+
+
+@pytest.fixture
+def database(influx_server):
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    influx_server.create_database(name)
+    return name
+
+
+@pytest.fixture
+def proxy(influx_server):
+    with FaultProxy(influx_server.url) as p:
+        yield p
+
+
+class Drain:
+    """A pipeline with a real outbox writing into `historian`: what the agent does, without sources."""
+
+    def __init__(self, tmp_path, cfg, historian):
+        self.outbox = Outbox(tmp_path / "outbox.sqlite3", 10**9)
+        self.state = AgentState("test")
+        self.pipeline = Pipeline(cfg, self.outbox, historian, self.state)
+        self.pipeline.start()
+
+    def send(self, points):
+        self.outbox.enqueue(points)
+
+    def wait_empty(self, timeout=20):
+        wait_until(lambda: self.outbox.depth()[1] == 0, timeout, "the outbox to drain")
+
+    def close(self):
+        self.pipeline.stop()
+        self.outbox.close()
+
+
+@pytest.fixture
+def drain(tmp_path, factory_cfg):
+    made = []
+
+    def make(historian):
+        d = Drain(tmp_path, factory_cfg, historian)
+        made.append(d)
+        return d
+    yield make
+    for d in made:
+        d.close()
+
+
+def test_points_read_back_with_the_servers_own_client(influx_server, database):
+    historian = InfluxHistorian(influx_server.url, database=database)
+    tags = {"site": "cixi-1", "line": "一号线 'A'", "station": 'st "x"\\y', "event": "in"}
+    historian.write([Point("operator_event", tags, {"badge": "B'1", "operator": "王芳"}, T0 + 123),
+                     *counts(3)])
+    out = influx_server.influx_cli("-database", database, "-format", "json", "-execute",
+                                   "SELECT * FROM operator_event; SELECT SUM(delta) FROM machine_count")
+    docs = json.loads(out)
+    (event,) = docs["results"][0]["series"]
+    row = dict(zip(event["columns"], event["values"][0], strict=True))
+    assert row == {"time": T0 + 123, "badge": "B'1", "operator": "王芳", **tags}
+    assert docs["results"][1]["series"][0]["values"][0][1] == 3
+
+
+def test_batches_are_gzip_and_at_most_5000_lines(influx_server, database, proxy):
+    historian = InfluxHistorian(proxy.url, database=database)
+    assert historian.write(temps(12_000)).accepted == 12_000
+    writes = [r for r in proxy.requests if r.path.startswith("/write")]
+    assert len(writes) == 3 and all(r.status == 204 for r in writes)
+    # 5,000 lines of about 90 bytes each, compressed
+    assert all(r.body_len < 5000 * 90 / 4 for r in writes)
+    assert len(historian.series("process_value", "value", T0, T0 + S, machine="press-1")) == 12_000
+
+
+def test_too_large_requests_are_split_until_the_server_takes_them(influx_server, database, proxy, drain):
+    proxy.max_body_bytes = 4_000  # a reverse proxy's body limit: about 1,000 compressed lines
+    historian = InfluxHistorian(proxy.url, database=database)
+    d = drain(historian)
+    d.send(counts(5000))
+    d.wait_empty()
+    statuses = [r.status for r in proxy.requests if r.path.startswith("/write")]
+    assert statuses[0] == 413 and statuses.count(204) >= 2
+    assert all(r.body_len <= 4_000 for r in proxy.requests if r.status == 204)
+    assert stored_total(historian) == 5000 and d.outbox.dead_letters() == []
+
+
+def test_a_partial_write_keeps_the_good_lines_and_dead_letters_the_refused_ones(influx_server, database, drain):
+    # A real refusal from the server: another program already wrote `delta` of press-9 as a float, so
+    # InfluxDB refuses integer deltas for that measurement in this shard ("field type conflict").
+    influx_server.write_lines(database, f"machine_count,site=x,line=x,machine=x,counter=x delta=1.5 {T0}")
+    historian = InfluxHistorian(influx_server.url, database=database)
+    d = drain(historian)
+    good = temps(2000)
+    refused = counts(3, machine="press-9")
+    d.send(good[:1000] + refused + good[1000:])
+    d.wait_empty()
+    assert len(historian.series("process_value", "value", T0, T0 + S, machine="press-1")) == 2000
+    dead = d.outbox.dead_letters()
+    assert len(dead) == 3 and all(x["source"] == "historian" for x in dead)
+    assert all("field type conflict" in x["reason"] and "(400)" in x["reason"] for x in dead)
+    assert d.state.metrics.dead_letters.labels("historian")._value.get() == 3
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+def test_overload_and_server_errors_are_retried_honouring_retry_after(influx_server, database, proxy, drain,
+                                                                      status):
+    proxy.fail_next(status, count=2, body='{"error":"busy"}', headers={"Retry-After": "1"})
+    historian = InfluxHistorian(proxy.url, database=database)
+    d = drain(historian)
+    d.send(counts(100))
+    d.wait_empty()
+    writes = [r for r in proxy.requests if r.path.startswith("/write")]
+    assert [r.status for r in writes] == [status, status, 204]
+    assert writes[1].at - writes[0].at >= 0.95 and writes[2].at - writes[1].at >= 0.95  # Retry-After: 1
+    assert stored_total(historian) == 100 and d.outbox.dead_letters() == []
+
+
+def test_a_timeout_is_retried_and_nothing_is_doubled(influx_server, database, proxy, drain):
+    proxy.stall_next(2.0)  # the request reaches the server late: after the client gave up
+    historian = InfluxHistorian(proxy.url, database=database, timeout_s=0.5)
+    d = drain(historian)
+    d.send(counts(100))
+    d.wait_empty()
+    assert d.state.metrics.write_errors.labels("historian")._value.get() == 1  # the timed-out attempt
+    # the stalled request lands too, after the client gave up: the same 100 points, written twice
+    wait_until(lambda: len(proxy.requests) == 2, 5, "the stalled request to reach the server")
+    assert [r.status for r in proxy.requests] == [204, 204]
+    assert stored_total(historian) == 100
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory):
+    with InfluxServer(tmp_path_factory.mktemp("influx-auth"), auth=True) as server:
+        server.create_database("plant")
+        server.create_user("agent", "agent-secret")
+        server.create_user("viewer", "viewer-secret")
+        server.grant("READ", "plant", "viewer")
+        yield server
+
+
+def test_wrong_credentials_stop_writes_with_a_clear_message_and_keep_the_points(secured, drain):
+    historian = InfluxHistorian(secured.url, database="plant", username="agent", password="wrong", auth_retry_s=0.5)
+    with pytest.raises(HistorianError) as err:
+        historian.write(counts(1))
+    assert "refused the credentials" in str(err.value) and "(401" in str(err.value) and err.value.retry
+
+    no_rights = InfluxHistorian(secured.url, database="plant", username="agent", password="agent-secret",
+                                auth_retry_s=0.5)
+    d = drain(no_rights)
+    d.send(counts(50))
+    wait_until(lambda: "(403" in d.state.last_write_error, 10, "the write to be refused")
+    assert "username/password" in d.state.last_write_error and d.outbox.depth()[1] == 50
+    secured.grant("ALL", "plant", "agent")  # the administrator fixes the rights; the agent carries on
+    d.wait_empty()
+    assert stored_total(no_rights) == 50 and d.outbox.dead_letters() == []
+
+
+def test_check_connection_names_what_is_wrong(influx_server, secured, database):
+    assert InfluxHistorian(influx_server.url, database=database).check_connection() == []
+    (unreachable,) = InfluxHistorian("http://127.0.0.1:9", database=database).check_connection()
+    assert "not reachable" in unreachable
+    problems = InfluxHistorian(influx_server.url, database="no_such_db").check_connection()
+    assert any("no such database" in p for p in problems) and any("database not found" in p for p in problems)
+    viewer = InfluxHistorian(secured.url, database="plant", username="viewer", password="viewer-secret")
+    (write,) = viewer.check_connection()
+    assert write.startswith("write:") and "refused the write right (403" in write
+    wrong = InfluxHistorian(secured.url, database="plant", username="viewer", password="nope").check_connection()
+    assert len(wrong) == 2 and all("401" in p for p in wrong)
+
+
+@pytest.fixture(scope="module")
+def victoria(tmp_path_factory):
+    with VictoriaMetrics(tmp_path_factory.mktemp("victoria")) as server:
+        yield server
+
+
+def test_v2_write_path_through_influxdb_client(victoria):
+    historian = InfluxHistorian(victoria.url, api="v2", org="factory", bucket="shopfloor", token="unused")
+    points = counts(5) + [Point("material_level", {**SITE, "material": "resin-pp"}, {"level": 182.5}, T0 + 7 * S)]
+    assert historian.write(points).accepted == 6
+    historian.close()
+    victoria.flush()
+    series = victoria.export('{__name__=~"machine_count_delta|material_level_level"}')
+    by_name = {s["metric"]["__name__"]: s for s in series}
+    delta = by_name["machine_count_delta"]
+    assert {k: delta["metric"][k] for k in ("site", "line", "machine", "counter")} == {
+        **SITE, "machine": "press-1", "counter": "total"}
+    assert delta["values"] == [1, 1, 1, 1, 1]
+    # VictoriaMetrics keeps milliseconds: the nanosecond times arrive whole
+    assert delta["timestamps"] == [(T0 + i * 1000) // 1_000_000 for i in range(5)]
+    assert by_name["material_level_level"]["values"] == [182.5]
