@@ -132,23 +132,26 @@ class _ServerProcess:
         self._data_dir.mkdir(parents=True, exist_ok=True)
         # Ports picked here were free a moment ago; another process may take one before the server binds
         # it, so a first start with picked ports tries again with new ones. A restart keeps its ports.
-        attempts = 3 if self._port == 0 else 1
-        for attempt in range(1, attempts + 1):
-            if attempts > 1:
+        pick_ports = self._port == 0
+        attempts_left = 3 if pick_ports else 1
+        while True:
+            attempts_left -= 1
+            if pick_ports:
                 self._pick_ports()
             log_start = self.log_file.stat().st_size if self.log_file.exists() else 0
             if self._launch():
                 log.info("%s listening on %s (data in %s)", self.name, self.url, self._data_dir)
                 self._after_start()
                 return self
+            code = self._process.poll() if self._process is not None else None
             tail = self._log_tail(log_start)
             self._reap()
-            if attempt < attempts and "address already in use" in tail:
+            if attempts_left > 0 and "address already in use" in tail:
                 log.warning("%s lost its port %s to another process; trying other ports", self.name, self._port)
                 continue
-            raise ServerError(f"{self.name} did not start on {self.url} within {self.start_timeout_s:.0f} s; "
-                              f"the end of {self.log_file}:\n{tail}")
-        raise AssertionError("unreachable")
+            what = (f"exited with code {code}" if code is not None
+                    else f"did not answer within {self.start_timeout_s:.0f} s")
+            raise ServerError(f"{self.name} for {self.url} {what}; the end of {self.log_file}:\n{tail}")
 
     def stop(self) -> None:
         """Stop the server cleanly (SIGTERM, then SIGKILL after 15 s) and wait for it to exit."""
@@ -239,7 +242,7 @@ def _quote_ident(name: str) -> str:
 
 
 def _quote_string(value: str) -> str:
-    """An InfluxQL string literal; InfluxQL reads a raw newline in one as the end of the statement."""
+    """An InfluxQL string literal; InfluxQL refuses a raw newline in one, hence the escape."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
 
 

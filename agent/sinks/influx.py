@@ -214,7 +214,7 @@ class InfluxHistorian:
 
     # --- reads ---
 
-    def query(self, statements: Sequence[str], write: bool = False) -> list[list[Series]]:
+    def query(self, statements: Sequence[str]) -> list[list[Series]]:
         """Run InfluxQL statements in one request; the series of each, in order."""
         params = {"db": self.database, "q": ";".join(statements), "epoch": "ns", "chunked": "true",
                   "chunk_size": str(QUERY_CHUNK)}
@@ -239,9 +239,6 @@ class InfluxHistorian:
             raise HistorianError(f"{self.describe()}: unreadable query answer ({resp.status}): "
                                  f"{resp.data[:200]!r}", retry=resp.status >= 500) from exc
 
-    def _from(self, measurement: str) -> str:
-        return quote_ident(measurement)
-
     def _filter(self, measurement: str, tags: dict[str, str | None]) -> list[str]:
         try:
             return tag_filter(measurement, tags)
@@ -251,7 +248,7 @@ class InfluxHistorian:
     def state_intervals(self, start_ns: int, end_ns: int, line: str | None = None,
                         machine: str | None = None) -> list[StateInterval]:
         cond = self._filter("machine_state", {"line": line, "machine": machine})
-        cols = 'SELECT "state", "raw", "reason" FROM ' + self._from("machine_state")
+        cols = 'SELECT "state", "raw", "reason" FROM ' + quote_ident("machine_state")
         group = ' GROUP BY "line", "machine"'
         before, inside = self.query([
             # the state in force at `start`: the newest change before it, per machine
@@ -278,7 +275,7 @@ class InfluxHistorian:
                    machine: str | None = None) -> list[CountBucket]:
         cond = self._filter("machine_count", {"line": line, "machine": machine})
         (series,) = self.query([
-            'SELECT SUM("delta") FROM ' + self._from("machine_count")
+            'SELECT SUM("delta") FROM ' + quote_ident("machine_count")
             + where([*cond, f"time >= {start_ns}", f"time < {end_ns}"])
             + f' GROUP BY time({int(bucket_s)}s), "line", "machine", "counter" fill(none)'])
         out = [CountBucket(s.tags["line"], s.tags["machine"], s.tags["counter"], int(r[0]), int(r[1]))
@@ -293,7 +290,7 @@ class InfluxHistorian:
     def last_values(self, measurement: str, **tags: str) -> list[Point]:
         self._known(measurement)
         m = MEASUREMENTS[measurement]
-        (series,) = self.query(["SELECT * FROM " + self._from(measurement)
+        (series,) = self.query(["SELECT * FROM " + quote_ident(measurement)
                                 + where(self._filter(measurement, dict(tags)))
                                 + " GROUP BY * ORDER BY time DESC LIMIT 1"])
         points = [point_from_row(measurement, s.tags, r) for s in series for r in s.rows()]
@@ -306,7 +303,7 @@ class InfluxHistorian:
             raise HistorianError(f"unknown field {measurement}.{field_name}", retry=False)
         kind = MEASUREMENTS[measurement].fields[field_name]
         (series,) = self.query([
-            f"SELECT {quote_ident(field_name)} FROM " + self._from(measurement)
+            f"SELECT {quote_ident(field_name)} FROM " + quote_ident(measurement)
             + where([*self._filter(measurement, dict(tags)), f"time >= {start_ns}", f"time < {end_ns}"])])
         out = [(int(r[0]), field_value(kind, r[1])) for s in series for r in s.values if r[1] is not None]
         out.sort(key=lambda tv: tv[0])
@@ -315,7 +312,7 @@ class InfluxHistorian:
     def events(self, measurement: str, start_ns: int, end_ns: int, **tags: str) -> list[Point]:
         self._known(measurement)
         (series,) = self.query([
-            "SELECT * FROM " + self._from(measurement)
+            "SELECT * FROM " + quote_ident(measurement)
             + where([*self._filter(measurement, dict(tags)), f"time >= {start_ns}", f"time < {end_ns}"])])
         points = [point_from_row(measurement, s.tags, r) for s in series for r in s.rows()]
         points.sort(key=lambda p: p.time_ns)
@@ -328,14 +325,14 @@ class InfluxHistorian:
             return 0
         cutoff = now_ns - self.retention_days * 86400 * 1_000_000_000
         names = list(MEASUREMENTS)
-        counted = self.query([f"SELECT COUNT(*) FROM {self._from(n)} WHERE time < {cutoff}" for n in names])
+        counted = self.query([f"SELECT COUNT(*) FROM {quote_ident(n)} WHERE time < {cutoff}" for n in names])
         removed = 0
         for series in counted:
             for s in series:
                 for row in s.values:
                     removed += max((int(v) for v in row[1:] if v is not None), default=0)
         if removed:
-            self.query([f"DELETE FROM {self._from(n)} WHERE time < {cutoff}" for n in names])
+            self.query([f"DELETE FROM {quote_ident(n)} WHERE time < {cutoff}" for n in names])
         return removed
 
     # --- set-up checks ---
