@@ -310,7 +310,8 @@ class HistorianSettings(Model):
         default=400, description="sqlite: default 400; influxdb: unset, the database's retention policy decides")
     # InfluxDB: 1.x through /write (database, retention_policy, username/password) with api: v1;
     # 2.x, 3.x and Cloud (org, bucket, token) with api: v2.
-    url: Annotated[str, Field(pattern=r"^https?://[^\s/]+(/.*)?$")] | None = None
+    url: Annotated[str, Field(pattern=r"^https?://[^\s/@?#]+(/[^\s?#]*)?$",
+                              description="no user, password or query in it")] | None = None
     api: Literal["v1", "v2"] = "v1"
     database: str | None = Field(default=None, description="v1: the database; v2: read through this "
                                                            "database mapping (default: the bucket)")
@@ -472,6 +473,13 @@ def _expected_from_pydantic(err: dict[str, Any]) -> str:
     return msg.removeprefix("Input should be ")
 
 
+def _hide_url_password(value: Any) -> Any:
+    """A URL with `user:password@` in it, echoed in an error, shows the user but not the password."""
+    if isinstance(value, str):
+        return re.sub(r"^([a-z][a-z0-9+.-]*://[^/:@\s]*):[^@/\s]*@", r"\1:(not shown)@", value)
+    return value
+
+
 def _cross_check(cfg: FactoryConfig, resolve_secrets: bool) -> list[tuple[tuple[Any, ...], Any, str]]:
     """Rules across sections: references resolve, ids are unique."""
     out: list[tuple[tuple[Any, ...], Any, str]] = []
@@ -592,6 +600,8 @@ def _check_historian(h: HistorianSettings, resolve_secrets: bool) -> list[tuple[
         for key in ("org", "bucket", "token", "token_file"):
             if key in h.model_fields_set:
                 out.append((loc + (key,), "(set)", "nothing with api: v1 (org, bucket and token are for api: v2)"))
+        if (h.password is not None or h.password_file is not None) and not h.username:
+            out.append((loc + ("username",), "nothing (key missing)", "the user the password belongs to"))
     else:
         for key in ("org", "bucket"):
             if not getattr(h, key):
@@ -654,7 +664,7 @@ def load(path: str | Path, resolve_secrets: bool = True) -> FactoryConfig:
             elif loc and loc[-1] in SECRET_KEYS:
                 found = "an inline value (not shown)"
             else:
-                found = _describe(_value_at(data, loc))
+                found = _describe(_hide_url_password(_value_at(data, loc)))
             problems.append(Problem(file, _line_for(index, loc), _key_path(loc), found, _expected_from_pydantic(dict(err))))
         raise ConfigError(problems) from None
     cross = _cross_check(cfg, resolve_secrets)

@@ -72,7 +72,8 @@ class Historian(Protocol):
 
     def series(self, measurement: str, field_name: str, start_ns: int, end_ns: int,
                **tags: str) -> list[tuple[int, Any]]:
-        """(time_ns, value) of one field over [start, end), oldest first."""
+        """(time_ns, value) of one field over [start, end), oldest first; points without the field are left
+        out; values in the field's schema type (a bool field gives True/False)."""
         ...
 
     def events(self, measurement: str, start_ns: int, end_ns: int, **tags: str) -> list[Point]:

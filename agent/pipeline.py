@@ -236,7 +236,7 @@ class Pipeline:
                 failing = True
                 # Full jitter keeps many agents from hammering a recovering historian in step; a server that
                 # says when to come back (Retry-After, or a person has to fix rights) is not asked sooner.
-                self._stop.wait(max(random.uniform(0, backoff), exc.retry_after or 0.0))
+                self._stop.wait((exc.retry_after or 0.0) + random.uniform(0, backoff))
                 backoff = min(backoff * 2, 10.0)
                 continue
             if failing:

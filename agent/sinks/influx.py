@@ -40,6 +40,7 @@ from agent.sinks.influx_protocol import (
     point_from_row,
     quote_ident,
     tag_filter,
+    time_range,
     where,
 )
 
@@ -65,6 +66,20 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
             return None
         seconds = when.timestamp() - (time.time() if now is None else now)
     return min(max(0.0, seconds), RETRY_AFTER_MAX_S)
+
+
+# What InfluxDB 1.x, 2.x and 3.x say when they refuse some lines of a write and keep the rest. Limits on series
+# or tag values are also reported per line, but writing those lines again later can succeed once someone
+# raises the limit, so they keep the whole request waiting instead.
+LINE_ERRORS = ("partial write", "unable to parse", "field type conflict", "points beyond retention policy",
+               "invalid field format", "invalid tag format", "invalid timestamp")
+LIMIT_ERRORS = ("max-values-per-tag", "max-series-per-database", "series cardinality", "too many")
+
+
+def refused_lines(message: str) -> bool:
+    """True when a 400/422 answer says some lines were refused (not the request, not a server limit)."""
+    text = message.lower()
+    return any(e in text for e in LINE_ERRORS) and not any(e in text for e in LIMIT_ERRORS)
 
 
 class _Answer:
@@ -154,10 +169,10 @@ class InfluxHistorian:
     def _write_lines(self, lines: list[str], points: list[Point], result: WriteResult) -> None:
         answer = self._post(lines)
         status = answer.status
-        if status < 300:
+        if status == 204 or (200 <= status < 300 and not answer.message):
             result.accepted += len(lines)
             return
-        if status in (400, 413, 422):
+        if status == 413 or (status in (400, 422) and refused_lines(answer.message)):
             if len(lines) == 1:
                 reason = ("InfluxDB refused the point as too large (413)" if status == 413
                           else f"InfluxDB refused the point ({status}): {answer.message}")
@@ -174,12 +189,16 @@ class InfluxHistorian:
                 f"{self.describe()} refused the credentials or the write right ({status}: {answer.message}); "
                 f"check historian.{'token' if self.api == 'v2' else 'username/password'} and the user's rights. "
                 "Points wait in the outbox.", retry=True, retry_after=self.auth_retry_s)
-        if status == 404:
+        if status in (400, 404, 422) or 200 <= status < 400:
+            # the request as a whole, not some of its lines: a missing database, a limit, a proxy or a page
+            # that is not InfluxDB. A person has to act; the points wait.
+            what = "not found" if status == 404 else "refused the request"
             raise HistorianError(
-                f"{self.describe()}: not found (404: {answer.message}); create it or fix the config. "
-                "Points wait in the outbox.", retry=True, retry_after=self.auth_retry_s)
-        raise HistorianError(f"{self.describe()}: write failed ({status}: {answer.message})", retry=True,
-                             retry_after=retry_after_seconds(answer.retry_after))
+                f"{self.describe()}: {what} ({status}: {answer.message or 'no message'}); check the URL, the "
+                "database or bucket, and the server's limits. Points wait in the outbox.", retry=True,
+                retry_after=self.auth_retry_s)
+        raise HistorianError(f"{self.describe()}: write failed ({status or 'no HTTP status'}: {answer.message})",
+                             retry=True, retry_after=retry_after_seconds(answer.retry_after))
 
     def _post(self, lines: list[str]) -> _Answer:
         body = "\n".join(lines).encode("utf-8")
@@ -231,6 +250,9 @@ class InfluxHistorian:
         if resp.status >= 500 or resp.status == 429:
             raise HistorianError(f"{self.describe()}: query failed ({resp.status})",
                                  retry_after=retry_after_seconds(resp.headers.get("Retry-After")))
+        if resp.status != 200:
+            raise HistorianError(f"{self.describe()}: query answered {resp.status}: "
+                                 f"{resp.data[:200].decode('utf-8', 'replace')}", retry=False)
         try:
             return parse_query_response(resp.data, len(statements))
         except QueryError as exc:
@@ -252,8 +274,8 @@ class InfluxHistorian:
         group = ' GROUP BY "line", "machine"'
         before, inside = self.query([
             # the state in force at `start`: the newest change before it, per machine
-            cols + where([*cond, f"time < {start_ns}"]) + group + " ORDER BY time DESC LIMIT 1",
-            cols + where([*cond, f"time >= {start_ns}", f"time < {end_ns}"]) + group,
+            cols + where([*cond, f"time < {int(start_ns)}"]) + group + " ORDER BY time DESC LIMIT 1",
+            cols + where([*cond, *time_range(start_ns, end_ns)]) + group,
         ])
         by_machine: dict[tuple[str, str], list[tuple[int, str, str, str]]] = defaultdict(list)
         for carried, rows in ((True, before), (False, inside)):
@@ -276,7 +298,7 @@ class InfluxHistorian:
         cond = self._filter("machine_count", {"line": line, "machine": machine})
         (series,) = self.query([
             'SELECT SUM("delta") FROM ' + quote_ident("machine_count")
-            + where([*cond, f"time >= {start_ns}", f"time < {end_ns}"])
+            + where([*cond, *time_range(start_ns, end_ns)])
             + f' GROUP BY time({int(bucket_s)}s), "line", "machine", "counter" fill(none)'])
         out = [CountBucket(s.tags["line"], s.tags["machine"], s.tags["counter"], int(r[0]), int(r[1]))
                for s in series for r in s.values if r[1] is not None]
@@ -304,7 +326,7 @@ class InfluxHistorian:
         kind = MEASUREMENTS[measurement].fields[field_name]
         (series,) = self.query([
             f"SELECT {quote_ident(field_name)} FROM " + quote_ident(measurement)
-            + where([*self._filter(measurement, dict(tags)), f"time >= {start_ns}", f"time < {end_ns}"])])
+            + where([*self._filter(measurement, dict(tags)), *time_range(start_ns, end_ns)])])
         out = [(int(r[0]), field_value(kind, r[1])) for s in series for r in s.values if r[1] is not None]
         out.sort(key=lambda tv: tv[0])
         return out
@@ -313,7 +335,7 @@ class InfluxHistorian:
         self._known(measurement)
         (series,) = self.query([
             "SELECT * FROM " + quote_ident(measurement)
-            + where([*self._filter(measurement, dict(tags)), f"time >= {start_ns}", f"time < {end_ns}"])])
+            + where([*self._filter(measurement, dict(tags)), *time_range(start_ns, end_ns)])])
         points = [point_from_row(measurement, s.tags, r) for s in series for r in s.rows()]
         points.sort(key=lambda p: p.time_ns)
         return points

@@ -1,9 +1,10 @@
-"""InfluxDB wire formats, pure: line protocol for writes, InfluxQL quoting for reads, and query responses.
+r"""InfluxDB wire formats, pure: line protocol for writes, InfluxQL quoting for reads, and query responses.
 
 Line protocol escapes commas, spaces and equals signs in measurement names, tag keys and tag values, and
 quotes and backslashes in string fields. Two things it cannot carry in a tag value are refused by the schema
-for every backend (agent/core/schema.py): line breaks, and a backslash before a comma, space or equals sign
-or at the end, which the server would read as an escape.
+for every backend (agent/core/schema.py): line breaks, and a backslash at the end, which the server would
+read as escaping the separator after it. (A backslash elsewhere is kept as it is: InfluxDB unescapes only
+`\,`, `\ ` and `\=` in tags.)
 
 InfluxQL: identifiers go in double quotes and string literals in single quotes, each with backslash escapes,
 so any id (quotes, spaces, backslashes, Chinese) is placed in a query as data, never as query text.
@@ -103,6 +104,11 @@ def tag_filter(measurement: str, tags: dict[str, str | None]) -> list[str]:
     return out
 
 
+def time_range(start_ns: int, end_ns: int) -> list[str]:
+    """`time >= start AND time < end` conditions; the bounds are made integers, so no text gets in."""
+    return [f"time >= {int(start_ns)}", f"time < {int(end_ns)}"]
+
+
 def where(conditions: Iterable[str]) -> str:
     parts = list(conditions)
     return " WHERE " + " AND ".join(parts) if parts else ""
@@ -137,6 +143,8 @@ def parse_query_response(body: bytes, statements: int) -> list[list[Series]]:
         if not chunk.strip():
             continue
         doc = json.loads(chunk)
+        if not isinstance(doc, dict) or "error" not in doc and "results" not in doc:
+            raise QueryError(f"not an InfluxDB query answer: {chunk[:120]!r}")
         if doc.get("error"):
             raise QueryError(str(doc["error"]))
         for result in doc.get("results", []):

@@ -267,7 +267,9 @@ class SqliteHistorian:
         where, params = self._where(measurement, tags)
         rows = self._query(
             f"SELECT time, {field_name} FROM {measurement} WHERE {where} AND time >= ? AND time < ? "
-            f"ORDER BY time", [*params, start_ns, end_ns])
+            f"AND {field_name} IS NOT NULL ORDER BY time", [*params, start_ns, end_ns])
+        if MEASUREMENTS[measurement].fields[field_name] is bool:
+            return [(r[0], bool(r[1])) for r in rows]
         return [(r[0], r[1]) for r in rows]
 
     def events(self, measurement: str, start_ns: int, end_ns: int, **tags: str) -> list[Point]:

@@ -104,3 +104,15 @@ def test_last_value_is_not_overwritten_by_an_older_replay(historian):
     historian.write([Point("process_value", series, {"value": 60.0, "quality": "Good", "status": 0}, T0 + S)])
     (last,) = historian.last_values("process_value", machine="press-1")
     assert (last.time_ns, last.fields["value"]) == (T0 + 2 * S, 61.0)
+
+
+def test_series_leaves_out_points_without_the_field_and_keeps_field_types(historian):
+    series = {**SITE, "machine": "press-1", "name": "mold_temp"}
+    historian.write([
+        Point("process_value", series, {"value": 61.0, "quality": "Good", "status": 0}, T0 + S),
+        Point("process_value", series, {"quality": "Bad", "status": 0x80050000}, T0 + 2 * S),
+        Point("alarm", {**SITE, "machine": "press-1"}, {"code": 101, "active": True}, T0 + 3 * S),
+        Point("alarm", {**SITE, "machine": "press-1"}, {"code": 101, "active": False}, T0 + 4 * S),
+    ])
+    assert historian.series("process_value", "value", T0, T0 + 10 * S, machine="press-1") == [(T0 + S, 61.0)]
+    assert historian.series("alarm", "active", T0, T0 + 10 * S) == [(T0 + 3 * S, True), (T0 + 4 * S, False)]

@@ -210,18 +210,55 @@ def victoria(tmp_path_factory):
         yield server
 
 
+def test_a_refused_request_as_a_whole_keeps_every_point_waiting(influx_server, database, proxy, drain):
+    # a 400 that is not about lines (a proxy in front of InfluxDB) and a 200 page that is not InfluxDB's
+    proxy.fail_next(400, body="<html>The plain HTTP request was sent to HTTPS port</html>")
+    proxy.fail_next(200, body="<html>login</html>")
+    historian = InfluxHistorian(proxy.url, database=database, auth_retry_s=0.3)
+    d = drain(historian)
+    d.send(counts(200))
+    d.wait_empty()
+    statuses = [r.status for r in proxy.requests if r.path.startswith("/write")]
+    assert statuses == [400, 200, 204]  # one request each: nothing was split, nothing dead-lettered
+    assert stored_total(historian) == 200 and d.outbox.dead_letters() == []
+
+
+def test_a_query_answer_that_is_not_influxdbs_is_an_error(influx_server, database, proxy):
+    proxy.fail_next(404, body='{"code":"not found","message":"page not found"}', path="/query")
+    with pytest.raises(HistorianError, match="query answered 404"):
+        InfluxHistorian(proxy.url, database=database).count_sums(T0, T0 + S, 60)
+
+
+def test_v2_errors_keep_the_points(victoria):
+    with FaultProxy(victoria.url) as proxy:
+        proxy.fail_next(503, body="busy", headers={"Retry-After": "2"}, path="/api/v2/write")
+        historian = InfluxHistorian(proxy.url, api="v2", org="factory", bucket="shopfloor", token="t")
+        with pytest.raises(HistorianError) as err:
+            historian.write(counts(3))
+        assert err.value.retry and err.value.retry_after == 2.0 and "(503" in str(err.value)
+        assert historian.write(counts(3)).accepted == 3
+        historian.close()
+    # TLS to a server that speaks plain HTTP: no answer, never a success
+    tls = InfluxHistorian(victoria.url.replace("http:", "https:"), api="v2", org="o", bucket="b", token="t")
+    with pytest.raises(HistorianError, match="write failed|no answer"):
+        tls.write(counts(1))
+    tls.close()
+
+
 def test_v2_write_path_through_influxdb_client(victoria):
     historian = InfluxHistorian(victoria.url, api="v2", org="factory", bucket="shopfloor", token="unused")
-    points = counts(5) + [Point("material_level", {**SITE, "material": "resin-pp"}, {"level": 182.5}, T0 + 7 * S)]
+    points = [Point("machine_count", {**SITE, "machine": "press-7", "counter": "total"}, {"delta": 1, "value": i},
+                    T0 + i * 1_000_000 + 999) for i in range(5)]
+    points.append(Point("material_level", {**SITE, "material": "resin-pp"}, {"level": 182.5}, T0 + 7 * S))
     assert historian.write(points).accepted == 6
     historian.close()
     victoria.flush()
     series = victoria.export('{__name__=~"machine_count_delta|material_level_level"}')
-    by_name = {s["metric"]["__name__"]: s for s in series}
+    by_name = {s["metric"]["__name__"]: s for s in series if s["metric"].get("machine") in ("press-7", None)}
     delta = by_name["machine_count_delta"]
     assert {k: delta["metric"][k] for k in ("site", "line", "machine", "counter")} == {
-        **SITE, "machine": "press-1", "counter": "total"}
+        **SITE, "machine": "press-7", "counter": "total"}
     assert delta["values"] == [1, 1, 1, 1, 1]
-    # VictoriaMetrics keeps milliseconds: the nanosecond times arrive whole
-    assert delta["timestamps"] == [(T0 + i * 1000) // 1_000_000 for i in range(5)]
+    # the nanosecond times arrive as sent; VictoriaMetrics keeps them to the millisecond
+    assert delta["timestamps"] == [T0 // 1_000_000 + i for i in range(5)]
     assert by_name["material_level_level"]["values"] == [182.5]
