@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from agent.core.schema import Point
 
@@ -31,8 +31,10 @@ class WriteResult:
     rejected: list[tuple[Point, str]] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class StateInterval:
+class StateInterval(NamedTuple):
+    """A machine in one board state over [start_ns, end_ns). A tuple: a month of a line is tens of
+    thousands of them, built on every board and capacity read."""
+
     line: str
     machine: str
     state: str
@@ -42,8 +44,9 @@ class StateInterval:
     reason: str = ""
 
 
-@dataclass(frozen=True)
-class CountBucket:
+class CountBucket(NamedTuple):
+    """The sum of one counter's deltas of one machine over the bucket starting at `bucket_start_ns`."""
+
     line: str
     machine: str
     counter: str

@@ -11,14 +11,17 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
-from bench import report, scenarios
+from bench import influx, report, scenarios
+from bench.influx import InfluxOptions
 from bench.scenarios import Options
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="short runs: a smoke check in under 2 minutes")
-    parser.add_argument("--only", choices=("mqtt", "opcua"), help="run only the MQTT or only the OPC UA scenarios")
+    parser.add_argument("--quick", action="store_true",
+                        help="short runs: a smoke check in about 2 minutes (2 more for the InfluxDB scenarios)")
+    parser.add_argument("--only", choices=("mqtt", "opcua", "influx"),
+                        help="run only the MQTT, the OPC UA or the InfluxDB scenarios")
     parser.add_argument("--seconds", type=float, metavar="N",
                         help="length of each measurement (default 25 s; the MQTT latency run 15 s)")
     parser.add_argument("--record", action="store_true", help="rewrite the results section of docs/benchmarks.md")
@@ -30,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--keep", action="store_true", help="keep the temp dirs (configs, logs, historians)")
     parser.add_argument("--mqtt-protocol", choices=("3.1.1", "5"), default="3.1.1",
                         help="the agent's MQTT version in the MQTT scenarios (default 3.1.1)")
+    parser.add_argument("--outage-seconds", type=float, metavar="N",
+                        help="length of the InfluxDB outage (default 600 s; --quick 60 s)")
     return parser
 
 
@@ -41,6 +46,16 @@ def options(args: argparse.Namespace) -> Options:
         opts.mqtt_seconds = opts.latency_seconds = opts.opcua_seconds = args.seconds
     if args.profile:
         opts.profile_s = 15 if not args.quick else 5
+    return opts
+
+
+def influx_options(args: argparse.Namespace) -> InfluxOptions:
+    """Sizes of the InfluxDB scenarios: 1,000,000 points, a 600 s outage, 30 days; --quick shortens each."""
+    opts = InfluxOptions(keep=args.keep)
+    if args.quick:
+        opts.drain_points, opts.outage_s, opts.history_days, opts.query_runs = 200_000, 60, 7, 20
+    if args.outage_seconds:
+        opts.outage_s = args.outage_seconds
     return opts
 
 
@@ -67,6 +82,11 @@ def plan(args: argparse.Namespace, opts: Options,
         steps.append(("OPC UA ~33,000 changes/s", lambda: scenarios.opcua(opts, 300, opts.profile_s)))
         if not args.quick:
             steps.append(("OPC UA ~15,000 changes/s", lambda: scenarios.opcua(opts, 667)))
+    if args.only in (None, "influx"):
+        iopts = influx_options(args)
+        steps += [(f"outbox drain of {iopts.drain_points:,} points into InfluxDB", lambda: influx.drain(iopts)),
+                  (f"InfluxDB outage of {iopts.outage_s:.0f} s and the catch-up", lambda: influx.outage(iopts)),
+                  (f"shift OEE queries over {iopts.history_days} days in InfluxDB", lambda: influx.queries(iopts))]
     return steps
 
 
@@ -83,7 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     when = report.now_utc()
     info = report.machine_info()
     print(f"machine: {info['cpu']}, {info['cores']} cores, {info['ram_gb']} GB; Python {info['python']}, "
-          f"asyncua {info['asyncua']}, paho-mqtt {info['paho_mqtt']}, Mosquitto {info['mosquitto']}", flush=True)
+          f"asyncua {info['asyncua']}, paho-mqtt {info['paho_mqtt']}, Mosquitto {info['mosquitto']}, "
+          f"InfluxDB {info['influxdb']}", flush=True)
     results: list[dict[str, Any]] = []
     interrupted = False
     for title, step in plan(args, opts, results):
@@ -102,12 +123,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
             result = {"scenario": title, "label": title, "error": f"{type(exc).__name__}: {exc}"}
         results.append(result)
+        stored = result.get("stored_per_s")
         print(f"  done in {time.monotonic() - started:.0f} s: "
-              + (result.get("error") or f"stored {result.get('stored_per_s', 0):,}/s"), flush=True)
+              + (result.get("error") or (f"stored {stored:,}/s" if stored is not None else "done")), flush=True)
     if not results:
         return 130 if interrupted else 1
     print()
     print(report.table(results))
+    if report.query_rows(results):
+        print()
+        print(report.query_table(results))
     for line in report.notes(results):
         print(f"- {line.replace('**', '')}")
     for line in report.profile_text(results):

@@ -24,6 +24,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any
 from urllib.parse import urlencode
 
@@ -278,19 +279,19 @@ class InfluxHistorian:
             cols + where([*cond, *time_range(start_ns, end_ns)]) + group,
         ])
         by_machine: dict[tuple[str, str], list[tuple[int, str, str, str]]] = defaultdict(list)
-        for carried, rows in ((True, before), (False, inside)):
-            for s in rows:
-                key = (s.tags["line"], s.tags["machine"])
-                for r in s.rows():
-                    t = start_ns if carried else int(r["time"])
-                    by_machine[key].append((t, r["state"], r.get("raw") or "", r.get("reason") or ""))
+        # rows are [time, state, raw, reason], as selected; a month of a line is tens of thousands of them
+        for s in before:
+            by_machine[(s.tags["line"], s.tags["machine"])] += [
+                (start_ns, state, raw or "", reason or "") for _t, state, raw, reason in s.values]
+        for s in inside:
+            by_machine[(s.tags["line"], s.tags["machine"])] += [
+                (t, state, raw or "", reason or "") for t, state, raw, reason in s.values]
         out: list[StateInterval] = []
         for (ln, mc), changes in sorted(by_machine.items()):
-            changes.sort(key=lambda c: c[0])
-            for i, (t, state, raw, reason) in enumerate(changes):
-                end = changes[i + 1][0] if i + 1 < len(changes) else end_ns
-                if end > t:
-                    out.append(StateInterval(ln, mc, state, t, end, raw, reason))
+            changes.sort(key=itemgetter(0))
+            ends = [c[0] for c in changes[1:]] + [end_ns]
+            out += [StateInterval(ln, mc, state, t, end, raw, reason)
+                    for (t, state, raw, reason), end in zip(changes, ends, strict=True) if end > t]
         return out
 
     def count_sums(self, start_ns: int, end_ns: int, bucket_s: int, line: str | None = None,
