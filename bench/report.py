@@ -222,7 +222,7 @@ def _influx_note(r: dict[str, Any]) -> str:
             f"cycling over the {r['shifts']} shifts of `config/factory.yaml` in the period; every shift's OEE = one "
             f"`state_intervals` and one `count_sums` over the whole period, split per shift in Python. The OEE is "
             f"the bench's simple one (availability = RUNNING / (shift - PLANNED_STOP), performance = ideal cycle "
-            f"x total / RUNNING, quality = good / total); the ISO 22400 KPI engine arrives with the dashboard. "
+            f"x total / RUNNING, quality = good / total); the reads timed are the same ones the ISO 22400 engine (`dashboard/kpi/`) takes as input. "
             f"Mean OEE of the {sample['shift']} shift of {sample['start'][:10]}: {sample['mean_oee']:.3f}, of "
             f"the period {r['period_mean_oee']:.3f}; InfluxDB and SQLite give the same figures: "
             f"{_fmt(r['backends_agree'])}.")
