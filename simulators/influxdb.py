@@ -30,6 +30,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
@@ -83,7 +84,7 @@ def _http(method: str, url: str, body: bytes | None = None, headers: dict[str, s
             return int(exc.code), exc.read()
 
 
-class _ServerProcess:
+class _ServerProcess(ABC):
     """What both servers share: a subprocess on a loopback port, its log file, start/stop/kill/restart."""
 
     name = "server"
@@ -188,16 +189,18 @@ class _ServerProcess:
     def _pick_ports(self) -> None:
         self._port = free_port()
 
+    @abstractmethod
     def _command(self) -> list[str]:
-        raise NotImplementedError
+        """The server's command line."""
 
     def _environment(self) -> dict[str, str]:
         return dict(os.environ)
 
+    @abstractmethod
     def _ready(self) -> bool:
-        raise NotImplementedError
+        """True once the server answers its health check."""
 
-    def _after_start(self) -> None:
+    def _after_start(self) -> None:  # noqa: B027 - a hook: most servers need nothing after start
         """Runs once the server answers, on every start."""
 
     # --- process ------------------------------------------------------------------------------------------
