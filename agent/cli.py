@@ -46,12 +46,28 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from agent.clock import simulated_clock
     from agent.runner import Agent
 
     cfg = _load_or_exit(args.config)
+    clock = simulated_clock(datetime.fromisoformat(args.sim_start), args.speed) if args.sim_start else None
     agent = Agent(cfg, data_dir=Path(args.data_dir) if args.data_dir else None,  # type: ignore[arg-type]
-                  http_port=args.agent_port)
+                  http_port=args.agent_port, now_ns=clock)
     return agent.run()
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from agent.clock import simulated_clock
+    from dashboard.server import serve
+
+    cfg = _load_or_exit(args.config)
+    clock = simulated_clock(datetime.fromisoformat(args.sim_start), args.speed) if args.sim_start else None
+    return serve(cfg, data_dir=Path(args.data_dir) if args.data_dir else None,  # type: ignore[arg-type]
+                 host=args.host, port=args.port, now_ns=clock)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -80,7 +96,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True)
     p.add_argument("--data-dir", help="outbox, historian and certificates (default: agent.data_dir)")
     p.add_argument("--agent-port", type=int, default=None, help="port of /healthz and /metrics (default 9108)")
+    p.add_argument("--sim-start", default=None, metavar="ISO_TIME",
+                   help="stamp what the agent itself decides (OFFLINE, dead letters) on a simulated clock starting "
+                        "here, as the demo's simulators do")
+    p.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second (with --sim-start)")
     p.set_defaults(func=cmd_agent)
+
+    p = sub.add_parser("dashboard", help="serve the e-board dashboard (default http://127.0.0.1:8080)")
+    p.add_argument("--config", required=True)
+    p.add_argument("--data-dir", help="where the embedded historian is (default: agent.data_dir)")
+    p.add_argument("--host", default=None, help="address to listen on (default dashboard.host, 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default dashboard.port, 8080)")
+    p.add_argument("--sim-start", default=None, metavar="ISO_TIME",
+                   help="run the boards on a simulated clock starting here (the simulators' --start)")
+    p.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second (with --sim-start)")
+    p.set_defaults(func=cmd_dashboard)
 
     p = sub.add_parser("simulate", help="run a simulator")
     sims = p.add_subparsers(dest="simulator", required=True, metavar="SIMULATOR")

@@ -344,6 +344,61 @@ class LiveSettings(Model):
     min_interval_ms: Annotated[int, Field(ge=0)] = 200
 
 
+class StopReason(Model):
+    code: Slug
+    name: dict[Literal["zh-CN", "en"], str] = Field(description="the reason's label per language")
+
+
+class DashboardUser(Model):
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    password: SecretRef | None = None
+    password_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_password(self) -> DashboardUser:
+        if (self.password is None) == (self.password_file is None):
+            raise ValueError("exactly one of password (${ENV_VAR}) or password_file")
+        return self
+
+
+class KioskSettings(Model):
+    lines: list[str] = Field(default=[], description="line ids the kiosk rotates through (default: every line)")
+    rotate_s: Annotated[int, Field(ge=5)] = 30
+    reload_h: Annotated[float, Field(gt=0, le=168)] = Field(
+        default=6, description="the kiosk page reloads itself this often, so nothing builds up over days")
+
+
+DEFAULT_STOP_REASONS = [
+    StopReason(code="material", name={"zh-CN": "缺料", "en": "Material shortage"}),
+    StopReason(code="breakdown", name={"zh-CN": "设备故障", "en": "Breakdown"}),
+    StopReason(code="tooling", name={"zh-CN": "模具/刀具", "en": "Tooling"}),
+    StopReason(code="quality", name={"zh-CN": "质量问题", "en": "Quality problem"}),
+    StopReason(code="operator", name={"zh-CN": "人员不足", "en": "No operator"}),
+    StopReason(code="changeover", name={"zh-CN": "换型", "en": "Changeover"}),
+    StopReason(code="other", name={"zh-CN": "其他", "en": "Other"}),
+]
+
+
+class DashboardSettings(Model):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    mqtt: str | None = Field(default=None, description="id of the MQTT source whose broker has the live topics "
+                                                       "(default: live.mqtt, else the first MQTT source)")
+    max_streams: Annotated[int, Field(ge=1, le=2000)] = Field(
+        default=200, description="live streams held at once; one more gets 503 and polls instead")
+    stream_interval_ms: Annotated[int, Field(ge=50, le=5000)] = Field(
+        default=250, description="changes within this window go out as one update")
+    heartbeat_s: Annotated[float, Field(gt=0, le=10)] = 3.0
+    kpi_refresh_s: Annotated[float, Field(ge=1, le=300)] = Field(
+        default=10, description="how often shift KPIs are recomputed from the historian while a board is open")
+    users: list[DashboardUser] = Field(default=[], description="who may give stop reasons")
+    secret_key: SecretRef | None = Field(default=None, description="signs login sessions (default: a random key "
+                                                                   "kept in <data-dir>/dashboard-secret)")
+    secret_key_file: Path | None = None
+    stop_reasons: list[StopReason] = DEFAULT_STOP_REASONS
+    kiosk: KioskSettings = KioskSettings()
+
+
 class FactoryConfig(Model):
     site: Site
     shifts: list[Shift]
@@ -358,6 +413,7 @@ class FactoryConfig(Model):
     outbox: OutboxSettings = OutboxSettings()
     historian: HistorianSettings = HistorianSettings()
     live: LiveSettings = LiveSettings()
+    dashboard: DashboardSettings = DashboardSettings()
 
     def machines(self) -> Iterable[tuple[Line, Machine]]:
         for line in self.lines:
@@ -562,6 +618,14 @@ def _cross_check(cfg: FactoryConfig, resolve_secrets: bool) -> list[tuple[tuple[
                 compile_route(route)
             except ValueError as exc:
                 out.append((("sources", "mqtt", si, "routes", ri), route.pattern, str(exc)))
+    if cfg.dashboard.mqtt is not None and cfg.dashboard.mqtt not in mqtt_ids:
+        out.append((("dashboard", "mqtt"), cfg.dashboard.mqtt,
+                    "the id of an MQTT source: " + ", ".join(sorted(mqtt_ids))))
+    for ki, line_id in enumerate(cfg.dashboard.kiosk.lines):
+        if line_id not in line_ids:
+            out.append((("dashboard", "kiosk", "lines", ki), line_id, "a line id: " + ", ".join(line_ids)))
+    unique([r.code for r in cfg.dashboard.stop_reasons], ("dashboard", "stop_reasons"), "code", "stop reason code")
+    unique([u.name for u in cfg.dashboard.users], ("dashboard", "users"), "name", "user name")
     if cfg.live.mqtt is not None and cfg.live.mqtt not in mqtt_ids:
         out.append((("live", "mqtt"), cfg.live.mqtt, "the id of an MQTT source: " + ", ".join(sorted(mqtt_ids))))
     secret_holders: list[tuple[str, int, OpcUaSource | MqttSource]] = [
@@ -577,6 +641,15 @@ def _cross_check(cfg: FactoryConfig, resolve_secrets: bool) -> list[tuple[tuple[
         if resolve_secrets and source.password_file is not None and not (
                 source.password_file.is_file() and os.access(source.password_file, os.R_OK)):
             out.append((("sources", kind, si, "password_file"), str(source.password_file), "a readable file"))
+    dashboard_secrets: list[tuple[tuple[Any, ...], SecretRef | None, Path | None]] = [
+        (("dashboard", "users", ui), u.password, u.password_file) for ui, u in enumerate(cfg.dashboard.users)]
+    dashboard_secrets.append((("dashboard",), cfg.dashboard.secret_key, cfg.dashboard.secret_key_file))
+    for loc, ref, file in dashboard_secrets if resolve_secrets else []:
+        key = "secret_key" if loc == ("dashboard",) else "password"
+        if ref is not None and resolve_secret(ref, None) is None:
+            out.append((loc + (key,), str(ref), f"environment variable {ref[2:-1]} to be set"))
+        if file is not None and not (file.is_file() and os.access(file, os.R_OK)):
+            out.append((loc + (key + "_file",), str(file), "a readable file"))
     out += _check_historian(cfg.historian, resolve_secrets)
     return out
 

@@ -34,8 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="factory config (default: the example)")
     parser.add_argument("--data-dir", default="data/demo", help="where the demo keeps its data (default data/demo)")
     parser.add_argument("--port", type=int, default=8080,
-                        help="dashboard port (default 8080), kept for the e-board dashboard, which this version "
-                             "does not include yet")
+                        help="dashboard port (default 8080; a free one when 8080 is taken)")
     parser.add_argument("--agent-port", type=int, default=9108, help="agent /healthz and /metrics port")
     parser.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second")
     parser.add_argument("--mqtt", help="use this broker (mqtt://host:port) instead of starting one")
@@ -180,6 +179,7 @@ def run_demo(args: argparse.Namespace) -> int:
         mqtt_url = broker.url
     opcua_port = args.opcua_port if _port_free(args.opcua_port) else _free_port()
     agent_port = args.agent_port if _port_free(args.agent_port) else _free_port()
+    dashboard_port = args.port if _port_free(args.port) else _free_port()
     try:
         cfg_path = demo_config(Path(args.config), data_dir, mqtt_url, opcua_port, agent_port, args.historian)
         cfg = load(cfg_path)
@@ -215,12 +215,18 @@ def run_demo(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         sim_start = simulated_start(cfg) if args.sim_start == "auto" else args.sim_start
+        if sim_start is None and args.speed != 1:
+            sim_start = datetime.now(ZoneInfo(cfg.site.timezone)).isoformat()  # one clock for all the processes
         spawn("plc simulator", ["simulate", "plc", "--config", str(cfg_path), "--endpoint", endpoint,
                                 "--speed", str(args.speed), "--cert-dir", str(data_dir / "plc-pki"),
-                                *(["--start", sim_start] if sim_start else [])])
-        spawn("line simulator", ["simulate", "line", "--config", str(cfg_path), "--mqtt", mqtt_url,
-                                 "--speed", str(args.speed), "--truth-file", str(data_dir / "line-truth.json")])
-        spawn("agent", ["agent", "--config", str(cfg_path)])
+                                *(["--start", sim_start, "--sim-timestamps"] if sim_start else [])])
+        clock = ["--speed", str(args.speed), *(["--start", sim_start] if sim_start else [])]
+        spawn("line simulator", ["simulate", "line", "--config", str(cfg_path), "--mqtt", mqtt_url, *clock,
+                                 "--truth-file", str(data_dir / "line-truth.json")])
+        spawn("agent", ["agent", "--config", str(cfg_path),
+                        *(["--sim-start", sim_start, "--speed", str(args.speed)] if sim_start else [])])
+        spawn("dashboard", ["dashboard", "--config", str(cfg_path), "--port", str(dashboard_port),
+                            *(["--sim-start", sim_start, "--speed", str(args.speed)] if sim_start else [])])
         print(
             "\nShopfloor demo is running:\n"
             f"  MQTT broker      {mqtt_url}{' (started by the demo)' if broker else ''}\n"
@@ -231,7 +237,7 @@ def run_demo(args: argparse.Namespace) -> int:
             f"  live topics      shopfloor/v1/# on {mqtt_url}\n"
             f"  config used      {cfg_path}\n"
             f"  simulated clock  {sim_start or 'the real time'} (x{args.speed:g})\n"
-            f"  dashboard        not in this version yet (will serve http://127.0.0.1:{args.port})\n"
+            f"  dashboard        http://127.0.0.1:{dashboard_port}  (TV kiosk: /kiosk; English: ?lang=en)\n"
             "Press Ctrl-C to stop everything.\n", flush=True)
         while not stop:
             for name, child in children:

@@ -7,6 +7,8 @@ import contextlib
 import logging
 import signal
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -44,7 +46,8 @@ def open_historian(cfg: FactoryConfig, data_dir: Path) -> Historian:
 class Agent:
     """One edge agent: its sources, pipeline, sinks and HTTP endpoints."""
 
-    def __init__(self, cfg: FactoryConfig, data_dir: Path | None = None, http_port: int | None = None) -> None:
+    def __init__(self, cfg: FactoryConfig, data_dir: Path | None = None, http_port: int | None = None,
+                 now_ns: Callable[[], int] | None = None) -> None:
         self.cfg = cfg
         self.data_dir = Path(data_dir or cfg.agent.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -56,9 +59,10 @@ class Agent:
         if cfg.live.enabled and cfg.sources.mqtt:
             broker_id = cfg.live.mqtt or cfg.sources.mqtt[0].id
             broker = next(s for s in cfg.sources.mqtt if s.id == broker_id)
-            self.live = MqttLivePublisher(cfg.site.id, cfg.agent.id, broker, cfg.live.min_interval_ms)
+            self.live = MqttLivePublisher(cfg.site.id, cfg.agent.id, broker, cfg.live.min_interval_ms,
+                                          [f"{line.id}/{machine.id}" for line, machine in cfg.machines()])
         live: LivePublisher | None = self.live
-        self.pipeline = Pipeline(cfg, self.outbox, self.historian, self.state, live)
+        self.pipeline = Pipeline(cfg, self.outbox, self.historian, self.state, live, now_ns=now_ns or time.time_ns)
         self.http = AgentHttpServer(self.state, self.outbox, cfg.agent.http_host,
                                     cfg.agent.http_port if http_port is None else http_port)
         probe_base = f"shopfloor/v1/{cfg.site.id}/_agents/{cfg.agent.id}/probe"

@@ -1,0 +1,80 @@
+"""The e-board dashboard: a Flask app factory and its blueprints (pages, JSON API with the live stream).
+
+`create_app(cfg)` wires the historian, the live view of the MQTT topics and the board hub; `shopfloor dashboard`
+serves it with waitress (dashboard/server.py).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from agent.config import FactoryConfig, resolve_secret
+from agent.historian import Historian
+
+
+def wall_clock_ns() -> int:
+    return time.time_ns()
+
+
+def session_key(cfg: FactoryConfig, data_dir: Path) -> str:
+    """The key that signs login sessions: configured, else a random one kept in <data-dir>/dashboard-secret so
+    logins survive a restart."""
+    configured = resolve_secret(cfg.dashboard.secret_key, cfg.dashboard.secret_key_file)
+    if configured:
+        return configured
+    path = data_dir / "dashboard-secret"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(32), encoding="utf-8")
+        path.chmod(0o600)
+    return path.read_text(encoding="utf-8").strip()
+
+
+def create_app(cfg: FactoryConfig, data_dir: Path | None = None, historian: Historian | None = None,
+               now_ns: Callable[[], int] = wall_clock_ns, start_live: bool = True,
+               test_config: dict[str, Any] | None = None) -> Flask:
+    """The dashboard app for a factory config.
+
+    `historian` defaults to the one the config names (the agent's SQLite file under `data_dir`, or InfluxDB);
+    `now_ns` is the clock every board uses (the demo passes its simulated clock); `start_live=False` leaves the
+    MQTT live view and the board thread stopped (for tests of pages without a broker).
+    """
+    from agent.runner import open_historian
+    from dashboard import api, auth, boards
+    from dashboard.hub import BoardHub
+    from dashboard.live import LiveView
+
+    data_dir = Path(data_dir or cfg.agent.data_dir)
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY=session_key(cfg, data_dir), SESSION_COOKIE_SAMESITE="Lax",
+                      SESSION_COOKIE_HTTPONLY=True, JSON_SORT_KEYS=False, SEND_FILE_MAX_AGE_DEFAULT=3600)
+    if test_config:
+        app.config.update(test_config)
+    historian = historian or open_historian(cfg, data_dir)
+    live = LiveView(cfg)
+    hub = BoardHub(cfg, historian, live, now_ns, cfg.dashboard.stream_interval_ms / 1000,
+                   cfg.dashboard.kpi_refresh_s)
+    app.extensions["shopfloor"] = {"cfg": cfg, "historian": historian, "live": live, "hub": hub, "now_ns": now_ns,
+                                   "streams": 0}
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.register_blueprint(boards.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(auth.bp)
+    if start_live:
+        live.start()
+        hub.start()
+    return app
+
+
+def shutdown(app: Flask) -> None:
+    """Stop the live view and the board thread and close the historian."""
+    ext = app.extensions["shopfloor"]
+    ext["hub"].stop()
+    ext["live"].stop()
+    ext["historian"].close()

@@ -6,8 +6,11 @@ alike.
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 from agent.config import FactoryConfig
-from agent.historian import Historian
+from agent.core.schema import Point
+from agent.historian import CountBucket, Historian, HistorianError, StateInterval
 from dashboard.kpi.oee import Count, Order, ShiftOee, shift_oee
 from dashboard.kpi.shifts import NS, ShiftWindow
 
@@ -34,16 +37,127 @@ def orders(historian: Historian, line: str, start_ns: int, end_ns: int) -> list[
     return [o for o in out if o.end_ns > start_ns and o.start_ns < end_ns]
 
 
+class LineShift(NamedTuple):
+    """What the historian holds of one line over a shift window: the reads every board of the line is built from."""
+
+    intervals: list[StateInterval]
+    buckets: list[CountBucket]
+    orders: list[Order]
+
+    def counts(self, machine: str) -> list[Count]:
+        return [Count(b.bucket_start_ns, b.counter, b.delta) for b in self.buckets if b.machine == machine]
+
+    def states(self, machine: str) -> list[StateInterval]:
+        return [i for i in self.intervals if i.machine == machine]
+
+
+def read_line_shift(historian: Historian, line_id: str, window: ShiftWindow) -> LineShift:
+    return LineShift(historian.state_intervals(window.start_ns, window.end_ns, line=line_id),
+                     historian.count_sums(window.start_ns, window.end_ns, COUNT_BUCKET_S, line=line_id),
+                     orders(historian, line_id, window.start_ns, window.end_ns))
+
+
+def ideal_cycles(cfg: FactoryConfig, line_id: str) -> dict[str, float]:
+    """PRU: ideal cycle time in seconds per SKU on the line."""
+    return {p.sku: p.ideal_cycle_s[line_id] for p in cfg.products if line_id in p.ideal_cycle_s}
+
+
+def shift_oee_of(cfg: FactoryConfig, line_id: str, window: ShiftWindow, data: LineShift) -> list[ShiftOee]:
+    """ISO 22400 figures of every machine of the line from its shift reads."""
+    line = next(ln for ln in cfg.lines if ln.id == line_id)
+    ideal = ideal_cycles(cfg, line_id)
+    return [shift_oee(m.id, window, data.states(m.id), data.counts(m.id), data.orders, ideal) for m in line.machines]
+
+
 def line_shift_oee(historian: Historian, cfg: FactoryConfig, line_id: str, window: ShiftWindow) -> list[ShiftOee]:
     """ISO 22400 figures of every machine of the line over the shift window (up to its end or now)."""
-    line = next(ln for ln in cfg.lines if ln.id == line_id)
-    ideal = {p.sku: p.ideal_cycle_s[line_id] for p in cfg.products if line_id in p.ideal_cycle_s}
-    intervals = historian.state_intervals(window.start_ns, window.end_ns, line=line_id)
-    buckets = historian.count_sums(window.start_ns, window.end_ns, COUNT_BUCKET_S, line=line_id)
-    running = orders(historian, line_id, window.start_ns, window.end_ns)
-    out = []
-    for machine in line.machines:
-        counts = [Count(b.bucket_start_ns, b.counter, b.delta) for b in buckets if b.machine == machine.id]
-        states = [i for i in intervals if i.machine == machine.id]
-        out.append(shift_oee(machine.id, window, states, counts, running, ideal))
+    return shift_oee_of(cfg, line_id, window, read_line_shift(historian, line_id, window))
+
+
+def running_order(historian: Historian, line: str, now_ns: int) -> dict[str, Any] | None:
+    """The order running on the line at `now_ns`: order_id, sku, target_qty and start_ns; None when none runs."""
+    running: dict[str, Any] | None = None
+    for e in historian.events("order_event", now_ns - ORDER_LOOKBACK_S * NS, now_ns + 1, line=line):
+        if e.tags["event"] == "start":
+            running = {"order_id": str(e.fields["order_id"]), "sku": str(e.fields["sku"]),
+                       "target_qty": e.fields.get("target_qty"), "start_ns": e.time_ns}
+        elif running is not None and e.fields.get("order_id") == running["order_id"]:
+            running = None
+    return running
+
+
+def counts_since(historian: Historian, line: str, start_ns: int, end_ns: int) -> dict[str, dict[str, int]]:
+    """Units per machine and counter over [start, end)."""
+    out: dict[str, dict[str, int]] = {}
+    bucket_s = max(60, (end_ns - start_ns) // NS + 60)
+    for b in historian.count_sums(start_ns, end_ns, int(bucket_s), line=line):
+        per = out.setdefault(b.machine, {})
+        per[b.counter] = per.get(b.counter, 0) + b.delta
     return out
+
+
+def machine_counts(historian: Historian, line: str, machine: str, start_ns: int, end_ns: int) -> list[Count]:
+    """A machine's counter deltas over [start, end) in minute buckets."""
+    return [Count(b.bucket_start_ns, b.counter, b.delta)
+            for b in historian.count_sums(start_ns, end_ns, COUNT_BUCKET_S, line=line, machine=machine)]
+
+
+# People and materials read further back than the shift: a badge swiped in, an andon call or a material call
+# made before the shift started is still in force.
+PEOPLE_LOOKBACK_S = 24 * 3600
+
+
+def line_events(historian: Historian, measurement: str, line: str, start_ns: int, end_ns: int) -> list[Point]:
+    return historian.events(measurement, start_ns, end_ns, line=line)
+
+
+def material_levels(historian: Historian, line: str) -> dict[str, tuple[float, int]]:
+    """Newest line-side stock per material: (level, time_ns)."""
+    return {p.tags["material"]: (float(p.fields["level"]), p.time_ns)
+            for p in historian.last_values("material_level", line=line)}
+
+
+def process_trends(historian: Historian, line: str, machine: str, start_ns: int,
+                   end_ns: int, max_points: int = 600) -> dict[str, list[tuple[int, float | None]]]:
+    """Each process value of a machine over [start, end), thinned to at most `max_points` per name."""
+    names = sorted({p.tags["name"] for p in historian.last_values("process_value", line=line, machine=machine)})
+    out = {}
+    for name in names:
+        points = historian.series("process_value", "value", start_ns, end_ns, line=line, machine=machine, name=name)
+        step = max(1, len(points) // max_points)
+        out[name] = points[::step]
+    return out
+
+
+STOP_STATES = frozenset({"STOPPED", "FAULT", "STARVED", "BLOCKED", "SETUP", "MICROSTOP"})
+
+
+class StopNotFound(HistorianError):
+    """No stop of the machine starts at the given time."""
+
+
+def set_stop_reason(historian: Historian, site: str, line: str, machine: str, start_ns: int, reason: str,
+                    now_ns: int) -> tuple[str, int, int]:
+    """Give `reason` to the whole stop starting at `start_ns`: every state point of it, up to the next change of
+    state, is rewritten with the reason (same identity, so nothing else changes). Returns (state, start, end)."""
+    # read from just before the start: a point written exactly at `start_ns` is then an interval of its own,
+    # never the state carried in at the start of the read
+    intervals = historian.state_intervals(start_ns - 1, max(now_ns, start_ns + 1), line=line, machine=machine)
+    intervals = [i for i in intervals if i.start_ns >= start_ns]
+    if not intervals or intervals[0].start_ns != start_ns or intervals[0].state not in STOP_STATES:
+        raise StopNotFound(f"{line}/{machine}: no stop starts at {start_ns}", retry=False)
+    state = intervals[0].state
+    stop = [i for i in _run_of(intervals, state)]
+    points = [Point("machine_state", {"site": site, "line": line, "machine": machine},
+                    {"state": i.state, "raw": i.raw, "reason": reason}, i.start_ns) for i in stop]
+    historian.write(points)
+    return state, stop[0].start_ns, stop[-1].end_ns
+
+
+def _run_of(intervals: list[StateInterval], state: str) -> list[StateInterval]:
+    run = []
+    for i in intervals:
+        if i.state != state:
+            break
+        run.append(i)
+    return run

@@ -837,9 +837,9 @@ class LineSimulator:
                  flood: int | None = None, truth_file: str | Path | None = None, client_id: str | None = None,
                  protocol: str = "5", max_inflight: int = 1000, flood_client: str = "raw",
                  flood_rate: float | None = None, flood_lane: tuple[int, int] = (0, 1),
-                 announce: bool = False) -> None:
+                 announce: bool = False, start: datetime | None = None) -> None:
         self.cfg, self.url = cfg, url
-        self.clock = SimClock(speed)
+        self.clock = SimClock(speed, int(start.timestamp() * US) if start is not None else None)
         self.floor = ShopFloor(cfg, seed)
         self.malformed = MalformedMaker(cfg)
         self.stamps = TopicStamps()
@@ -1027,6 +1027,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mqtt", default="mqtt://127.0.0.1:1883", metavar="URL", help="broker URL")
     parser.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second")
     parser.add_argument("--seed", type=int, default=1, help="random seed (same seed, same shop floor)")
+    parser.add_argument("--start", type=datetime.fromisoformat, default=None, metavar="ISO_TIME",
+                        help="simulated clock start (default: now); the PLC simulator's --start")
     parser.add_argument("--count", type=int, default=None, metavar="N", help="stop after N valid messages")
     parser.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S real seconds")
     parser.add_argument("--malformed-every", type=int, default=0, metavar="N",
@@ -1074,7 +1076,7 @@ def run(args: argparse.Namespace) -> int:
                         count=args.count, duration_s=args.duration, flood=args.flood, truth_file=args.truth_file,
                         client_id=args.client_id, protocol=args.protocol, max_inflight=args.max_inflight,
                         flood_client=args.flood_client, flood_rate=args.flood_rate,
-                        flood_lane=args.flood_lane, announce=True)
+                        flood_lane=args.flood_lane, announce=True, start=args.start)
     interrupted = threading.Event()
     previous = {}
     if threading.current_thread() is threading.main_thread():

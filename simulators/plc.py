@@ -602,6 +602,7 @@ class PlcSimulator:
         bench_offset: int = 0,
         bench_stats_file: Path | None = None,
         start_time: datetime | None = None,
+        sim_timestamps: bool = False,
         operation_limit: int | None = None,
     ) -> None:
         if security not in SECURITY_POLICIES:
@@ -621,6 +622,7 @@ class PlcSimulator:
         self.endpoint = endpoint
         self.source = source or (cfg.sources.opcua[0].id if cfg.sources.opcua else None)
         self.speed = speed
+        self.sim_timestamps = sim_timestamps
         self.seed = seed
         self.security = security
         self.cert_dir = Path(cert_dir)
@@ -985,9 +987,10 @@ class PlcSimulator:
         await self._write(self._bench)
 
     async def _write(self, variables: Sequence[_Variable]) -> None:
-        """Write values with the wall clock as source and server timestamp (the agent measures latency from it)."""
+        """Write values with the wall clock as source and server timestamp (the agent measures latency from it),
+        or with the simulated clock when asked (the demo, so that the boards' shifts match the machines')."""
         assert self._server is not None
-        stamp = ua.DateTime.now(UTC)
+        stamp = ua.DateTime.fromtimestamp(self.sim_now, UTC) if self.sim_timestamps else ua.DateTime.now(UTC)
         aspace = self._server.iserver.aspace
         for var in variables:
             dv = ua.DataValue(ua.Variant(var.value, var.variant_type), SourceTimestamp=stamp, ServerTimestamp=stamp)
@@ -1020,6 +1023,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1, help="random seed; same seed, same behaviour (default 1)")
     parser.add_argument("--start", type=datetime.fromisoformat, metavar="ISO_TIME",
                         help="simulated clock start, e.g. 2025-03-03T09:00+08:00 (default: now)")
+    parser.add_argument("--sim-timestamps", action="store_true",
+                        help="stamp values with the simulated clock (default: the wall clock)")
     parser.add_argument("--paused", action="store_true", help="start with Sim.Running false (clock stopped)")
     parser.add_argument("--security", choices=sorted(SECURITY_POLICIES), default="none",
                         help="none; secure = Basic256Sha256 Sign and SignAndEncrypt only; all = both (default none)")
@@ -1068,6 +1073,7 @@ def run(args: argparse.Namespace) -> int:
             security=args.security, cert_dir=args.cert_dir, username=args.username, password=password,
             bench_tags=args.bench_tags, bench_period_ms=args.bench_period_ms, bench_only=args.bench_only,
             bench_offset=args.bench_offset, bench_stats_file=args.bench_stats_file, start_time=args.start,
+            sim_timestamps=args.sim_timestamps,
             operation_limit=args.operation_limit,
         )
     except ValueError as exc:

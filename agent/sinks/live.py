@@ -63,12 +63,15 @@ def live_topic(site: str, p: Point) -> tuple[str, dict[str, Any]] | None:
 class MqttLivePublisher:
     """Publishes coalesced live topics to one broker from a background thread."""
 
-    def __init__(self, site: str, agent_id: str, broker: MqttSource, min_interval_ms: int) -> None:
+    def __init__(self, site: str, agent_id: str, broker: MqttSource, min_interval_ms: int,
+                 machines: Sequence[str] = ()) -> None:
         self.site = site
         self.agent_id = agent_id
+        # "<line>/<machine>" of every machine this agent reads: a board shows them OFFLINE when the agent dies
+        self.machines = list(machines)
         self.min_interval = min_interval_ms / 1000
         self.status_topic = status_topic(site, agent_id)
-        death = json.dumps({"v": "offline", "agent": agent_id}).encode()
+        death = json.dumps({"v": "offline", "agent": agent_id, "machines": self.machines}).encode()
         password = resolve_secret(broker.password, broker.password_file)
         self.client, self.host, self.port = make_client(
             f"{broker.client_id}-live", broker.url, broker.protocol, broker.username, password, broker.tls,
@@ -90,7 +93,8 @@ class MqttLivePublisher:
         self._flush()
         if self.client.is_connected():
             info = self.client.publish(self.status_topic, json.dumps(
-                {"v": "offline", "agent": self.agent_id, "ts": int(time.time() * 1000)}).encode(), qos=1,
+                {"v": "offline", "agent": self.agent_id, "ts": int(time.time() * 1000), "machines": self.machines}
+            ).encode(), qos=1,
                 retain=True)
             info.wait_for_publish(timeout=2)
         self.client.disconnect()
@@ -100,7 +104,7 @@ class MqttLivePublisher:
         if reason.is_failure:
             log.warning("live publisher: broker refused the connection: %s", reason)
             return
-        birth = {"v": "online", "agent": self.agent_id, "ts": int(time.time() * 1000)}
+        birth = {"v": "online", "agent": self.agent_id, "ts": int(time.time() * 1000), "machines": self.machines}
         client.publish(self.status_topic, json.dumps(birth).encode(), qos=1, retain=True)
 
     def publish(self, points: Sequence[Point]) -> None:

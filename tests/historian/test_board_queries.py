@@ -54,3 +54,27 @@ def test_line_shift_oee_from_the_historian(historian, factory_cfg):
     assert k.oee == pytest.approx(5400 / 7200 * 4500 / 5400 * 790 / 800)
     silent = by_machine["press-2"]  # nothing in the historian: all of the shift is missing data
     assert (silent.coverage, silent.offline_s, silent.produced) == (0.0, 7200, 0)
+
+
+def test_a_stop_reason_goes_to_every_point_of_the_stop_and_nothing_else(historian):
+    from dashboard.queries import StopNotFound, set_stop_reason
+
+    historian.write([state("press-1", "08:00", "RUNNING"), state("press-1", "09:00", "STOPPED"),
+                     # the agent wrote the same stop twice (a reconnect): both points belong to the one stop
+                     state("press-1", "09:10", "STOPPED"), state("press-1", "09:30", "RUNNING"),
+                     state("press-2", "09:00", "STOPPED")])
+    now = at(MON, "10:00")
+    got = set_stop_reason(historian, "cixi-1", "line-1", "press-1", at(MON, "09:00"), "material", now)
+    assert got == ("STOPPED", at(MON, "09:00"), at(MON, "09:30"))
+    rows = [(i.machine, i.state, i.start_ns, i.reason) for i in historian.state_intervals(at(MON, "07:00"), now)]
+    assert rows == [
+        ("press-1", "RUNNING", at(MON, "08:00"), ""), ("press-1", "STOPPED", at(MON, "09:00"), "material"),
+        ("press-1", "STOPPED", at(MON, "09:10"), "material"), ("press-1", "RUNNING", at(MON, "09:30"), ""),
+        ("press-2", "STOPPED", at(MON, "09:00"), "")]
+    # a later reason replaces the first one; the raw value the agent wrote is kept
+    set_stop_reason(historian, "cixi-1", "line-1", "press-1", at(MON, "09:00"), "breakdown", now)
+    stop = historian.state_intervals(at(MON, "09:00"), at(MON, "09:05"), machine="press-1")
+    assert [(i.state, i.raw, i.reason) for i in stop] == [("STOPPED", "1", "breakdown")]
+    for start in (at(MON, "08:00"), at(MON, "09:01")):  # a run, and a time inside the stop: not a stop start
+        with pytest.raises(StopNotFound):
+            set_stop_reason(historian, "cixi-1", "line-1", "press-1", start, "material", now)

@@ -1,0 +1,188 @@
+"""The JSON API behind every board (`/api/v1/...`, documented in docs/api.md) and the live stream (SSE)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Blueprint, Response, current_app, request
+
+from agent.historian import HistorianError
+from dashboard import board, queries
+from dashboard.auth import api_login_required, current_user
+from dashboard.problems import problem
+
+log = logging.getLogger(__name__)
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+_streams_lock = threading.Lock()
+
+
+def _ext() -> dict[str, Any]:
+    return current_app.extensions["shopfloor"]  # type: ignore[no-any-return]
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    resp = Response(json.dumps(body, ensure_ascii=False, separators=(",", ":")), status=status,
+                    mimetype="application/json")
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+def _board(scope: str) -> Response:
+    ext = _ext()
+    try:
+        seq, body = ext["hub"].get(scope)
+    except HistorianError as exc:
+        return problem(503, "Historian unavailable", str(exc))
+    resp = _json({**body, "now_ms": ext["now_ns"]() // board.MS})
+    resp.headers["X-Board-Seq"] = str(seq)
+    return resp
+
+
+def _unknown_line(line_id: str) -> Response:
+    return problem(404, "No such line", f"line {line_id!r} is not in the config")
+
+
+@bp.get("/overview")
+def overview() -> Response:
+    return _board("overview")
+
+
+@bp.get("/lines")
+def lines() -> Response:
+    cfg = _ext()["cfg"]
+    return _json({"lines": [{"id": ln.id, "name": ln.name,
+                             "machines": [{"id": m.id, "name": m.name or m.id, "type": m.type} for m in ln.machines],
+                             "stations": [{"id": s.id, "name": s.name} for s in ln.stations]}
+                            for ln in cfg.lines]})
+
+
+@bp.get("/lines/<line_id>")
+def line_board(line_id: str) -> Response:
+    if board.find_line(_ext()["cfg"], line_id) is None:
+        return _unknown_line(line_id)
+    return _board(f"line/{line_id}")
+
+
+@bp.get("/lines/<line_id>/machines/<machine_id>")
+def machine_detail(line_id: str, machine_id: str) -> Response:
+    ext = _ext()
+    line = board.find_line(ext["cfg"], line_id)
+    if line is None:
+        return _unknown_line(line_id)
+    if machine_id not in {m.id for m in line.machines}:
+        return problem(404, "No such machine", f"machine {machine_id!r} is not on line {line_id}")
+    try:
+        return _json(board.machine_detail(ext["cfg"], ext["historian"], line, machine_id, ext["now_ns"]()))
+    except HistorianError as exc:
+        return problem(503, "Historian unavailable", str(exc))
+
+
+@bp.get("/lines/<line_id>/stops")
+def line_stops(line_id: str) -> Response:
+    ext = _ext()
+    line = board.find_line(ext["cfg"], line_id)
+    if line is None:
+        return _unknown_line(line_id)
+    machine_id = request.args.get("machine") or None
+    try:
+        return _json(board.stops(ext["cfg"], ext["historian"], line, ext["now_ns"](), machine_id))
+    except HistorianError as exc:
+        return problem(503, "Historian unavailable", str(exc))
+
+
+@bp.post("/lines/<line_id>/machines/<machine_id>/stops/<stop_id>/reason")
+@api_login_required
+def stop_reason(line_id: str, machine_id: str, stop_id: str) -> Response:
+    """Give a reason to a whole stop. Body: {"reason": "<code of dashboard.stop_reasons>"}."""
+    ext = _ext()
+    cfg = ext["cfg"]
+    line = board.find_line(cfg, line_id)
+    if line is None:
+        return _unknown_line(line_id)
+    if machine_id not in {m.id for m in line.machines}:
+        return problem(404, "No such machine", f"machine {machine_id!r} is not on line {line_id}")
+    body = request.get_json(silent=True)
+    codes = [r.code for r in cfg.dashboard.stop_reasons]
+    if not isinstance(body, dict) or body.get("reason") not in codes:
+        return problem(422, "Unknown stop reason",
+                       f"send JSON {{\"reason\": CODE}} with CODE one of {', '.join(codes)}", allowed=codes)
+    if not stop_id.isdigit():
+        return problem(404, "No such stop", "a stop id is the stop's start time in nanoseconds, as listed by "
+                                            f"/api/v1/lines/{line_id}/stops")
+    try:
+        state, start_ns, end_ns = queries.set_stop_reason(ext["historian"], cfg.site.id, line_id, machine_id,
+                                                          int(stop_id), body["reason"], ext["now_ns"]())
+    except queries.StopNotFound as exc:
+        return problem(404, "No such stop", str(exc))
+    except HistorianError as exc:
+        return problem(503, "Historian unavailable", f"the reason was not saved: {exc}")
+    log.info("dashboard: %s gave reason %s to the %s stop of %s/%s at %s", current_user(), body["reason"], state,
+             line_id, machine_id, start_ns)
+    ext["hub"].live_changed(line_id)
+    return _json({"line": line_id, "machine": machine_id, "id": stop_id, "state": state, "reason": body["reason"],
+                  "start_ms": start_ns // board.MS, "end_ms": end_ns // board.MS})
+
+
+def _event(name: str, data: Any, event_id: int | None = None) -> str:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {name}\ndata: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n"
+
+
+@bp.get("/stream")
+def stream() -> Response:
+    """Server-sent events for one scope (`overview` or `line/<id>`): a snapshot on every (re)connect, then merge
+    patches numbered by seq, and a heartbeat every dashboard.heartbeat_s."""
+    ext = _ext()
+    cfg = ext["cfg"]
+    scope = request.args.get("scope", "overview")
+    hub = ext["hub"]
+    if scope not in hub.scopes_of(cfg):
+        return problem(404, "No such board", f"scope {scope!r}: expected overview or line/<line id>")
+    with _streams_lock:
+        if ext["streams"] >= cfg.dashboard.max_streams:
+            resp = problem(503, "Too many live streams",
+                           f"this dashboard holds {cfg.dashboard.max_streams} streams (dashboard.max_streams); "
+                           "the board polls instead")
+            resp.headers["Retry-After"] = "30"
+            return resp
+        ext["streams"] += 1
+    heartbeat_s = cfg.dashboard.heartbeat_s
+    now_ns = ext["now_ns"]
+
+    def events() -> Iterator[str]:
+        try:
+            seq, body = hub.get(scope)
+            yield "retry: 2000\n\n"
+            yield _event("snapshot", {"seq": seq, "board": {**body, "now_ms": now_ns() // board.MS}}, seq)
+            while True:
+                patches = hub.wait(scope, seq, heartbeat_s)
+                if patches is None:
+                    seq, body = hub.get(scope)
+                    yield _event("snapshot", {"seq": seq, "board": {**body, "now_ms": now_ns() // board.MS}}, seq)
+                elif patches:
+                    for s, patch in patches:
+                        yield _event("patch", {"seq": s, "patch": patch}, s)
+                    seq = patches[-1][0]
+                else:
+                    yield _event("heartbeat", {"now_ms": now_ns() // board.MS, "seq": seq})
+        finally:
+            with _streams_lock:
+                ext["streams"] -= 1
+
+    resp = Response(events(), mimetype="text/event-stream")  # needs no request context: all is bound above
+    resp.headers["Cache-Control"] = "no-store"
+    resp.headers["X-Accel-Buffering"] = "no"
+    return resp
+
+
+@bp.get("/health")
+def health() -> Response:
+    ext = _ext()
+    live = ext["live"]
+    return _json({"live_broker": live.connected, "streams": ext["streams"], "rebuilds": ext["hub"].rebuilds,
+                  "history_reads": ext["hub"].history_reads, "live_messages": live.messages,
+                  "live_malformed": live.malformed})

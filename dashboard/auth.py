@@ -1,0 +1,123 @@
+"""Who may give stop reasons: the users of `dashboard.users`, logged in with a form (a signed session cookie)
+or, for scripts, with HTTP Basic. Pages that change data also check a per-session CSRF token."""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlparse
+
+from flask import Blueprint, Response, current_app, redirect, render_template, request, session, url_for
+
+from agent.config import resolve_secret
+from dashboard.problems import problem
+
+log = logging.getLogger(__name__)
+bp = Blueprint("auth", __name__)
+
+
+def _passwords() -> dict[str, str]:
+    cfg = current_app.extensions["shopfloor"]["cfg"]
+    out = {}
+    for user in cfg.dashboard.users:
+        secret = resolve_secret(user.password, user.password_file)
+        if secret:
+            out[user.name] = secret
+    return out
+
+
+def check_password(name: str, password: str) -> bool:
+    known = _passwords()
+    # compare against something even for unknown names, so timing does not tell which names exist
+    expected = known.get(name, secrets.token_hex(16))
+    return hmac.compare_digest(expected.encode(), password.encode()) and name in known
+
+
+def current_user() -> str | None:
+    """The logged-in user of this request (session or HTTP Basic), or None."""
+    auth = request.authorization
+    if auth is not None and auth.type == "basic" and auth.username and auth.password is not None:
+        return auth.username if check_password(auth.username, auth.password) else None
+    name = session.get("user")
+    return name if isinstance(name, str) and name in _passwords() else None
+
+
+def csrf_token() -> str:
+    token = session.get("csrf")
+    if not isinstance(token, str):
+        token = session["csrf"] = secrets.token_urlsafe(24)
+    return token
+
+
+def api_login_required(view: Callable[..., Any]) -> Callable[..., Any]:
+    """401 problem+json without a user; a session-authenticated write also needs the CSRF header."""
+
+    @functools.wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        user = current_user()
+        if user is None:
+            resp = problem(401, "Login required", "log in on the dashboard, or send HTTP Basic credentials of a "
+                                                  "user listed in dashboard.users")
+            resp.headers["WWW-Authenticate"] = 'Basic realm="shopfloor"'
+            return resp
+        if request.authorization is None:
+            sent = request.headers.get("X-CSRF-Token", "")
+            if not hmac.compare_digest(sent.encode(), str(session.get("csrf", "")).encode()) or not sent:
+                return problem(403, "CSRF token missing or wrong",
+                               "reload the page and try again (the X-CSRF-Token header must match the session)")
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+def page_login_required(view: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if current_user() is None:
+            return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+def _safe_next(target: str | None) -> str:
+    # only same-site paths: a login link must not send the user elsewhere
+    if not target or urlparse(target).netloc or not target.startswith("/") or target.startswith("//"):
+        return url_for("boards.overview")
+    return target
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    from dashboard.boards import page_context
+
+    error = None
+    next_url = _safe_next(request.values.get("next"))
+    if request.method == "POST":
+        sent = request.form.get("csrf_token", "")
+        name = request.form.get("user", "").strip()
+        if not sent or not hmac.compare_digest(sent.encode(), str(session.get("csrf", "")).encode()):
+            error = "login.expired"
+        elif check_password(name, request.form.get("password", "")):
+            session.clear()
+            session["user"] = name
+            log.info("dashboard: %s logged in from %s", name, request.remote_addr)
+            return redirect(next_url)
+        else:
+            time.sleep(0.5)  # slows guessing
+            log.warning("dashboard: failed login for %r from %s", name[:64], request.remote_addr)
+            error = "login.failed"
+    ctx = page_context("login")
+    return render_template("login.html", **ctx, error=ctx["t"](error) if error else None, next=next_url,
+                           csrf_token=csrf_token()), (401 if error else 200)
+
+
+@bp.route("/logout", methods=["POST", "GET"])
+def logout() -> Response:
+    session.pop("user", None)
+    return redirect(url_for("boards.overview"))  # type: ignore[return-value]

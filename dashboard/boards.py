@@ -1,0 +1,119 @@
+"""The e-board pages: factory overview, line board, machine detail, stop reasons, and the kiosk for TVs.
+
+Pages are shells: labels rendered in the screen's language, data fetched by the browser from the JSON API and
+kept current by the live stream (static/board.js).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import Blueprint, abort, current_app, make_response, render_template, request, url_for
+
+from dashboard import i18n
+from dashboard.auth import csrf_token, current_user, page_login_required
+from dashboard.board import find_line
+
+bp = Blueprint("boards", __name__)
+LANG_COOKIE = "shopfloor_lang"
+
+
+def screen_language() -> str:
+    """?lang= (remembered per screen in a cookie), else the cookie, else the site's language."""
+    cfg = current_app.extensions["shopfloor"]["cfg"]
+    return i18n.normalize(request.args.get("lang") or request.cookies.get(LANG_COOKIE), cfg.site.language)
+
+
+def page_context(page: str, **extra: Any) -> dict[str, Any]:
+    cfg = current_app.extensions["shopfloor"]["cfg"]
+    lang = screen_language()
+    args = {k: v for k, v in request.args.items() if k != "lang"}
+    lang_urls = {code: f"{request.path}?{urlencode({**args, 'lang': code})}" for code in i18n.LANGUAGES}
+    return {
+        "page": page, "lang": lang, "t": lambda key: i18n.t(lang, key), "labels": i18n.LABELS[lang],
+        "site": {"id": cfg.site.id, "name": cfg.site.name, "timezone": cfg.site.timezone,
+                 "language": cfg.site.language},
+        "lines": [{"id": ln.id, "name": ln.name} for ln in cfg.lines], "kiosk": None, "user": current_user(),
+        "lang_urls": lang_urls, "api": {}, **extra,
+    }
+
+
+def render(template: str, ctx: dict[str, Any]) -> Any:
+    resp = make_response(render_template(template, **ctx))
+    if request.args.get("lang"):
+        resp.set_cookie(LANG_COOKIE, ctx["lang"], max_age=365 * 86400, samesite="Lax")
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+def _line_or_404(line_id: str) -> Any:
+    line = find_line(current_app.extensions["shopfloor"]["cfg"], line_id)
+    if line is None:
+        abort(404)
+    return line
+
+
+@bp.route("/")
+def overview() -> Any:
+    ctx = page_context("overview", api={"board": url_for("api.overview"),
+                                        "stream": url_for("api.stream", scope="overview")})
+    return render("overview.html", ctx)
+
+
+def _line_context(line_id: str, kiosk: dict[str, Any] | None = None) -> dict[str, Any]:
+    line = _line_or_404(line_id)
+    return page_context("line", line={"id": line.id, "name": line.name}, kiosk=kiosk,
+                        api={"board": url_for("api.line_board", line_id=line.id),
+                             "stream": url_for("api.stream", scope=f"line/{line.id}")})
+
+
+@bp.route("/lines/<line_id>")
+def line_board(line_id: str) -> Any:
+    return render("line.html", _line_context(line_id))
+
+
+@bp.route("/lines/<line_id>/machines/<machine_id>")
+def machine(line_id: str, machine_id: str) -> Any:
+    line = _line_or_404(line_id)
+    m = next((m for m in line.machines if m.id == machine_id), None)
+    if m is None:
+        abort(404)
+    ctx = page_context("machine", line={"id": line.id, "name": line.name},
+                       machine={"id": m.id, "name": m.name or m.id},
+                       api={"board": url_for("api.line_board", line_id=line.id),
+                            "stream": url_for("api.stream", scope=f"line/{line.id}"),
+                            "detail": url_for("api.machine_detail", line_id=line.id, machine_id=m.id)})
+    return render("machine.html", ctx)
+
+
+@bp.route("/lines/<line_id>/stops")
+@page_login_required
+def stops(line_id: str) -> Any:
+    line = _line_or_404(line_id)
+    cfg = current_app.extensions["shopfloor"]["cfg"]
+    reason_url = url_for("api.stop_reason", line_id=line.id, machine_id="MACHINE", stop_id="STOP")
+    ctx = page_context("stops", line={"id": line.id, "name": line.name}, csrf_token=csrf_token(),
+                       reasons=[{"code": r.code, "name": dict(r.name)} for r in cfg.dashboard.stop_reasons],
+                       api={"stops": url_for("api.line_stops", line_id=line.id),
+                            "reason": reason_url.replace("MACHINE", "{machine}").replace("STOP", "{stop_id}")})
+    return render("stops.html", ctx)
+
+
+@bp.route("/kiosk")
+def kiosk() -> Any:
+    """A TV board: rotates through the lines (`?lines=a,b`, default dashboard.kiosk.lines or every line) every
+    `?rotate=` seconds and reloads itself every dashboard.kiosk.reload_h hours."""
+    cfg = current_app.extensions["shopfloor"]["cfg"]
+    wanted = [x for x in request.args.get("lines", "").split(",") if x] or cfg.dashboard.kiosk.lines \
+        or [ln.id for ln in cfg.lines]
+    lines = [x for x in wanted if find_line(cfg, x) is not None]
+    if not lines:
+        abort(404)
+    try:
+        index = int(request.args.get("i", "0")) % len(lines)
+        rotate_s = max(5, int(request.args.get("rotate", cfg.dashboard.kiosk.rotate_s)))
+    except ValueError:
+        abort(400)
+    kiosk_ctx = {"lines": lines, "rotate_s": rotate_s, "reload_h": cfg.dashboard.kiosk.reload_h, "index": index}
+    return render("line.html", _line_context(lines[index], kiosk_ctx))
