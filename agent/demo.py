@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -27,6 +28,7 @@ from agent.config import ConfigError, FactoryConfig, load
 from agent.historian import HistorianError
 from agent.sinks.influx_protocol import quote_ident
 
+DEMO_USER = "lead"
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "factory.yaml"
 
 
@@ -109,6 +111,14 @@ def demo_config(config: Path, data_dir: Path, mqtt_url: str, opcua_port: int, ag
     for source in data.get("sources", {}).get("mqtt", []):
         source["url"] = mqtt_url
     data.setdefault("agent", {}).update({"data_dir": str(data_dir / "agent"), "http_port": agent_port})
+    dashboard = data.setdefault("dashboard", {})
+    if not dashboard.get("users"):
+        # a line lead who may give stop reasons, with a password made for this demo and kept in its data dir
+        secret = data_dir / "dashboard-password"
+        if not secret.exists():
+            secret.write_text(secrets.token_urlsafe(12), encoding="utf-8")
+            secret.chmod(0o600)
+        dashboard["users"] = [{"name": DEMO_USER, "password_file": str(secret)}]
     out = data_dir / "demo-config.yaml"
     out.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
     load(out, resolve_secrets=False)  # the derived file must be as valid as the original
@@ -238,6 +248,7 @@ def run_demo(args: argparse.Namespace) -> int:
             f"  config used      {cfg_path}\n"
             f"  simulated clock  {sim_start or 'the real time'} (x{args.speed:g})\n"
             f"  dashboard        http://127.0.0.1:{dashboard_port}  (TV kiosk: /kiosk; English: ?lang=en)\n"
+            f"  stop reasons     log in as {DEMO_USER} with the password in {data_dir / 'dashboard-password'}\n"
             "Press Ctrl-C to stop everything.\n", flush=True)
         while not stop:
             for name, child in children:

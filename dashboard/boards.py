@@ -35,8 +35,17 @@ def page_context(page: str, **extra: Any) -> dict[str, Any]:
         "site": {"id": cfg.site.id, "name": cfg.site.name, "timezone": cfg.site.timezone,
                  "language": cfg.site.language},
         "lines": [{"id": ln.id, "name": ln.name} for ln in cfg.lines], "kiosk": None, "user": current_user(),
-        "lang_urls": lang_urls, "api": {}, **extra,
+        "lang_urls": lang_urls, "api": {}, "urls": page_urls(), **extra,
     }
+
+
+def page_urls() -> dict[str, str]:
+    """Where each page is; the templates fill in `{line}` and `{machine}`."""
+    urls = {"overview": url_for("boards.overview"), "line": url_for("boards.line_board", line_id="LINE"),
+            "machine": url_for("boards.machine", line_id="LINE", machine_id="MACHINE"),
+            "stops": url_for("boards.stops", line_id="LINE"), "kiosk": url_for("boards.kiosk") + "?start=LINE",
+            "login": url_for("auth.login"), "logout": url_for("auth.logout")}
+    return {name: url.replace("LINE", "{line}").replace("MACHINE", "{machine}") for name, url in urls.items()}
 
 
 def render(template: str, ctx: dict[str, Any]) -> Any:
@@ -103,7 +112,8 @@ def stops(line_id: str) -> Any:
 @bp.route("/kiosk")
 def kiosk() -> Any:
     """A TV board: rotates through the lines (`?lines=a,b`, default dashboard.kiosk.lines or every line) every
-    `?rotate=` seconds and reloads itself every dashboard.kiosk.reload_h hours."""
+    `?rotate=` seconds, starting at `?start=<line>` or `?i=<index>`, and reloads itself every
+    dashboard.kiosk.reload_h hours."""
     cfg = current_app.extensions["shopfloor"]["cfg"]
     wanted = [x for x in request.args.get("lines", "").split(",") if x] or cfg.dashboard.kiosk.lines \
         or [ln.id for ln in cfg.lines]
@@ -111,7 +121,8 @@ def kiosk() -> Any:
     if not lines:
         abort(404)
     try:
-        index = int(request.args.get("i", "0")) % len(lines)
+        start = request.args.get("start")
+        index = lines.index(start) if start in lines else int(request.args.get("i", "0")) % len(lines)
         rotate_s = max(5, int(request.args.get("rotate", cfg.dashboard.kiosk.rotate_s)))
     except ValueError:
         abort(400)

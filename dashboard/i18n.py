@@ -18,7 +18,7 @@ STATES = ("OFFLINE", "NO_SHIFT", "PLANNED_STOP", "SETUP", "FAULT", "STARVED", "B
 # Label pairs: key -> (zh-CN, en). Kept as pairs so a label can never exist in one language only.
 _PAIRS: dict[str, tuple[str, str]] = {
     # --- the application and its pages
-    "app.name": ("Shopfloor 电子看板", "Shopfloor e-board"),
+    "app.name": ("车间电子看板", "Shop-floor e-board"),
     "page.overview": ("工厂总览", "Factory overview"),
     "page.line": ("产线看板", "Line board"),
     "page.machine": ("设备详情", "Machine detail"),
@@ -102,6 +102,8 @@ _PAIRS: dict[str, tuple[str, str]] = {
     "kpi.a_short": ("可用", "A"),
     "kpi.e_short": ("性能", "P"),
     "kpi.q_short": ("良率", "Q"),
+    "kpi.iso": ("ISO", "ISO"),
+    "kpi.tpm": ("TPM", "TPM"),
     "kpi.view_iso": ("ISO 22400 口径", "ISO 22400 view"),
     "kpi.view_tpm": ("TPM 口径", "TPM view"),
     "kpi.view_note": ("短暂停机：ISO 口径计入性能损失，TPM 口径计入可用率损失",
@@ -216,6 +218,7 @@ _PAIRS: dict[str, tuple[str, str]] = {
     "login.logout": ("退出登录", "Sign out"),
     "login.failed": ("用户名或密码错误", "Wrong user name or password"),
     "login.required": ("登记停机原因需要登录", "Sign in to give stop reasons"),
+    "login.expired": ("登录页面已过期，请重新登录", "The sign-in form expired; please try again"),
     # --- kiosk (TV)
     "kiosk.fullscreen": ("点击任意处进入全屏", "Tap anywhere for full screen"),
     "kiosk.next": ("下一条产线", "Next line"),
@@ -233,6 +236,15 @@ _PAIRS: dict[str, tuple[str, str]] = {
     "unit.bar": ("bar", "bar"),
     "unit.kg": ("kg", "kg"),
     "unit.m": ("m", "m"),
+    # process values: labels for the usual tag names of the machine types (others show the config's name)
+    "pv.speed": ("速度", "Speed"),
+    "pv.mold_temp": ("模温", "Mold temperature"),
+    "pv.pressure": ("压力", "Pressure"),
+    "pv.coolant_temp": ("冷却液温度", "Coolant temperature"),
+    "pv.spindle_load": ("主轴负载", "Spindle load"),
+    "pv.seal_temp": ("封口温度", "Seal temperature"),
+    "pv.air_pressure": ("气压", "Air pressure"),
+    "pv.temperature": ("温度", "Temperature"),
     "fmt.seconds": ("{n} 秒", "{n} s"),
     "fmt.minutes": ("{n} 分钟", "{n} min"),
     "fmt.hours": ("{n} 小时", "{n} h"),
@@ -242,7 +254,7 @@ _PAIRS: dict[str, tuple[str, str]] = {
 
 # Keys whose label is the same in both languages: abbreviations, symbols, and the language names themselves.
 SAME_IN_BOTH = frozenset({
-    "kpi.oee", "kpi.mtbf", "kpi.mttr", "tile.sku", "lang.zh-CN", "lang.en",
+    "kpi.oee", "kpi.mtbf", "kpi.mttr", "kpi.iso", "kpi.tpm", "tile.sku", "lang.zh-CN", "lang.en",
     "unit.%", "unit.degC", "unit.bar", "unit.kg", "unit.m",
 })
 

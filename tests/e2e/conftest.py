@@ -112,8 +112,8 @@ class System:
         self.procs.append(proc)
         return proc
 
-    def agent(self, env: dict[str, str] | None = None, name: str = "agent") -> Proc:
-        proc = Proc(name, ["agent", "--config", str(self.config)], self.tmp, env).start()
+    def agent(self, *extra: str, env: dict[str, str] | None = None, name: str = "agent") -> Proc:
+        proc = Proc(name, ["agent", "--config", str(self.config), *extra], self.tmp, env).start()
         wait_until(lambda: self.http("/metrics")[0] == 200 or not proc.running, 30, "agent /metrics")
         assert proc.running, proc.log()[-3000:]
         self.procs.append(proc)
@@ -123,6 +123,15 @@ class System:
         proc = Proc(name, ["simulate", "line", "--config", str(self.config), "--mqtt", self.broker.url,
                            "--truth-file", str(self.tmp / f"{name}-truth.json"), *extra], self.tmp)
         proc.start(ready="line simulator publishing to")
+        self.procs.append(proc)
+        return proc
+
+    def dashboard(self, *extra: str, name: str = "dashboard") -> Proc:
+        """The e-board dashboard on a free port: `self.dashboard_url`."""
+        port = free_port()
+        self.dashboard_url = f"http://127.0.0.1:{port}"
+        proc = Proc(name, ["dashboard", "--config", str(self.config), "--port", str(port), *extra], self.tmp)
+        proc.start(ready="shopfloor dashboard: http://")
         self.procs.append(proc)
         return proc
 

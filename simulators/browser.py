@@ -1,0 +1,54 @@
+"""Headless Chromium for the browser tests and the dashboard benchmark: Debian's `chromium` driven through its
+`chromedriver` (packages chromium and chromium-driver, installed by `make test`), never a downloaded browser."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+CHROMIUM = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
+CHROMEDRIVER = ("/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver")
+
+
+class BrowserMissing(RuntimeError):
+    """Chromium or its driver is not installed."""
+
+
+def _first(paths: tuple[str, ...], name: str) -> str:
+    for path in paths:
+        if Path(path).exists():
+            return path
+    found = shutil.which(name)
+    if found:
+        return found
+    raise BrowserMissing(f"{name} not found: install Debian's chromium and chromium-driver (make test does)")
+
+
+def chromium(width: int = 1920, height: int = 1080, lang: str = "en-US") -> Any:
+    """A new headless Chromium session (selenium WebDriver) with a fresh profile; `quit()` it when done."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="shopfloor-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = _first(CHROMIUM, "chromium")
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-dev-shm-usage", "--no-first-run", "--hide-scrollbars", f"--user-data-dir={profile}",
+                f"--window-size={width},{height}", f"--lang={lang}"):
+        options.add_argument(arg)
+    service = Service(executable_path=_first(CHROMEDRIVER, "chromedriver"))
+    driver = webdriver.Chrome(service=service, options=options)
+    driver.set_page_load_timeout(30)
+    profile_dir = profile
+    quit_driver = driver.quit
+
+    def quit_and_clean() -> None:
+        try:
+            quit_driver()
+        finally:
+            shutil.rmtree(profile_dir, ignore_errors=True)
+
+    driver.quit = quit_and_clean
+    return driver

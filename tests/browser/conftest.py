@@ -1,0 +1,67 @@
+"""Browser tests: the whole shop floor (broker, PLC and line simulators, agent, dashboard) running on one
+simulated clock, looked at through Debian's headless Chromium. Screenshots go to test-artifacts/screenshots."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from simulators.broker import Broker, free_port
+from simulators.browser import chromium
+from simulators.harness import wait_until
+from tests.conftest import ROOT
+from tests.e2e.conftest import SIM_START, System
+
+SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
+
+
+class Shop(System):
+    def api(self, path: str) -> Any:
+        with urllib.request.urlopen(self.dashboard_url + path, timeout=10) as resp:
+            return json.loads(resp.read())
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+    tmp = tmp_path_factory.mktemp("shop")
+    with Broker(port=free_port(), data_dir=tmp / "broker") as broker:
+        system = Shop(tmp, broker, None)
+        try:
+            clock = ("--sim-start", SIM_START)
+            system.plc("--sim-timestamps", speed=1)
+            system.line("--start", SIM_START)
+            system.agent(*clock)
+            system.dashboard(*clock)
+
+            def live() -> bool:
+                boards = [system.api(f"/api/v1/lines/{line}") for line in ("line-1", "line-2")]
+                return all(m["state"] != "OFFLINE" for b in boards for m in b["machines"].values()) and all(
+                    b["people"]["headcount"]["present"] > 0 for b in boards)
+
+            wait_until(live, 60, "both lines live on the dashboard, with people")
+            yield system
+        finally:
+            system.close()
+            logs = ROOT / "test-artifacts" / "browser-logs"
+            logs.mkdir(parents=True, exist_ok=True)
+            for log in Path(tmp).glob("*.log"):
+                (logs / log.name).write_bytes(log.read_bytes())
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    driver = chromium()
+    yield driver
+    driver.quit()
+
+
+def screenshot(driver: Any, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    driver.save_screenshot(str(path))
+    return path
