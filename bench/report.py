@@ -99,9 +99,22 @@ def machine_info() -> dict[str, Any]:
         except (OSError, IndexError, subprocess.TimeoutExpired):
             influxdb = "unknown"
 
+    chromium = "not installed"
+    try:
+        from simulators.browser import CHROMIUM, BrowserMissing, _first
+
+        out = subprocess.run([_first(CHROMIUM, "chromium"), "--version"], capture_output=True, text=True, timeout=10,
+                             check=False)
+        chromium = out.stdout.split()[1]  # "Chromium 156.0.8078.108 built on Debian ..."
+    except BrowserMissing:
+        pass
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        chromium = "unknown"
+
     return {"cpu": cpu or "unknown", "cores": os.cpu_count(), "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
             "os": platform.platform(), "python": platform.python_version(), "asyncua": version("asyncua"),
-            "paho_mqtt": version("paho-mqtt"), "mosquitto": mosquitto, "influxdb": influxdb}
+            "paho_mqtt": version("paho-mqtt"), "mosquitto": mosquitto, "influxdb": influxdb,
+            "waitress": version("waitress"), "flask": version("flask"), "chromium": chromium}
 
 
 def _fmt(value: Any, unit: str = "") -> str:
@@ -152,12 +165,17 @@ def _markdown(columns: tuple[str, ...], body: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in body])
 
 
+def agent_results(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The results the main table shows: every scenario but the dashboard's, which has tables of its own."""
+    return [r for r in results if r.get("scenario") != "dashboard"]
+
+
 def table(results: list[dict[str, Any]]) -> str:
-    return _text_table(COLUMNS, rows(results))
+    return _text_table(COLUMNS, rows(agent_results(results)))
 
 
 def markdown_table(results: list[dict[str, Any]]) -> str:
-    return _markdown(COLUMNS, rows(results))
+    return _markdown(COLUMNS, rows(agent_results(results)))
 
 
 QUERY_COLUMNS = ("query", "historian", "runs", "p50 ms", "p95 ms", "max ms", "target p95 ms")
@@ -231,7 +249,7 @@ def _influx_note(r: dict[str, Any]) -> str:
 def notes(results: list[dict[str, Any]]) -> list[str]:
     """One line per scenario with what the table leaves out (settings, other processes' CPU, resolution)."""
     out = []
-    for r in results:
+    for r in agent_results(results):
         if "error" in r:
             continue
         cpu = ", ".join(f"{k} {v:.0f}%" for k, v in r.get("cpu_pct", {}).items() if k != "agent")

@@ -27,9 +27,19 @@ def _first(paths: tuple[str, ...], name: str) -> str:
 
 
 def chromium(width: int = 1920, height: int = 1080, lang: str = "en-US") -> Any:
-    """A new headless Chromium session (selenium WebDriver) with a fresh profile; `quit()` it when done."""
+    """A new headless Chromium session (selenium WebDriver) with a fresh profile; `quit()` it when done, which
+    also removes the profile."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
+
+    class Chromium(webdriver.Chrome):
+        profile = ""
+
+        def quit(self) -> None:
+            try:
+                super().quit()
+            finally:
+                shutil.rmtree(self.profile, ignore_errors=True)
 
     profile = tempfile.mkdtemp(prefix="shopfloor-chromium-")
     options = webdriver.ChromeOptions()
@@ -38,17 +48,7 @@ def chromium(width: int = 1920, height: int = 1080, lang: str = "en-US") -> Any:
                 "--disable-dev-shm-usage", "--no-first-run", "--hide-scrollbars", f"--user-data-dir={profile}",
                 f"--window-size={width},{height}", f"--lang={lang}"):
         options.add_argument(arg)
-    service = Service(executable_path=_first(CHROMEDRIVER, "chromedriver"))
-    driver = webdriver.Chrome(service=service, options=options)
+    driver = Chromium(service=Service(executable_path=_first(CHROMEDRIVER, "chromedriver")), options=options)
+    driver.profile = profile
     driver.set_page_load_timeout(30)
-    profile_dir = profile
-    quit_driver = driver.quit
-
-    def quit_and_clean() -> None:
-        try:
-            quit_driver()
-        finally:
-            shutil.rmtree(profile_dir, ignore_errors=True)
-
-    driver.quit = quit_and_clean
     return driver
