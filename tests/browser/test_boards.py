@@ -13,7 +13,7 @@ from asyncua import ua
 from dashboard import i18n
 from simulators.harness import wait_until
 from tests.browser.conftest import screenshot
-from tests.e2e.conftest import plc_set
+from tests.e2e.conftest import SIM_START, plc_set
 
 pytestmark = pytest.mark.slow
 
@@ -126,3 +126,16 @@ def test_connection_lost_banner_shows_within_10_s_and_clears(shop, browser):
     finally:
         dashboard.popen.send_signal(signal.SIGCONT)
     wait_until(lambda: not banner.is_displayed(), 20, "banner gone after the stream is back")
+
+
+def test_tiles_go_offline_when_the_agent_dies_and_come_back_with_it(shop, browser):
+    open_page(browser, f"{shop.dashboard_url}/lines/line-1?lang=en")
+    agent = next(p for p in shop.procs if p.name == "agent" and p.running)
+    agent.kill()  # no clean stop: the broker sends the agent's will
+    wait_until(lambda: set(tiles(browser).values()) == {"OFFLINE"}, 15, "every tile OFFLINE")
+    reasons = {m["offline_reason"] for m in shop.api("/api/v1/lines/line-1")["machines"].values()}
+    assert reasons == {"agent edge-1 offline"}
+    screenshot(browser, "line-1-agent-offline")
+    shop.procs.remove(agent)
+    shop.agent("--sim-start", SIM_START)
+    wait_until(lambda: "OFFLINE" not in tiles(browser).values(), 30, "tiles live again with the agent back")
