@@ -184,5 +184,6 @@ def health() -> Response:
     ext = _ext()
     live = ext["live"]
     return _json({"live_broker": live.connected, "streams": ext["streams"], "rebuilds": ext["hub"].rebuilds,
+                  "boards_failing": ext["hub"].failing,
                   "history_reads": ext["hub"].history_reads, "live_messages": live.messages,
                   "live_malformed": live.malformed})

@@ -89,6 +89,7 @@ class BoardHub:
         self._thread = threading.Thread(target=self._run, name="shopfloor-boards", daemon=True)
         self.rebuilds = 0
         self.history_reads = 0
+        self.failing: str | None = None  # why the last rebuild failed, while it fails
         live.on_change = self.live_changed
 
     @staticmethod
@@ -171,10 +172,17 @@ class BoardHub:
             if dirty or now - last_full >= 1.0:
                 try:
                     self._rebuild(watched, force_history=False)
-                except HistorianError as exc:
-                    log.warning("boards: the historian did not answer: %s", exc)
-                except Exception:  # a board bug must not end the thread that serves every screen
-                    log.exception("boards: rebuild failed")
+                    if self.failing:
+                        log.info("boards: the historian answers again")
+                    self.failing = None
+                except Exception as exc:  # a board bug must not end the thread that serves every screen
+                    if self.failing is None:  # logged once, and its recovery once: not every second
+                        if isinstance(exc, HistorianError):
+                            log.warning("boards: the historian did not answer: %s; boards keep their last "
+                                        "figures", exc)
+                        else:
+                            log.exception("boards: rebuild failed")
+                    self.failing = str(exc)
                 last_full = now
             self._stop.wait(self.interval_s)  # the coalescing window
 

@@ -51,4 +51,7 @@ def chromium(width: int = 1920, height: int = 1080, lang: str = "en-US") -> Any:
     driver = Chromium(service=Service(executable_path=_first(CHROMEDRIVER, "chromedriver")), options=options)
     driver.profile = profile
     driver.set_page_load_timeout(30)
+    # the window size includes the browser's frame: pin the page itself to width x height, a TV's 1080p
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
     return driver
