@@ -48,7 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "INFLUX_TOKEN); influxdbs:// and influxdb2s:// for HTTPS")
     parser.add_argument("--sim-start", default="auto",
                         help="simulated clock start (ISO time); 'auto' = now when a shift is on, else the last "
-                             "working day's first shift start plus one hour, so the demo always shows production")
+                             "working day's first shift start plus one minute, so the demo always shows a shift "
+                             "with production from its start")
 
 
 def _port_free(port: int) -> bool:
@@ -126,7 +127,7 @@ def demo_config(config: Path, data_dir: Path, mqtt_url: str, opcua_port: int, ag
 
 
 def simulated_start(cfg: FactoryConfig, now: float | None = None) -> str | None:
-    """None when a shift is on now; otherwise an ISO time one hour into the latest past shift start."""
+    """None when a shift is on now; otherwise an ISO time one minute into the latest past shift start."""
     from simulators.plc import WORK, ShiftCalendar
 
     now = time.time() if now is None else now
@@ -140,7 +141,7 @@ def simulated_start(cfg: FactoryConfig, now: float | None = None) -> str | None:
         day = today - timedelta(days=back)
         if days[day.weekday()] in first.days:
             hour, minute = map(int, first.start.split(":"))
-            start = datetime.combine(day, dtime(hour, minute), zone) + timedelta(hours=1)
+            start = datetime.combine(day, dtime(hour, minute), zone) + timedelta(minutes=1)
             if start.timestamp() <= now:
                 return start.isoformat()
     return None

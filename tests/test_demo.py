@@ -12,10 +12,10 @@ SH = ZoneInfo("Asia/Shanghai")
     ("now", "start"),
     [
         (datetime(2026, 11, 23, 10, 0, tzinfo=SH), None),  # Monday, day shift on: real time
-        (datetime(2026, 11, 22, 12, 0, tzinfo=SH), "2026-11-21T09:00:00+08:00"),  # Sunday: Saturday's shift
+        (datetime(2026, 11, 22, 12, 0, tzinfo=SH), "2026-11-21T08:01:00+08:00"),  # Sunday: Saturday's shift
         (datetime(2026, 11, 23, 8, 30, tzinfo=SH), None),  # the night shift ended, the day shift runs
-        # no night shift starts on Sunday, so Monday 07:00 is off; Monday's 09:00 is still ahead: Saturday's
-        (datetime(2026, 11, 23, 7, 0, tzinfo=SH), "2026-11-21T09:00:00+08:00"),
+        # no night shift starts on Sunday, so Monday 07:00 is off; Monday 08:01 is still ahead: Saturday's
+        (datetime(2026, 11, 23, 7, 0, tzinfo=SH), "2026-11-21T08:01:00+08:00"),
     ],
 )
 def test_demo_clock_starts_inside_a_shift(factory_cfg, now, start):
