@@ -79,7 +79,9 @@ def page_login_required(view: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(view)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         if current_user() is None:
-            return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+            # the login page speaks the language of the page that sent the user there
+            return redirect(url_for("auth.login", next=request.full_path.rstrip("?"),
+                                    **({"lang": request.args["lang"]} if request.args.get("lang") else {})))
         return view(*args, **kwargs)
 
     return wrapped

@@ -319,8 +319,10 @@ def machine_detail(cfg: FactoryConfig, historian: Historian, line: Line, machine
     out["timeline"] = [{"state": i.state, "start_ms": ms(max(i.start_ns, part.start_ns)),
                         "end_ms": ms(min(i.end_ns, part.end_ns)), "reason": i.reason}
                        for i in data.states(machine_id) if i.end_ns > part.start_ns]
+    # missing data is not a stop: it is the coverage beside the OEE, not a bar of the Pareto
     out["pareto"] = [{"reason": r, "seconds": round(sec, 1)}
-                     for r, sec in sorted((k.stops_by_reason if k else {}).items(), key=lambda x: -x[1])]
+                     for r, sec in sorted((k.stops_by_reason if k else {}).items(), key=lambda x: -x[1])
+                     if r != "OFFLINE"]
     ideal = queries.ideal_cycles(cfg, line.id)
     hour_ns = 3600 * NS
     counts = data.counts(machine_id)

@@ -105,6 +105,7 @@ def stops(line_id: str) -> Any:
     ctx = page_context("stops", line={"id": line.id, "name": line.name}, csrf_token=csrf_token(),
                        reasons=[{"code": r.code, "name": dict(r.name)} for r in cfg.dashboard.stop_reasons],
                        api={"stops": url_for("api.line_stops", line_id=line.id),
+                            "board": url_for("api.line_board", line_id=line.id),
                             "reason": reason_url.replace("MACHINE", "{machine}").replace("STOP", "{stop_id}")})
     return render("stops.html", ctx)
 

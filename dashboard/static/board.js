@@ -27,7 +27,7 @@
   const SILENCE_MS = 8000;        // no stream message for this long: the connection is lost
   const POLL_MS = 30000;          // snapshot polling while the stream is down (or unavailable)
   const RECONNECT_MAX_MS = 10000; // reconnect backoff cap
-  const LIST_MAX = 6;             // calls shown per list on one screen; the rest is counted
+  const LIST_MAX = 5;             // calls shown per list on one screen; the rest is counted
 
   // --- labels and formats ------------------------------------------------------------------------------------
 
@@ -84,6 +84,8 @@
     },
     minutes(min) { return isNum(min) ? fmt.span(min * 60) : DASH; },
     unit: (u) => (u ? tOr("unit." + u, u) : ""),
+    /** " kg", " 件/分钟", but "%" right after the number. */
+    unitAfter: (u) => (!u ? "" : u === "%" ? "%" : "\u2009" + tOr("unit." + u, u)),
   };
 
   // --- the server's clock ----------------------------------------------------------------------------------
@@ -613,7 +615,7 @@
     const r = row._refs;
     setText(r.name, tOr("pv." + name, name));
     setText(r.value, fmt.value(pv.value));
-    setText(r.unit, fmt.unit(pv.unit));
+    setText(r.unit, fmt.unitAfter(pv.unit));
     const bad = pv.q && pv.q !== "Good" && pv.value !== null;
     row.classList.toggle("bad", Boolean(bad));
   }
@@ -628,6 +630,8 @@
     const rows = list.length <= 4 ? 1 : list.length <= 10 ? 2 : 3;
     const columns = "repeat(" + Math.max(1, Math.ceil(list.length / rows)) + ", minmax(0, 1fr))";
     if (container.style.gridTemplateColumns !== columns) container.style.gridTemplateColumns = columns;
+    const boardNode = container.closest(".line-board");
+    if (boardNode) setAttr(boardNode, "data-rows", rows);
     syncList(container, list, (m) => m.id, buildTile, (node, m) => updateTile(node, m, context));
   }
 
@@ -677,8 +681,8 @@
     if (order) {
       orderNode.removeAttribute("data-i18n");
       setText(orderNode, order.order_id);
-      setText(byId("sum-product"), [order.sku, order.product, isNum(order.target_qty)
-        ? t("tile.target") + " " + fmt.num(order.target_qty) + " " + fmt.unit("pcs") : ""].filter(Boolean).join(" · "));
+      setText(byId("sum-product"), [order.sku, isNum(order.target_qty)
+        ? t("tile.target") + " " + fmt.num(order.target_qty) + " " + fmt.unit("pcs") : "", order.product].filter(Boolean).join(" · "));
     } else {
       setLabel(orderNode, "tile.no_order");
       setText(byId("sum-product"), "");
@@ -725,8 +729,10 @@
     const output = people.operator_output || {};
     syncList(byId("stations"), people.stations || [], (s) => s.id, () => {
       const row = el("tr");
-      row._refs = { name: el("td", "station-name"), ops: el("td", "operators"), head: el("td", "num"), missing: el("td", "num") };
-      row.append(row._refs.name, row._refs.ops, row._refs.head, row._refs.missing);
+      row._refs = { name: el("td", "station-name"), ops: el("div", "ops"), head: el("td", "num"), missing: el("td", "num") };
+      const cell = el("td", "operators");
+      cell.append(row._refs.ops);
+      row.append(row._refs.name, cell, row._refs.head, row._refs.missing);
       return row;
     }, (row, s) => {
       const r = row._refs;
@@ -810,10 +816,10 @@
       r.name.append(r.nameText, r.notUsed);
       r.stockValue = el("b");
       r.stockUnit = el("span", "unit");
-      r.stock.append(r.stockValue, r.stockUnit);
+      r.reorder = el("span", "reorder-mark", "⚠");
+      r.stock.append(r.reorder, r.stockValue, r.stockUnit);
       r.leftValue = el("b");
-      r.reorder = label("small", "badge badge-reorder", "material.below_reorder");
-      r.left.append(r.leftValue, r.reorder);
+      r.left.append(r.leftValue);
       row.append(r.name, r.stock, r.left, r.lots);
       row._refs = r;
       return row;
@@ -822,15 +828,17 @@
       setText(r.nameText, item.name);
       show(r.notUsed, !item.in_bom);
       setText(r.stockValue, fmt.num1(item.stock));
-      setText(r.stockUnit, " " + fmt.unit(item.unit));
+      setText(r.stockUnit, fmt.unitAfter(item.unit));
       setText(r.leftValue, item.in_bom ? fmt.minutes(item.minutes_to_shortage) : DASH);
       show(r.reorder, Boolean(item.below_reorder));
       const soon = isNum(item.minutes_to_shortage) && item.minutes_to_shortage < 60;
       row.classList.toggle("short", soon || Boolean(item.below_reorder));
+      row.classList.toggle("below", Boolean(item.below_reorder));
       r.left.classList.toggle("alert", soon);
       const mine = lots.filter((l) => l.material === item.id);
       setText(r.lots, mine.map((l) => (stationNames[l.station] || l.station) + ": " + (l.lot || DASH)).join(" · "));
     });
+    show(byId("reorder-legend"), (m.items || []).some((i) => i.below_reorder));
     const calls = m.calls || [];
     renderCalls(byId("material-calls"), calls, (c) => c.call_id, (li, c) => {
       const r = li._refs;
@@ -1024,7 +1032,8 @@
 
     // Browsers allow full screen only after a gesture; a kiosk browser started with --kiosk already is.
     const hint = byId("kiosk-hint");
-    if (hint && !document.fullscreenElement && document.documentElement.requestFullscreen) {
+    const fullAlready = document.fullscreenElement || (window.innerHeight >= screen.height - 1 && window.innerWidth >= screen.width - 1);
+    if (hint && !fullAlready && document.documentElement.requestFullscreen) {
       show(hint, true);
       setTimeout(() => show(hint, false), 15000);
       const goFull = () => {
@@ -1061,6 +1070,8 @@
   }
 
   renderLegend(byId("legend"), STATES);
+  // A page without board data (sign-in) has no shift to show.
+  if (!API.stream && !API.board && !API.stops) show(byId("shift"), false);
   tick();
   setInterval(tick, 1000);
 

@@ -25,7 +25,12 @@
   const GOOD = color("--good") || "#2fb85f";
   const WARN = color("--warn") || "#ffb020";
   const FONT = color("--font") || "sans-serif";
-  const FONT_SIZE = Math.max(12, Math.round(window.innerHeight * 0.015));
+  // OFFLINE is striped on the boards; on a chart, a lighter grey with a hatch (ECharts decal) says the same.
+  const OFFLINE_STYLE = {
+    color: "#4a525e",
+    decal: { symbol: "rect", symbolSize: 1, color: "rgba(255,255,255,0.18)", dashArrayX: [1, 0], dashArrayY: [3, 5], rotation: -Math.PI / 4 },
+  };
+  const FONT_SIZE = Math.max(12, Math.min(16, Math.round(Math.min(window.innerHeight, window.innerWidth * 0.5625) * 0.014)));
 
   // --- chart instances ---------------------------------------------------------------------------------------
 
@@ -62,11 +67,15 @@
     splitLine: { lineStyle: { color: RULE, opacity: 0.5 } },
   };
   const tooltipCommon = { backgroundColor: "rgba(16,20,28,0.95)", borderColor: RULE, textStyle: { color: TEXT, fontSize: FONT_SIZE } };
-  const timeAxis = (shift) => Object.assign({
+  // Times in the site's time zone (ECharts would use the browser's); seconds shown on spans under 20 minutes.
+  const timeAxis = (shift, spanMs) => Object.assign({
     type: "time",
     min: shift ? shift.start_ms : undefined,
     max: shift ? Math.min(shift.end_ms, Math.max(S.clock.now(), shift.start_ms + 60000)) : undefined,
-    axisLabel: { color: DIM, fontSize: FONT_SIZE, formatter: (v) => fmt.hm(v), hideOverlap: true },
+    axisLabel: {
+      color: DIM, fontSize: FONT_SIZE, hideOverlap: true,
+      formatter: (v) => (isNum(spanMs) && spanMs < 20 * 60000 ? fmt.time(v) : fmt.hm(v)),
+    },
   }, { axisLine: axisCommon.axisLine, splitLine: { show: false } });
 
   // --- the charts ------------------------------------------------------------------------------------------
@@ -75,7 +84,7 @@
     const items = (detail.timeline || []).filter((i) => isNum(i.start_ms) && isNum(i.end_ms));
     const data = items.map((i) => ({
       value: [0, i.start_ms, i.end_ms, i.state, i.reason || ""],
-      itemStyle: { color: STATE_COLORS[i.state] || "#888" },
+      itemStyle: i.state === "OFFLINE" ? OFFLINE_STYLE : { color: STATE_COLORS[i.state] || "#888" },
     }));
     draw(byId("chart-timeline"), {
       grid: { left: 10, right: 24, top: 8, bottom: 34, containLabel: false },
@@ -118,7 +127,7 @@
       yAxis: Object.assign({ type: "value", name: fmt.unit("pcs"), nameTextStyle: { color: DIM } }, axisCommon),
       series: [
         {
-          name: t("chart.good"), type: "bar", barMaxWidth: 48,
+          name: t("chart.good"), type: "bar", barMaxWidth: 48, itemStyle: { color: GOOD },
           data: hours.map((h) => ({
             value: h.good,
             itemStyle: { color: isNum(h.plan) && h.plan > 0 && h.good < 0.9 * h.plan ? WARN : GOOD },
@@ -126,7 +135,7 @@
           label: { show: true, position: "top", color: TEXT, fontSize: FONT_SIZE * 0.9 },
         },
         {
-          name: t("chart.plan"), type: "line", step: "middle", symbol: "none",
+          name: t("chart.plan"), type: "line", symbol: "circle", symbolSize: 8,
           lineStyle: { color: TEXT, type: "dashed", width: 2 }, itemStyle: { color: TEXT },
           data: hours.map((h) => (isNum(h.plan) ? h.plan : "-")),
         },
@@ -142,12 +151,12 @@
     draw(byId("chart-pareto"), {
       grid: { left: 56, right: 56, top: 36, bottom: 56 },
       legend: { top: 0, textStyle: { color: DIM, fontSize: FONT_SIZE }, data: [t("chart.duration_min"), t("chart.cumulative")] },
-      tooltip: Object.assign({ trigger: "axis" }, tooltipCommon, {
-        valueFormatter: (v) => (isNum(v) && v <= 1 && v >= 0 ? fmt.pct(v) : fmt.num1(v)),
-      }),
+      tooltip: Object.assign({ trigger: "axis" }, tooltipCommon),
       xAxis: Object.assign({
         type: "category",
-        data: rows.map((r) => (r.reason ? S.reasonName(r.reason) : t("chart.no_reason"))),
+        // Without a reason the stop counts under its state ("STOPPED", "FAULT"...): shown as that state's name.
+        data: rows.map((r) => (!r.reason ? t("chart.no_reason")
+          : STATES.includes(r.reason) ? t(S.stateLabelKey(r.reason)) : S.reasonName(r.reason))),
       }, axisCommon, { axisLabel: { color: DIM, fontSize: FONT_SIZE, interval: 0, rotate: rows.length > 5 ? 25 : 0 }, splitLine: { show: false } }),
       yAxis: [
         Object.assign({ type: "value", name: fmt.unit("min"), nameTextStyle: { color: DIM } }, axisCommon),
@@ -157,12 +166,14 @@
       series: [
         {
           name: t("chart.duration_min"), type: "bar", barMaxWidth: 56,
+          tooltip: { valueFormatter: (v) => fmt.num1(v) + " " + fmt.unit("min") },
           itemStyle: { color: STATE_COLORS.STOPPED },
           data: rows.map((r) => Math.round(r.seconds / 6) / 10),
           label: { show: true, position: "top", color: TEXT, fontSize: FONT_SIZE * 0.9 },
         },
         {
           name: t("chart.cumulative"), type: "line", yAxisIndex: 1, symbolSize: 8,
+          tooltip: { valueFormatter: (v) => fmt.pct(v) },
           lineStyle: { color: TEXT, width: 2 }, itemStyle: { color: TEXT },
           data: cumulative,
         },
@@ -170,10 +181,20 @@
     });
   }
 
+  function untilNow(points, now) {
+    if (!points || !points.length) return [];
+    const last = points[points.length - 1];
+    return last[0] < now ? points.concat([[now, last[1]]]) : points;
+  }
+
   function drawTrends(detail) {
     const container = byId("trends");
     const units = detail.units || {};
     const names = Object.keys(detail.trends || {}).sort();
+    // One time range for every trend, up to now: a value that has not changed since (deadband) runs on to now.
+    const now = isNum(detail.now_ms) ? detail.now_ms : S.clock.now();
+    const starts = names.map((n) => detail.trends[n]).filter((p) => p.length).map((p) => p[0][0]);
+    const range = { start_ms: starts.length ? Math.min(...starts) : now - 3600000, end_ms: now };
     // Boxes of values no longer reported go, with their charts.
     for (const box of Array.from(container.children)) {
       if (!names.includes(box.dataset.key)) dropChart(box._refs.chart);
@@ -190,12 +211,12 @@
       requestAnimationFrame(() => draw(box._refs.chart, {
         grid: { left: 56, right: 16, top: 12, bottom: 30 },
         tooltip: Object.assign({ trigger: "axis", valueFormatter: (v) => fmt.value(v) + (unit ? " " + unit : "") }, tooltipCommon),
-        xAxis: timeAxis(null),
+        xAxis: Object.assign(timeAxis(range, range.end_ms - range.start_ms), { max: range.end_ms }),
         yAxis: Object.assign({ type: "value", scale: true }, axisCommon),
         series: [{
           type: "line", showSymbol: false, sampling: "lttb", lineStyle: { width: 2, color: "#4dabf7" },
           areaStyle: { color: "rgba(77,171,247,0.08)" },
-          data: detail.trends[name],
+          data: untilNow(detail.trends[name], now),
         }],
       }));
     });

@@ -46,6 +46,9 @@
   function render(data) {
     if (!CFG.api.stream) S.renderShift(data.shift);
     const stops = data.stops || [];
+    // An ongoing stop ends "now" on the server's clock: without a stream that is the page's clock.
+    const now = Math.max(...stops.filter((s) => s.open && isNum(s.end_ms)).map((s) => s.end_ms), -Infinity);
+    if (!S.clock.fromHeartbeat && isNum(now)) S.clock.learn(now, false);
     syncList(tbody, stops, (s) => s.machine + "/" + s.id, buildRow, updateRow);
     show(byId("stops-empty"), stops.length === 0);
   }
