@@ -11,7 +11,8 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
-from bench import influx, report, scenarios
+from bench import dashboard, influx, report, scenarios
+from bench.dashboard import DashboardOptions
 from bench.influx import InfluxOptions
 from bench.scenarios import Options
 
@@ -19,11 +20,14 @@ from bench.scenarios import Options
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="short runs: a smoke check in about 2 minutes (2 more for the InfluxDB scenarios)")
-    parser.add_argument("--only", choices=("mqtt", "opcua", "influx"),
-                        help="run only the MQTT, the OPC UA or the InfluxDB scenarios")
+                        help="short runs: a smoke check in about 2 minutes (2 more for the InfluxDB scenarios, "
+                             "2-3 more for the dashboard)")
+    parser.add_argument("--only", choices=("mqtt", "opcua", "influx", "dashboard"),
+                        help="run only the MQTT, the OPC UA, the InfluxDB or the dashboard scenarios")
     parser.add_argument("--seconds", type=float, metavar="N",
                         help="length of each measurement (default 25 s; the MQTT latency run 15 s)")
+    parser.add_argument("--hold-seconds", type=float, metavar="N",
+                        help="how long the dashboard's 50 streams are held (default 180 s; --quick 40 s)")
     parser.add_argument("--record", action="store_true", help="rewrite the results section of docs/benchmarks.md")
     parser.add_argument("--profile", action="store_true",
                         help="py-spy the agent: during the 20,000/s MQTT flood and for 15 s after the "
@@ -59,6 +63,26 @@ def influx_options(args: argparse.Namespace) -> InfluxOptions:
     return opts
 
 
+def dashboard_options(args: argparse.Namespace) -> DashboardOptions:
+    """Sizes of the dashboard scenarios: 30 state changes, 50 streams held 180 s, 8 API clients for 30 s."""
+    opts = DashboardOptions(keep=args.keep)
+    if args.quick:
+        opts.changes, opts.hold_s, opts.sample_every_s, opts.api_s = 12, 40.0, 2.0, 10.0
+    if args.hold_seconds:
+        opts.hold_s = args.hold_seconds
+        opts.sample_every_s = max(opts.sample_every_s, args.hold_seconds / 200)
+    return opts
+
+
+def _dashboard_step(opts: DashboardOptions) -> dict[str, Any]:
+    """The dashboard scenarios share one system; a failure to start it is still a dashboard result."""
+    try:
+        return dashboard.run(opts)
+    except Exception as exc:
+        traceback.print_exc()
+        return {"scenario": "dashboard", "label": "dashboard", "error": f"{type(exc).__name__}: {exc}"}
+
+
 def plan(args: argparse.Namespace, opts: Options,
          results: list[dict[str, Any]]) -> list[tuple[str, Callable[[], dict[str, Any] | None]]]:
     """The scenarios to run, in order; a step returning None is skipped (it did not apply)."""
@@ -87,6 +111,10 @@ def plan(args: argparse.Namespace, opts: Options,
         steps += [(f"outbox drain of {iopts.drain_points:,} points into InfluxDB", lambda: influx.drain(iopts)),
                   (f"InfluxDB outage of {iopts.outage_s:.0f} s and the catch-up", lambda: influx.outage(iopts)),
                   (f"shift OEE queries over {iopts.history_days} days in InfluxDB", lambda: influx.queries(iopts))]
+    if args.only in (None, "dashboard"):
+        dopts = dashboard_options(args)
+        steps.append((f"dashboard: PLC change -> DOM latency, {dopts.streams} streams held {dopts.hold_s:.0f} s, "
+                      f"board API under load", lambda: _dashboard_step(dopts)))
     return steps
 
 
@@ -129,11 +157,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not results:
         return 130 if interrupted else 1
     print()
-    print(report.table(results))
+    if report.agent_results(results):
+        print(report.table(results))
+    for line in report.dashboard_tables(results):
+        print(line)
     if report.query_rows(results):
         print()
         print(report.query_table(results))
-    for line in report.notes(results):
+    for line in report.notes(results) + report.dashboard_notes(results):
         print(f"- {line.replace('**', '')}")
     for line in report.profile_text(results):
         print(line.replace("`", ""))
@@ -143,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"recorded in {report.record(results, info, argv, when).relative_to(report.ROOT)}")
     if interrupted:
         return 130
-    return 1 if any("error" in r for r in results) else 0
+    return 1 if any("error" in r or r.get("errors") for r in results) else 0
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 from datetime import UTC, datetime
 from importlib import metadata
@@ -16,6 +17,7 @@ import psutil
 
 from bench.procs import ROOT
 from simulators.broker import find_mosquitto
+from simulators.browser import CHROMIUM
 from simulators.influxdb import find_influxd
 
 RESULTS_DIR = ROOT / "bench" / "results"
@@ -55,12 +57,16 @@ loopback port (`simulators/influxdb.py`):
   40 runs, target p95 below 300 ms), of every shift's OEE over the 30 days from one read, and of one shift's OEE
   in the SQLite historian filled with the same points.
 
+The e-board dashboard (its own section, which also says how it is measured): latency from a machine's state
+change at the PLC simulator to the tile's update in headless Chromium (target p95 under 2 s), 50 live streams held
+with the dashboard's memory sampled, and the board API's latency under load while they are held.
+
 Timing targets are reported, never asserted. Latencies are upper bounds: a row is seen at the first poll after
 its commit, so each figure can overstate the truth by up to the stated polling resolution. On a small machine the
 simulators, the broker and the bench's own polling share the CPU with the agent: their CPU is listed too.
 
 How to reproduce: `make bench` (or `.venv/bin/python -m bench`); `--quick` for a short smoke run,
-`--only mqtt|opcua|influx`, `--seconds N`, `--outage-seconds N`, `--profile` for a py-spy profile of the agent under MQTT and OPC UA load,
+`--only mqtt|opcua|influx|dashboard`, `--seconds N`, `--outage-seconds N`, `--profile` for a py-spy profile of the agent under MQTT and OPC UA load,
 `--record` to rewrite the results section below. Raw figures of every run go to `bench/results/<UTC time>.json`.
 """
 
@@ -100,16 +106,13 @@ def machine_info() -> dict[str, Any]:
             influxdb = "unknown"
 
     chromium = "not installed"
-    try:
-        from simulators.browser import CHROMIUM, BrowserMissing, _first
-
-        out = subprocess.run([_first(CHROMIUM, "chromium"), "--version"], capture_output=True, text=True, timeout=10,
-                             check=False)
-        chromium = out.stdout.split()[1]  # "Chromium 156.0.8078.108 built on Debian ..."
-    except BrowserMissing:
-        pass
-    except (OSError, IndexError, subprocess.TimeoutExpired):
-        chromium = "unknown"
+    browser = next((b for b in CHROMIUM if Path(b).exists()), None) or shutil.which("chromium")
+    if browser:
+        try:
+            out = subprocess.run([browser, "--version"], capture_output=True, text=True, timeout=10, check=False)
+            chromium = out.stdout.split()[1]  # "Chromium 156.0.8078.108 built on Debian ..."
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            chromium = "unknown"
 
     return {"cpu": cpu or "unknown", "cores": os.cpu_count(), "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
             "os": platform.platform(), "python": platform.python_version(), "asyncua": version("asyncua"),
@@ -308,6 +311,170 @@ def profile_text(results: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+# --- the dashboard ------------------------------------------------------------------------------------------
+
+DASHBOARD_METHOD = (
+    "One system at `make demo` speed 1 on a simulated Monday 09:00 (day shift): Mosquitto, the PLC simulator, the "
+    "line simulator, the agent (SQLite historian) and the dashboard (waitress), each its own process on free "
+    "loopback ports. **PLC -> DOM**: the line page in headless Chromium with a MutationObserver stamping every "
+    "change of a tile's `data-state` (`performance.timeOrigin + performance.now()`, the bench's and the browser's "
+    "wall clocks compared before and after); the bench forces FAULT and RUNNING in turn on the line's machines at "
+    "the PLC simulator (its `Force` node, one OPC UA session held open, the time taken just before each write) and "
+    "matches each write with the tile's first change to that state. The path: the simulator's 100 ms tick, the "
+    "OPC UA subscription (100 ms publishing), the agent's outbox and historian commit, its live publisher (200 ms "
+    "coalescing), Mosquitto, the dashboard's hub (250 ms coalescing), the SSE stream, board.js. The same changes "
+    "are also timed at the agent's live MQTT topic and at a bench SSE client on the line, to split the latency. "
+    "**Streams**: plain http.client clients, a thread each, hold `/api/v1/stream` (most on the line, some on the "
+    "overview) while the dashboard's RSS is sampled (psutil); the slope is a least-squares fit. **Board API**: "
+    "with the streams still held, keep-alive clients in the bench process request `/api/v1/lines/line-1` and "
+    "`/api/v1/overview` in turn, as fast as answers come. Timing targets are reported, never asserted.")
+
+LATENCY_COLUMNS = ("PLC change -> DOM", "changes", "matched", "missed", "p50 ms", "p95 ms", "max ms",
+                   "target p95 ms", "live topic ms", "SSE ms", "DOM ms")
+STREAM_COLUMNS = ("streams held", "clients", "held s", "RSS start MB", "RSS end MB", "slope MB/h",
+                  "2nd half MB/h", "dashboard CPU%",
+                  "line: events/client min / median", "overview: min / median", "longest silence s",
+                  "streams (health)")
+API_COLUMNS = ("board API under load", "clients", "seconds", "requests/s", "p50 ms", "p99 ms", "max ms", "errors",
+               "streams held")
+
+
+def dashboard_results(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in results if r.get("scenario") == "dashboard"]
+
+
+def _dashboard_rows(r: dict[str, Any]) -> tuple[list[list[str]], list[list[str]], list[list[str]]]:
+    errors = r.get("errors", {})
+    if "error" in r:
+        errors = {"latency": r["error"], "streams": r["error"]}
+    lat, st, api = r.get("latency"), r.get("streams"), r.get("api")
+    if lat:
+        stage = lat["median_stage_ms"]
+        a = [["line-1 machines", _fmt(lat["changes"]), _fmt(lat["matched"]), _fmt(lat["missed"]), _fmt(lat["p50_ms"]),
+              _fmt(lat["p95_ms"]), _fmt(lat["max_ms"]), _fmt(lat["target_p95_ms"]),
+              _fmt(stage["live_topic_ms"]), _fmt(stage["sse_ms"]), _fmt(stage["dom_ms"])]]
+    else:
+        a = [["line-1 machines", "error: " + str(errors.get("latency", "not run"))[:80], *[""] * (len(LATENCY_COLUMNS) - 2)]]
+    if st:
+        ev = st["events"]
+
+        def spread(kind: str) -> str:
+            e = ev.get(kind)
+            return f"{_fmt(e['events_min'])} / {_fmt(e['events_median'])}" if e else "-"
+
+        b = [[f"{st['scopes']['line']} line + {st['scopes']['overview']} overview", _fmt(st["clients"]),
+              _fmt(st["held_s"]), _fmt(st["rss_start_mb"]), _fmt(st["rss_end_mb"]), _fmt(st["rss_slope_mb_per_h"]),
+              _fmt(st.get("rss_slope_second_half_mb_per_h")), _fmt(st["dashboard_cpu_pct"]), spread("line"), spread("overview"), _fmt(ev["max_silence_s"]),
+              _fmt(st["health_streams_held"])]]
+    else:
+        b = [["-", "error: " + str(errors.get("streams", "not run"))[:80], *[""] * (len(STREAM_COLUMNS) - 2)]]
+    if api:
+        c = [["line board + overview", _fmt(api["clients"]), _fmt(api["seconds"]), _fmt(api["requests_per_s"]),
+              _fmt(api["p50_ms"]), _fmt(api["p99_ms"]), _fmt(api["max_ms"]), _fmt(api["errors"]),
+              _fmt(api["streams_held"])]]
+    else:
+        c = [["line board + overview", "error: " + str(errors.get("streams", "not run"))[:80], *[""] * (len(API_COLUMNS) - 2)]]
+    return a, b, c
+
+
+def dashboard_tables(results: list[dict[str, Any]], markdown: bool = False) -> list[str]:
+    """The dashboard's three tables, one per part, as text (or Markdown)."""
+    out = []
+    render = _markdown if markdown else _text_table
+    for r in dashboard_results(results):
+        for columns, body in zip((LATENCY_COLUMNS, STREAM_COLUMNS, API_COLUMNS), _dashboard_rows(r), strict=True):
+            out += [render(columns, body), ""]
+    return out[:-1]
+
+
+def _cpu(cpu: dict[str, float]) -> str:
+    named = ", ".join(f"{k} {v:.0f}%" for k, v in cpu.items() if k != "machine_total_pct_of_all_cores")
+    return f"{named}; the whole machine {cpu.get('machine_total_pct_of_all_cores', 0):.0f}% of all cores"
+
+
+def dashboard_notes(results: list[dict[str, Any]]) -> list[str]:
+    """What the dashboard tables leave out, one line per part."""
+    out = []
+    for r in dashboard_results(results):
+        s = r.get("settings", {})
+        if "error" in r:
+            out.append(f"**Dashboard**: did not run: {r['error']}")
+            continue
+        lat, st, api = r.get("latency"), r.get("streams"), r.get("api")
+        if lat:
+            met = "met" if lat["p95_ms"] <= lat["target_p95_ms"] and not lat["missed"] else "missed"
+            clock = lat["clock_offset_ms"]
+            out.append(
+                f"**PLC change -> DOM**: {lat['changes']} forced changes (FAULT and RUNNING in turn on "
+                f"{', '.join(sorted(lat['first_states']))}, one every {s.get('gap_s')} s, seeded), "
+                f"{lat['matched']} seen on the page, {lat['missed']} missed: p50 {_fmt(lat['p50_ms'])} ms, p95 "
+                f"{_fmt(lat['p95_ms'])} ms, max {_fmt(lat['max_ms'])} ms (target p95 under "
+                f"{lat['target_p95_ms']:,.0f} ms: {met}). Medians along the path: the agent's live MQTT topic "
+                f"{_fmt(lat['median_stage_ms']['live_topic_ms'])} ms after the write, the line's SSE patch "
+                f"{_fmt(lat['median_stage_ms']['sse_ms'])} ms, the tile {_fmt(lat['median_stage_ms']['dom_ms'])} ms "
+                f"(missed at the topic {lat['live_topic_missed']}, at the SSE client {lat['sse_missed']}). Browser "
+                f"clock minus bench clock {clock['before']} ms before, {clock['after']} ms after (+-"
+                f"{clock['uncertainty']} ms); the page showed every machine live {lat['page_ready_s']} s after "
+                f"loading. CPU (% of one core) meanwhile: {_cpu(lat['cpu_pct'])}.")
+        if st:
+            ev = st["events"]
+            scopes = ", ".join(f"{kind} clients {ev[kind]['patches_min']}-{_fmt(ev[kind]['patches_median'])} patches"
+                               for kind in ("line", "overview") if kind in ev)
+            out.append(
+                f"**Streams held**: {st['clients']} clients ({st['scopes']['line']} on line-1, "
+                f"{st['scopes']['overview']} on the overview) had their first snapshot within "
+                f"{st['all_connected_s']} s (median {_fmt(st['connect_p50_ms'])} ms). Dashboard RSS "
+                f"{st['rss_before_mb']} MB before them, {st['rss_start_mb']} MB once all were held "
+                f"(about {st['per_stream_kb']} KB a stream), {st['rss_end_mb']} MB after {st['held_s']} s (max "
+                f"{st['rss_max_mb']} MB, {len(st['rss_samples'])} samples every {s.get('sample_every_s')} s, least-squares "
+                f"slope {_fmt(st['rss_slope_mb_per_h'])} MB/h over the hold, "
+                f"{_fmt(st.get('rss_slope_second_half_mb_per_h'))} MB/h over its second half); {api['rss_end_mb'] if api else '-'} MB after the API load, "
+                f"{st['rss_after_close_mb']} MB after the streams closed; peak (VmHWM) "
+                f"{r.get('dashboard_peak_rss_mb')} MB. Per client over the hold (min-median): {scopes}; heartbeats "
+                f"{ev['heartbeats_min']}-{_fmt(ev['heartbeats_median'])} (sent only when 3 s pass without a patch); "
+                f"longest silence of any client {ev['max_silence_s']} s, {ev['silent_clients']} silent clients, "
+                f"{ev['snapshots_after_first']} snapshots re-sent; {st['closed_by_server']} closed by the server, "
+                f"errors: {', '.join(st['errors']) or 'none'}. /api/v1/health: {st['health_streams_held']} streams "
+                f"held, {st['health_streams_end']} at the end of the hold, {st['health_streams_after_close']} after "
+                f"the clients closed; {st['rebuilds']:,} board rebuilds and {st['history_reads']:,} historian reads "
+                f"by then. CPU over the hold: {_cpu(st['cpu_pct'])}.")
+        if api:
+            paths = "; ".join(f"`{p}` {v['requests']:,} requests, p50 {_fmt(v['p50_ms'])} ms, p99 "
+                              f"{_fmt(v['p99_ms'])} ms" for p, v in api["per_path"].items())
+            during = api["stream_events_during"]
+            out.append(
+                f"**Board API under load**: {api['clients']} keep-alive clients for {api['seconds']} s while "
+                f"{api['streams_held']} streams were held: {api['requests']:,} requests ({paths}), "
+                f"{api['kb_per_request']} KB an answer, {api['errors']} errors"
+                f"{' (' + '; '.join(api['error_examples']) + ')' if api['error_examples'] else ''}. The streams "
+                f"meanwhile: at least {during['events_min']} events per client, longest silence "
+                f"{during['max_silence_s']} s. The load generator runs in the bench process on the same 2 cores; "
+                f"CPU: {_cpu(api['cpu_pct'])}.")
+        errors = r.get("errors")
+        if errors:
+            out.append("**Failed parts**: " + "; ".join(f"{k}: {v}" for k, v in errors.items()))
+        warnings = r.get("log_warnings") or []
+        out.append(f"Dashboard log: {len(warnings)} warning/error lines" + (": " + " | ".join(
+            f"`{w}`" for w in warnings[:3]) if warnings else "") + f". System up in {r.get('startup_s')} s; load average (1, 5, 15 min) "
+                   f"{', '.join(map(str, r.get('load_average_before', [])))} before the run, "
+                   f"{', '.join(map(str, r.get('load_average_after', [])))} after it. "
+                   f"Settings: {', '.join(f'{k} {v}' for k, v in s.items())}.")
+    return out
+
+
+def _dashboard_section(results: list[dict[str, Any]], info: dict[str, Any], argv: list[str],
+                       when: datetime) -> list[str]:
+    return [_start("dashboard"), "", f"## Dashboard results ({when.strftime('%Y-%m-%d %H:%M')} UTC)", "",
+            DASHBOARD_METHOD, "",
+            f"Command: `python -m bench{''.join(' ' + a for a in argv)}`", "",
+            f"Machine: {info['cpu']}, {info['cores']} cores, {info['ram_gb']} GB RAM; {info['os']}; "
+            f"Python {info['python']}, waitress {info.get('waitress')}, Flask {info.get('flask')}, Chromium "
+            f"{info.get('chromium')}, asyncua {info['asyncua']}, paho-mqtt {info['paho_mqtt']}, Mosquitto "
+            f"{info['mosquitto']}.", "",
+            *dashboard_tables(results, markdown=True), "",
+            *(f"- {line}" for line in dashboard_notes(results)), "", _end("dashboard")]
+
+
 def save_json(results: list[dict[str, Any]], info: dict[str, Any], argv: list[str], when: datetime) -> Path:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{when.strftime('%Y%m%dT%H%M%SZ')}.json"
@@ -343,15 +510,19 @@ def _end(marker: str) -> str:
 
 def record(results: list[dict[str, Any]], info: dict[str, Any], argv: list[str], when: datetime) -> Path:
     """Rewrite the results sections of docs/benchmarks.md that this run has figures for (the agent's MQTT and
-    OPC UA scenarios; the InfluxDB ones), creating the file with its intro if missing. A run with `--only`
-    leaves the other section as it was."""
+    OPC UA scenarios; the InfluxDB ones; the dashboard's), creating the file with its intro if missing. A run
+    with `--only` leaves the other sections as they were."""
     text = DOC.read_text(encoding="utf-8") if DOC.exists() else INTRO + "\n"
-    groups = [("results", "Results", [r for r in results if not r.get("scenario", "").startswith("influx")]),
-              ("influx", "InfluxDB results", [r for r in results if r.get("scenario", "").startswith("influx")])]
+    agent = agent_results(results)
+    groups = [("results", "Results", [r for r in agent if not r.get("scenario", "").startswith("influx")]),
+              ("influx", "InfluxDB results", [r for r in agent if r.get("scenario", "").startswith("influx")]),
+              ("dashboard", "Dashboard results", dashboard_results(results))]
     for marker, title, group in groups:
         if not group:
             continue
-        section = "\n".join(_section(marker, title, group, info, argv, when))
+        lines = (_dashboard_section(group, info, argv, when) if marker == "dashboard"
+                 else _section(marker, title, group, info, argv, when))
+        section = "\n".join(lines)
         head_marker = _start(marker).split(" ")[0]
         if head_marker in text and _end(marker) in text:
             head = text[:text.index(head_marker)]

@@ -80,8 +80,10 @@ def page_login_required(view: Callable[..., Any]) -> Callable[..., Any]:
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         if current_user() is None:
             # the login page speaks the language of the page that sent the user there
-            return redirect(url_for("auth.login", next=request.full_path.rstrip("?"),
-                                    **({"lang": request.args["lang"]} if request.args.get("lang") else {})))
+            values: dict[str, Any] = {"next": request.full_path.rstrip("?")}
+            if request.args.get("lang"):
+                values["lang"] = request.args["lang"]
+            return redirect(url_for("auth.login", **values))
         return view(*args, **kwargs)
 
     return wrapped
