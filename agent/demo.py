@@ -212,8 +212,11 @@ def run_demo(args: argparse.Namespace) -> int:
 
     def spawn(name: str, argv: list[str]) -> None:
         kwargs: dict[str, Any] = {}
+        # own process groups: Ctrl-C reaches only the demo, which then stops the children in order
         if os.name == "nt":
             kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
+        else:
+            kwargs["start_new_session"] = True
         children.append((name, subprocess.Popen(cli + argv, **kwargs)))
 
     stop = False
@@ -259,10 +262,11 @@ def run_demo(args: argparse.Namespace) -> int:
                     stop = True
             time.sleep(0.2)
     finally:
+        # one at a time, readers before what they read: the dashboard, the agent (it closes its OPC UA
+        # session while the PLC simulator still answers), then the simulators
         for _name, child in reversed(children):
             if child.poll() is None:
                 child.send_signal(signal.CTRL_BREAK_EVENT if os.name == "nt" else signal.SIGTERM)  # type: ignore[attr-defined]
-        for _name, child in reversed(children):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(timeout=15)
             if child.poll() is None:

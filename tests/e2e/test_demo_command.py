@@ -1,7 +1,9 @@
-"""`shopfloor demo`: one command brings up simulators, broker and agent, and Ctrl-C stops all of it."""
+"""`shopfloor demo`: one command brings up simulators, broker, agent and dashboard, and Ctrl-C stops all of it."""
 
+import json
 import signal
 import sqlite3
+import urllib.request
 
 from simulators.broker import free_port
 from tests.e2e.conftest import Proc, wait_until
@@ -19,9 +21,9 @@ def rows(path, table):
 
 
 def test_demo_fills_the_historian_within_30s_and_stops_cleanly(tmp_path):
-    agent_port = free_port()
+    agent_port, dashboard_port = free_port(), free_port()
     demo = Proc("demo", ["demo", "--data-dir", str(tmp_path / "demo"), "--agent-port", str(agent_port),
-                         "--opcua-port", str(free_port()), "--speed", "60"], tmp_path)
+                         "--opcua-port", str(free_port()), "--port", str(dashboard_port), "--speed", "60"], tmp_path)
     demo.start(ready="Press Ctrl-C to stop everything.", timeout=30)
     try:
         historian = tmp_path / "demo" / "agent" / "historian.sqlite3"
@@ -30,6 +32,14 @@ def test_demo_fills_the_historian_within_30s_and_stops_cleanly(tmp_path):
                    30, "the demo's historian to fill")
         out = demo.log()
         assert f"http://127.0.0.1:{agent_port}/healthz" in out and "historian" in out
+        assert f"dashboard        http://127.0.0.1:{dashboard_port}" in out
+
+        def overview():
+            with urllib.request.urlopen(f"http://127.0.0.1:{dashboard_port}/api/v1/overview", timeout=5) as r:
+                return json.loads(r.read())
+
+        wait_until(lambda: all(line["states"] and "OFFLINE" not in line["states"]
+                               for line in overview()["lines"].values()), 30, "both lines live on the dashboard")
     finally:
         code = demo.stop(signal.SIGINT, timeout=30)
     assert code == 0, demo.log()[-3000:]
@@ -41,7 +51,7 @@ def test_demo_on_influxdb(tmp_path, influx_server):
 
     database = f"demo_{free_port()}"  # the demo creates it
     demo = Proc("demo-influx", ["demo", "--data-dir", str(tmp_path / "demo"), "--agent-port", str(free_port()),
-                                "--opcua-port", str(free_port()), "--speed", "60",
+                                "--opcua-port", str(free_port()), "--port", str(free_port()), "--speed", "60",
                                 "--historian", f"influxdb://127.0.0.1:{influx_server.port}/{database}"], tmp_path)
     demo.start(ready="Press Ctrl-C to stop everything.", timeout=30)
     try:
