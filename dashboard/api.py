@@ -110,7 +110,7 @@ def stop_reason(line_id: str, machine_id: str, stop_id: str) -> Response:
     if not isinstance(body, dict) or body.get("reason") not in codes:
         return problem(422, "Unknown stop reason",
                        f"send JSON {{\"reason\": CODE}} with CODE one of {', '.join(codes)}", allowed=codes)
-    if not stop_id.isdigit():
+    if not (stop_id.isascii() and stop_id.isdigit()):
         return problem(404, "No such stop", "a stop id is the stop's start time in nanoseconds, as listed by "
                                             f"/api/v1/lines/{line_id}/stops")
     try:
@@ -152,13 +152,22 @@ def stream() -> Response:
         ext["streams"] += 1
     heartbeat_s = cfg.dashboard.heartbeat_s
     now_ns = ext["now_ns"]
+    held = [True]
+
+    def release() -> None:
+        # on the generator's end and on the response's close, whichever comes first (a HEAD request or a
+        # client gone before the first byte never runs the generator): the slot is given back exactly once
+        with _streams_lock:
+            if held[0]:
+                held[0] = False
+                ext["streams"] -= 1
 
     def events() -> Iterator[str]:
         try:
             seq, body = hub.get(scope)
             yield "retry: 2000\n\n"
             yield _event("snapshot", {"seq": seq, "board": {**body, "now_ms": now_ns() // board.MS}}, seq)
-            while True:
+            while not hub.stopped:
                 patches = hub.wait(scope, seq, heartbeat_s)
                 if patches is None:
                     seq, body = hub.get(scope)
@@ -170,10 +179,10 @@ def stream() -> Response:
                 else:
                     yield _event("heartbeat", {"now_ms": now_ns() // board.MS, "seq": seq})
         finally:
-            with _streams_lock:
-                ext["streams"] -= 1
+            release()
 
     resp = Response(events(), mimetype="text/event-stream")  # needs no request context: all is bound above
+    resp.call_on_close(release)
     resp.headers["Cache-Control"] = "no-store"
     resp.headers["X-Accel-Buffering"] = "no"
     return resp

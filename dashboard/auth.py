@@ -65,7 +65,8 @@ def api_login_required(view: Callable[..., Any]) -> Callable[..., Any]:
                                                   "user listed in dashboard.users")
             resp.headers["WWW-Authenticate"] = 'Basic realm="shopfloor"'
             return resp
-        if request.authorization is None:
+        basic = request.authorization is not None and request.authorization.type == "basic"
+        if not basic:  # a session rides along with any request the browser makes: it needs the token too
             sent = request.headers.get("X-CSRF-Token", "")
             if not hmac.compare_digest(sent.encode(), str(session.get("csrf", "")).encode()) or not sent:
                 return problem(403, "CSRF token missing or wrong",
@@ -121,7 +122,7 @@ def login() -> Any:
                            csrf_token=csrf_token()), (401 if error else 200)
 
 
-@bp.route("/logout", methods=["POST", "GET"])
+@bp.post("/logout")
 def logout() -> Response:
     session.pop("user", None)
     return redirect(url_for("boards.overview"))  # type: ignore[return-value]

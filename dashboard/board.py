@@ -120,11 +120,13 @@ def line_history(cfg: FactoryConfig, historian: Historian, line_id: str, now_ns:
     last_machine = line.machines[-1].id if line.machines else None
     for machine in line.machines:
         k = kpis.get(machine.id)
-        reasons = {i.start_ns: i.reason for i in data.states(machine.id)} if data else {}
+        states = data.states(machine.id) if data else []
         out["machines"][machine.id] = {
             "oee": oee_json(k) if k else None,
             "order_count": since_order.get(machine.id, {}),
-            "reasons_ms": {str(ms(t)): r for t, r in reasons.items() if r},
+            # the state in force now in the historian, with the reason given to it (a stop may have begun
+            # before the shift: its interval then starts at the shift's start, so it is matched by state)
+            "current": {"state": states[-1].state, "reason": states[-1].reason} if states else None,
         }
     if window is not None and last_machine is not None:
         # the line's output is what its last machine (the end of the line in the config) made
@@ -184,8 +186,10 @@ def _materials(cfg: FactoryConfig, historian: Historian, line: Line, bom: dict[s
     last = line.machines[-1].id if line.machines else None
     rate = 0.0
     if last is not None:
-        counts = queries.machine_counts(historian, line.id, last, now_ns - RATE_WINDOW_S * NS, now_ns + 1)
-        rate = rate_per_min(counts, now_ns + 1, RATE_WINDOW_S)
+        # counts come in minute buckets: read whole buckets and divide by the time they really cover
+        since = (now_ns - RATE_WINDOW_S * NS) // (queries.COUNT_BUCKET_S * NS) * (queries.COUNT_BUCKET_S * NS)
+        counts = queries.machine_counts(historian, line.id, last, since, now_ns + 1)
+        rate = rate_per_min(counts, now_ns + 1, (now_ns + 1 - since) / NS)
     known = {m.id: m for m in cfg.materials}
     items = []
     for material_id in list(bom) + sorted(m for m in levels if m not in bom):
@@ -249,7 +253,8 @@ def with_live(cfg: FactoryConfig, line: Line, history: dict[str, Any], live: Liv
                              "q": payload.get("q"), "ts_ms": payload.get("ts")}
         order = history.get("order")
         count = h.get("order_count", {})
-        reason = h.get("reasons_ms", {}).get(str(since)) if since else None
+        current = h.get("current") or {}
+        reason = (current.get("reason") or None) if current.get("state") == board_state else None
         machines[machine.id] = {
             "id": machine.id, "name": machine.name or machine.id, "type": machine.type, "station": machine.station,
             "state": board_state, "since_ms": since, "offline_reason": offline,
@@ -272,6 +277,7 @@ def with_live(cfg: FactoryConfig, line: Line, history: dict[str, Any], live: Liv
         "live": {"broker": live.connected, "agents": {a.agent: a.online for a in live.agents()}},
         "states": mix, "output": history.get("output"), "machine_ids": list(machines), "machines": machines,
         "people": history["people"], "materials": history["materials"], "computed_ms": history["computed_ms"],
+        "history_error": history.get("history_error"),
     }
 
 
@@ -356,12 +362,16 @@ def stops(cfg: FactoryConfig, historian: Historian, line: Line, now_ns: int,
     part = so_far(window, now_ns)
     rows: list[dict[str, Any]] = []
     for i in historian.state_intervals(part.start_ns, part.end_ns, line=line.id, machine=machine_id):
-        if i.state in queries.STOP_STATES and i.state != "MICROSTOP" and i.start_ns >= part.start_ns:
+        if i.state in queries.STOP_STATES and i.state != "MICROSTOP":
             if rows and rows[-1]["machine"] == i.machine and rows[-1]["state"] == i.state \
                     and rows[-1]["end_ms"] == ms(i.start_ns):
-                rows[-1]["end_ms"] = ms(i.end_ns)  # one stop written as several points
+                # one stop written as several points
+                rows[-1].update(end_ms=ms(i.end_ns), open=i.end_ns >= part.end_ns)
                 continue
-            rows.append({"id": str(i.start_ns), "machine": i.machine, "state": i.state, "start_ms": ms(i.start_ns),
+            start_ns = i.start_ns
+            if start_ns == part.start_ns:  # in force at the shift's start: the stop began earlier
+                start_ns = queries.stop_start(historian, line.id, i.machine, i.state, start_ns)
+            rows.append({"id": str(start_ns), "machine": i.machine, "state": i.state, "start_ms": ms(start_ns),
                          "end_ms": ms(i.end_ns), "reason": i.reason, "open": i.end_ns >= part.end_ns})
     out["stops"] = sorted(rows, key=lambda r: -r["start_ms"])
     return out

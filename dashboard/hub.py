@@ -99,6 +99,10 @@ class BoardHub:
     def start(self) -> None:
         self._thread.start()
 
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
     def stop(self) -> None:
         self._stop.set()
         with self._cond:
@@ -126,9 +130,12 @@ class BoardHub:
             raise KeyError(scope)
         with self._cond:
             sc = self._scopes.setdefault(scope, _Scope())
-            sc.watched = time.monotonic()
-            if sc.board is not None:
-                return sc.seq, sc.board
+            now = time.monotonic()
+            # a board the thread kept current (someone watched it lately) is served as it is; an old one is not
+            current = sc.board is not None and now - sc.watched < WATCH_S
+            sc.watched = now
+            if current:
+                return sc.seq, sc.board  # type: ignore[return-value]
         self._rebuild({scope}, force_history=False)
         with self._cond:
             assert sc.board is not None
@@ -140,7 +147,7 @@ class BoardHub:
         deadline = time.monotonic() + timeout
         with self._cond:
             sc = self._scopes.setdefault(scope, _Scope())
-            while sc.seq <= after_seq and not self._stop.is_set():
+            while sc.seq <= after_seq and not self.stopped:
                 sc.watched = time.monotonic()
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -164,17 +171,16 @@ class BoardHub:
                 if self._stop.is_set():
                     return
             now = time.monotonic()
-            watched = {name for name, sc in list(self._scopes.items()) if now - sc.watched < WATCH_S}
-            if not watched:
-                continue
+            with self._cond:
+                watched = {name for name, sc in self._scopes.items() if now - sc.watched < WATCH_S}
+                if not watched:
+                    self._dirty.clear()  # nobody looks: the next get() builds afresh
+                    continue
             with self._cond:
                 dirty = bool(self._dirty)
             if dirty or now - last_full >= 1.0:
                 try:
                     self._rebuild(watched, force_history=False)
-                    if self.failing:
-                        log.info("boards: the historian answers again")
-                    self.failing = None
                 except Exception as exc:  # a board bug must not end the thread that serves every screen
                     if self.failing is None:  # logged once, and its recovery once: not every second
                         if isinstance(exc, HistorianError):
@@ -201,7 +207,17 @@ class BoardHub:
             return cached[1]
         with self._cond:
             self._history_dirty.discard(line_id)
-        history = board.line_history(self.cfg, self.historian, line_id, now_ns)
+        try:
+            history = board.line_history(self.cfg, self.historian, line_id, now_ns)
+        except HistorianError as exc:
+            if cached is None:
+                raise
+            # the live half goes on (states, alarms, OFFLINE); the shift figures say how old they are
+            if self.failing is None:
+                log.warning("boards: the historian did not answer: %s; line %s keeps its figures of %s",
+                            exc, line_id, cached[1]["computed_ms"])
+            self.failing = str(exc)
+            return {**cached[1], "history_error": str(exc)}
         self.history_reads += 1
         with self._cond:
             self._history[line_id] = (now, history)
@@ -210,10 +226,11 @@ class BoardHub:
     def _rebuild(self, scopes: set[str], force_history: bool) -> None:
         with self._build_lock:
             now_ns = self.now_ns()
+            lines = self._lines_for(scopes)
             with self._cond:
-                self._dirty.clear()
+                self._dirty.difference_update(lines)
             boards = {}
-            for line_id in self._lines_for(scopes):
+            for line_id in lines:
                 line = board.find_line(self.cfg, line_id)
                 assert line is not None
                 history = self._history_of(line_id, now_ns, force_history)
@@ -222,6 +239,9 @@ class BoardHub:
             if "overview" in scopes:
                 built["overview"] = board.overview(self.cfg, [boards[ln.id] for ln in self.cfg.lines], now_ns)
             self.rebuilds += 1
+            if self.failing is not None and all("history_error" not in b for b in boards.values()):
+                log.info("boards: the historian answers again")
+                self.failing = None
             with self._cond:
                 for name, new in built.items():
                     sc = self._scopes.setdefault(name, _Scope())

@@ -140,24 +140,33 @@ def set_stop_reason(historian: Historian, site: str, line: str, machine: str, st
                     now_ns: int) -> tuple[str, int, int]:
     """Give `reason` to the whole stop starting at `start_ns`: every state point of it, up to the next change of
     state, is rewritten with the reason (same identity, so nothing else changes). Returns (state, start, end)."""
-    # read from just before the start: a point written exactly at `start_ns` is then an interval of its own,
-    # never the state carried in at the start of the read
-    intervals = historian.state_intervals(start_ns - 1, max(now_ns, start_ns + 1), line=line, machine=machine)
-    intervals = [i for i in intervals if i.start_ns >= start_ns]
-    if not intervals or intervals[0].start_ns != start_ns or intervals[0].state not in STOP_STATES:
+    points = historian.events("machine_state", start_ns, max(now_ns, start_ns) + 1, line=line, machine=machine)
+    if not points or points[0].time_ns != start_ns or points[0].fields.get("state") not in STOP_STATES:
         raise StopNotFound(f"{line}/{machine}: no stop starts at {start_ns}", retry=False)
-    state = intervals[0].state
-    stop = [i for i in _run_of(intervals, state)]
-    points = [Point("machine_state", {"site": site, "line": line, "machine": machine},
-                    {"state": i.state, "raw": i.raw, "reason": reason}, i.start_ns) for i in stop]
-    historian.write(points)
-    return state, stop[0].start_ns, stop[-1].end_ns
-
-
-def _run_of(intervals: list[StateInterval], state: str) -> list[StateInterval]:
-    run = []
-    for i in intervals:
-        if i.state != state:
+    state = points[0].fields["state"]
+    stop = []
+    end_ns = max(now_ns, start_ns)
+    for p in points:
+        if p.fields.get("state") != state:
+            end_ns = p.time_ns
             break
-        run.append(i)
-    return run
+        stop.append(p)
+    historian.write([Point("machine_state", {"site": site, "line": line, "machine": machine},
+                           {"state": state, "raw": p.fields.get("raw", ""), "reason": reason}, p.time_ns)
+                     for p in stop])
+    return state, start_ns, end_ns
+
+
+# How far back the start of a stop still in force is looked for; a longer stop is dated to this far back.
+STOP_LOOKBACK_S = 7 * 86400
+
+
+def stop_start(historian: Historian, line: str, machine: str, state: str, at_ns: int) -> int:
+    """When the run of `state` in force at `at_ns` began (the first of its consecutive points)."""
+    points = historian.events("machine_state", at_ns - STOP_LOOKBACK_S * NS, at_ns + 1, line=line, machine=machine)
+    start = at_ns
+    for p in reversed(points):
+        if p.fields.get("state") != state:
+            break
+        start = p.time_ns
+    return start

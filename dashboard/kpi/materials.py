@@ -21,7 +21,7 @@ class MaterialOutlook:
 
 def rate_per_min(counts: Sequence[Count], now_ns: int, window_s: float = 900, counter: str = "total") -> float:
     """Units per minute of `counter` over the last `window_s` seconds before `now_ns`."""
-    since = now_ns - int(window_s * NS)
+    since = now_ns - round(window_s * NS)
     made = sum(c.delta for c in counts if c.counter == counter and since <= c.time_ns < now_ns)
     return made / (window_s / 60)
 

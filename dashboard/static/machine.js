@@ -94,7 +94,7 @@
         formatter: (p) => {
           const [, start, end, state, reason] = p.value;
           return "<b>" + t(S.stateLabelKey(state)) + "</b><br>" + fmt.time(start) + " – " + fmt.time(end)
-            + " (" + fmt.clock(end - start) + ")" + (reason ? "<br>" + t("tile.reason") + ": " + S.reasonName(reason) : "");
+            + " (" + fmt.clock(end - start) + ")" + (reason ? "<br>" + t("tile.reason") + ": " + echarts.format.encodeHTML(S.reasonName(reason)) : "");
         },
       }, tooltipCommon),
       series: [{

@@ -60,13 +60,19 @@ SHOP_FLOOR = [
 
 
 @pytest.fixture
-def app(factory_cfg, tmp_path, monkeypatch):
+def clock():
+    """The dashboard's clock: a test moves it with `clock[0] = ...`."""
+    return [NOW]
+
+
+@pytest.fixture
+def app(factory_cfg, tmp_path, monkeypatch, clock):
     monkeypatch.setenv("SHOPFLOOR_TEST_LEAD_PASSWORD", PASSWORD)
     cfg = factory_cfg.model_copy(update={"dashboard": DashboardSettings(
         users=[DashboardUser(name="lead", password="${SHOPFLOOR_TEST_LEAD_PASSWORD}")], max_streams=2)})
     historian = SqliteHistorian(tmp_path / "historian.sqlite3", retention_days=3650)
     historian.write(SHOP_FLOOR)
-    app = create_app(cfg, data_dir=tmp_path, historian=historian, now_ns=lambda: NOW, start_live=False)
+    app = create_app(cfg, data_dir=tmp_path, historian=historian, now_ns=lambda: clock[0], start_live=False)
     app.extensions["shopfloor"]["live"].connected = True
     yield app
     historian.close()
