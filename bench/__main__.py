@@ -67,7 +67,7 @@ def dashboard_options(args: argparse.Namespace) -> DashboardOptions:
     """Sizes of the dashboard scenarios: 30 state changes, 50 streams held 180 s, 8 API clients for 30 s."""
     opts = DashboardOptions(keep=args.keep)
     if args.quick:
-        opts.changes, opts.hold_s, opts.sample_every_s, opts.api_s = 12, 40.0, 2.0, 10.0
+        opts.changes, opts.hold_s, opts.sample_every_s, opts.api_s, opts.kiosk_s = 12, 40.0, 2.0, 10.0, 45.0
     if args.hold_seconds:
         opts.hold_s = args.hold_seconds
         opts.sample_every_s = max(opts.sample_every_s, args.hold_seconds / 200)

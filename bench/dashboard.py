@@ -108,6 +108,8 @@ class DashboardOptions:
     sample_every_s: float = 5.0         # RSS sampling
     api_clients: int = 8
     api_s: float = 30.0
+    kiosk_s: float = 300.0              # a TV page rotating through the lines, its memory sampled
+    kiosk_rotate_s: int = 5
     seed: int = 5
     keep: bool = False
 
@@ -748,6 +750,41 @@ def streams_and_api(system: _System, opts: DashboardOptions) -> tuple[dict[str, 
     return streams, api
 
 
+# --- a TV left on ---------------------------------------------------------------------------------------------
+
+
+def kiosk_memory(system: _System, opts: DashboardOptions) -> dict[str, Any]:
+    """The kiosk page rotating through the lines: the browser's JS heap (after a forced GC), DOM nodes, event
+    listeners and documents, sampled every 15 s. A page that keeps something per update or per rotation grows."""
+    from simulators.browser import chromium
+
+    driver = chromium()
+    samples: list[dict[str, float]] = []
+    try:
+        driver.get(f"http://127.0.0.1:{system.port}/kiosk?rotate={opts.kiosk_rotate_s}&lang=zh-CN")
+        driver.execute_cdp_cmd("Performance.enable", {})
+        t0 = time.monotonic()
+        while True:
+            driver.execute_cdp_cmd("HeapProfiler.collectGarbage", {})
+            m = {x["name"]: x["value"] for x in driver.execute_cdp_cmd("Performance.getMetrics", {})["metrics"]}
+            samples.append({"t": time.monotonic() - t0, "heap_mb": m["JSHeapUsedSize"] / 1e6, "nodes": m["Nodes"],
+                            "listeners": m["JSEventListeners"], "documents": m["Documents"]})
+            if time.monotonic() - t0 >= opts.kiosk_s:
+                break
+            time.sleep(min(15.0, max(0.5, opts.kiosk_s / 20)))
+    finally:
+        driver.quit()
+    warm = [x for x in samples if x["t"] >= 30] or samples  # the first rotations fill the page once
+    heap = [x["heap_mb"] for x in warm]
+    return {"seconds": round(samples[-1]["t"]), "rotate_s": opts.kiosk_rotate_s,
+            "rotations": int(samples[-1]["t"] // opts.kiosk_rotate_s), "samples": len(samples),
+            "heap_mb_first": round(heap[0], 2), "heap_mb_last": round(heap[-1], 2), "heap_mb_max": round(max(heap), 2),
+            "heap_slope_mb_per_h": _slope_mb_per_h([(x["t"], x["heap_mb"]) for x in warm]),
+            "nodes_min": int(min(x["nodes"] for x in warm)), "nodes_max": int(max(x["nodes"] for x in warm)),
+            "listeners_max": int(max(x["listeners"] for x in warm)),
+            "documents_max": int(max(x["documents"] for x in warm))}
+
+
 # --- the whole run -------------------------------------------------------------------------------------------
 
 
@@ -783,6 +820,10 @@ def run(opts: DashboardOptions) -> dict[str, Any]:
         with _part(errors, "streams"):
             result["streams"], result["api"] = streams_and_api(system, opts)
         system.check()
+        print(f"  a kiosk page rotating every {opts.kiosk_rotate_s} s for {opts.kiosk_s:.0f} s ...", flush=True)
+        with _part(errors, "kiosk"):
+            result["kiosk"] = kiosk_memory(system, opts)
+        system.check()
         result["dashboard_peak_rss_mb"] = round(system.dashboard.peak_rss_mb(), 1)
         result["log_warnings"] = _warnings(system.dashboard)
         result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
@@ -792,7 +833,7 @@ def run(opts: DashboardOptions) -> dict[str, Any]:
                           "gap_s": f"{opts.gap_s[0]}-{opts.gap_s[1]}", "streams": opts.streams,
                           "overview_streams": opts.overview_streams, "hold_s": opts.hold_s,
                           "sample_every_s": opts.sample_every_s, "api_clients": opts.api_clients,
-                          "api_s": opts.api_s, "seed": opts.seed}
+                          "api_s": opts.api_s, "kiosk_s": opts.kiosk_s, "seed": opts.seed}
     return result
 
 

@@ -450,6 +450,16 @@ def dashboard_notes(results: list[dict[str, Any]]) -> list[str]:
                 f"meanwhile: at least {during['events_min']} events per client, longest silence "
                 f"{during['max_silence_s']} s. The load generator runs in the bench process on the same 2 cores; "
                 f"CPU: {_cpu(api['cpu_pct'])}.")
+        kiosk = r.get("kiosk")
+        if kiosk:
+            out.append(
+                f"**Kiosk (a TV left on)**: `/kiosk` in headless Chromium rotating through the lines every "
+                f"{kiosk['rotate_s']} s for {kiosk['seconds']} s ({kiosk['rotations']} rotations, live updates "
+                f"throughout), sampled {kiosk['samples']} times after a forced GC, from 30 s on: JS heap "
+                f"{kiosk['heap_mb_first']} MB -> {kiosk['heap_mb_last']} MB (max {kiosk['heap_mb_max']} MB, slope "
+                f"{_fmt(kiosk['heap_slope_mb_per_h'])} MB/h), DOM nodes {kiosk['nodes_min']}-{kiosk['nodes_max']}, "
+                f"event listeners at most {kiosk['listeners_max']}, documents at most {kiosk['documents_max']}. "
+                "The page also reloads itself every dashboard.kiosk.reload_h hours (6).")
         errors = r.get("errors")
         if errors:
             out.append("**Failed parts**: " + "; ".join(f"{k}: {v}" for k, v in errors.items()))
