@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from agent.clock import add_anchor_argument
 from agent.config import ConfigError, load
 
 
@@ -48,11 +49,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_agent(args: argparse.Namespace) -> int:
     from datetime import datetime
 
-    from agent.clock import simulated_clock
+    from agent.clock import caught_up, simulated_clock
     from agent.runner import Agent
 
     cfg = _load_or_exit(args.config)
-    clock = simulated_clock(datetime.fromisoformat(args.sim_start), args.speed) if args.sim_start else None
+    start = caught_up(datetime.fromisoformat(args.sim_start), args.speed, args.sim_anchor) if args.sim_start else None
+    clock = simulated_clock(start, args.speed) if start else None
     agent = Agent(cfg, data_dir=Path(args.data_dir) if args.data_dir else None,  # type: ignore[arg-type]
                   http_port=args.agent_port, now_ns=clock)
     return agent.run()
@@ -61,11 +63,12 @@ def cmd_agent(args: argparse.Namespace) -> int:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from datetime import datetime
 
-    from agent.clock import simulated_clock
+    from agent.clock import caught_up, simulated_clock
     from dashboard.server import serve
 
     cfg = _load_or_exit(args.config)
-    clock = simulated_clock(datetime.fromisoformat(args.sim_start), args.speed) if args.sim_start else None
+    start = caught_up(datetime.fromisoformat(args.sim_start), args.speed, args.sim_anchor) if args.sim_start else None
+    clock = simulated_clock(start, args.speed) if start else None
     return serve(cfg, data_dir=Path(args.data_dir) if args.data_dir else None,  # type: ignore[arg-type]
                  host=args.host, port=args.port, now_ns=clock)
 
@@ -100,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stamp what the agent itself decides (OFFLINE, dead letters) on a simulated clock starting "
                         "here, as the demo's simulators do")
     p.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second (with --sim-start)")
+    add_anchor_argument(p)
     p.set_defaults(func=cmd_agent)
 
     p = sub.add_parser("dashboard", help="serve the e-board dashboard (default http://127.0.0.1:8080)")
@@ -110,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sim-start", default=None, metavar="ISO_TIME",
                    help="run the boards on a simulated clock starting here (the simulators' --start)")
     p.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second (with --sim-start)")
+    add_anchor_argument(p)
     p.set_defaults(func=cmd_dashboard)
 
     p = sub.add_parser("simulate", help="run a simulator")

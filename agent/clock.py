@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
 
 def simulated_clock(start: datetime, speed: float = 1.0) -> Callable[[], int]:
@@ -15,3 +16,17 @@ def simulated_clock(start: datetime, speed: float = 1.0) -> Callable[[], int]:
     start_ns = int(start.timestamp() * 1e9)
     t0 = time.monotonic_ns()
     return lambda: start_ns + int((time.monotonic_ns() - t0) * speed)
+
+
+def caught_up(start: datetime | None, speed: float, anchor_s: float | None) -> datetime | None:
+    """The simulated time now on a clock that read `start` at the wall-clock time `anchor_s` (epoch seconds):
+    processes started one after another share one clock when each starts its own from this."""
+    if start is None or anchor_s is None:
+        return start
+    return start + timedelta(seconds=max(0.0, time.time() - anchor_s) * speed)
+
+
+def add_anchor_argument(parser: Any) -> None:
+    parser.add_argument("--sim-anchor", type=float, default=None, metavar="EPOCH_S",
+                        help="the wall-clock time (epoch seconds) at which the simulated clock read its start "
+                             "(default: when this process starts); the demo gives every process the same one")

@@ -231,16 +231,17 @@ def run_demo(args: argparse.Namespace) -> int:
         sim_start = simulated_start(cfg) if args.sim_start == "auto" else args.sim_start
         if sim_start is None and args.speed != 1:
             sim_start = datetime.now(ZoneInfo(cfg.site.timezone)).isoformat()  # one clock for all the processes
-        spawn("plc simulator", ["simulate", "plc", "--config", str(cfg_path), "--endpoint", endpoint,
-                                "--speed", str(args.speed), "--cert-dir", str(data_dir / "plc-pki"),
-                                *(["--start", sim_start, "--sim-timestamps"] if sim_start else [])])
-        clock = ["--speed", str(args.speed), *(["--start", sim_start] if sim_start else [])]
-        spawn("line simulator", ["simulate", "line", "--config", str(cfg_path), "--mqtt", mqtt_url, *clock,
+        # every process reads one clock: it showed sim_start at `anchor`, whenever each process starts
+        anchor = ["--sim-anchor", f"{time.time():.3f}"]
+        start = [*(["--start", sim_start, *anchor] if sim_start else []), "--speed", str(args.speed)]
+        sim_clock = [*(["--sim-start", sim_start, *anchor] if sim_start else []), "--speed", str(args.speed)]
+        spawn("plc simulator", ["simulate", "plc", "--config", str(cfg_path), "--endpoint", endpoint, *start,
+                                *(["--sim-timestamps"] if sim_start else []),
+                                "--cert-dir", str(data_dir / "plc-pki")])
+        spawn("line simulator", ["simulate", "line", "--config", str(cfg_path), "--mqtt", mqtt_url, *start,
                                  "--truth-file", str(data_dir / "line-truth.json")])
-        spawn("agent", ["agent", "--config", str(cfg_path),
-                        *(["--sim-start", sim_start, "--speed", str(args.speed)] if sim_start else [])])
-        spawn("dashboard", ["dashboard", "--config", str(cfg_path), "--port", str(dashboard_port),
-                            *(["--sim-start", sim_start, "--speed", str(args.speed)] if sim_start else [])])
+        spawn("agent", ["agent", "--config", str(cfg_path), *sim_clock])
+        spawn("dashboard", ["dashboard", "--config", str(cfg_path), "--port", str(dashboard_port), *sim_clock])
         print(
             "\nShopfloor demo is running:\n"
             f"  MQTT broker      {mqtt_url}{' (started by the demo)' if broker else ''}\n"

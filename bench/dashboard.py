@@ -171,11 +171,13 @@ def _start(ws: Workspace) -> _System:
     data = yaml.safe_load(config.read_text(encoding="utf-8"))
     machines = [m["id"] for ln in data["lines"] if ln["id"] == LINE for m in ln["machines"]]
     system = _System(ws, broker, config, data["site"]["id"], machines, endpoint, agent_port, port)
-    clock = ["--speed", "1", "--start", SIM_START]
+    anchor = ["--sim-anchor", f"{time.time():.3f}"]  # one clock for every process, whenever each starts
+    clock = ["--speed", "1", "--start", SIM_START, *anchor]
     system.procs["plc"] = ws.proc("plc", ["simulate", "plc", "--config", str(config), "--endpoint", endpoint,
                                           *clock, "--sim-timestamps", "--cert-dir", str(ws.dir / "plc-pki")],
                                   ready="PLC simulator ready at", timeout=120)
-    agent = system.procs["agent"] = ws.proc("agent", ["agent", "--config", str(config), "--sim-start", SIM_START])
+    agent = system.procs["agent"] = ws.proc("agent", ["agent", "--config", str(config), "--sim-start", SIM_START,
+                                                         *anchor])
 
     def agent_connected() -> bool:
         agent.check()
@@ -186,7 +188,7 @@ def _start(ws: Workspace) -> _System:
                                             *clock, "--seed", "11", "--truth-file", str(ws.dir / "line-truth.json")],
                                    ready="line simulator publishing to", timeout=30)
     system.procs["dashboard"] = ws.proc("dashboard", ["dashboard", "--config", str(config), "--port", str(port),
-                                                      "--sim-start", SIM_START],
+                                                      "--sim-start", SIM_START, *anchor],
                                         ready="shopfloor dashboard: http://", timeout=60)
 
     def board_live() -> bool:

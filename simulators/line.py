@@ -42,6 +42,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from agent.clock import add_anchor_argument, caught_up
 from agent.config import FactoryConfig, Line, Material, Operator, Product
 
 log = logging.getLogger(__name__)
@@ -1027,6 +1028,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mqtt", default="mqtt://127.0.0.1:1883", metavar="URL", help="broker URL")
     parser.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second")
     parser.add_argument("--seed", type=int, default=1, help="random seed (same seed, same shop floor)")
+    add_anchor_argument(parser)
     parser.add_argument("--start", type=datetime.fromisoformat, default=None, metavar="ISO_TIME",
                         help="simulated clock start (default: now); the PLC simulator's --start")
     parser.add_argument("--count", type=int, default=None, metavar="N", help="stop after N valid messages")
@@ -1076,7 +1078,8 @@ def run(args: argparse.Namespace) -> int:
                         count=args.count, duration_s=args.duration, flood=args.flood, truth_file=args.truth_file,
                         client_id=args.client_id, protocol=args.protocol, max_inflight=args.max_inflight,
                         flood_client=args.flood_client, flood_rate=args.flood_rate,
-                        flood_lane=args.flood_lane, announce=True, start=args.start)
+                        flood_lane=args.flood_lane, announce=True,
+                        start=caught_up(args.start, args.speed, args.sim_anchor))
     interrupted = threading.Event()
     previous = {}
     if threading.current_thread() is threading.main_thread():

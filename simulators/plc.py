@@ -41,6 +41,7 @@ from asyncua.server.address_space import AttributeValue
 from asyncua.server.user_managers import UserManager
 
 from agent import config as agent_config
+from agent.clock import add_anchor_argument, caught_up
 from agent.config import FactoryConfig, Line, Machine, MachineType, Shift, StateMapSpec, TagSpec
 from agent.core.states import BoardState, StateMapper
 from simulators import pki
@@ -1023,6 +1024,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1, help="random seed; same seed, same behaviour (default 1)")
     parser.add_argument("--start", type=datetime.fromisoformat, metavar="ISO_TIME",
                         help="simulated clock start, e.g. 2025-03-03T09:00+08:00 (default: now)")
+    add_anchor_argument(parser)
     parser.add_argument("--sim-timestamps", action="store_true",
                         help="stamp values with the simulated clock (default: the wall clock)")
     parser.add_argument("--paused", action="store_true", help="start with Sim.Running false (clock stopped)")
@@ -1072,7 +1074,7 @@ def run(args: argparse.Namespace) -> int:
             cfg, endpoint=args.endpoint, source=source, speed=args.speed, seed=args.seed, paused=args.paused,
             security=args.security, cert_dir=args.cert_dir, username=args.username, password=password,
             bench_tags=args.bench_tags, bench_period_ms=args.bench_period_ms, bench_only=args.bench_only,
-            bench_offset=args.bench_offset, bench_stats_file=args.bench_stats_file, start_time=args.start,
+            bench_offset=args.bench_offset, bench_stats_file=args.bench_stats_file, start_time=caught_up(args.start, args.speed, args.sim_anchor),
             sim_timestamps=args.sim_timestamps,
             operation_limit=args.operation_limit,
         )

@@ -4,6 +4,7 @@ simulated clock, looked at through Debian's headless Chromium. Screenshots go to
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,8 @@ SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 
 
 class Shop(System):
+    anchor = ""
+
     def api(self, path: str) -> Any:
         with urllib.request.urlopen(self.dashboard_url + path, timeout=10) as resp:
             return json.loads(resp.read())
@@ -32,9 +35,11 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
     with Broker(port=free_port(), data_dir=tmp / "broker") as broker:
         system = Shop(tmp, broker, None)
         try:
-            clock = ("--sim-start", SIM_START)
-            system.plc("--sim-timestamps", speed=1)
-            system.line("--start", SIM_START)
+            system.anchor = f"{time.time():.3f}"  # one clock for every process, whenever each starts
+            anchor = ("--sim-anchor", system.anchor)
+            clock = ("--sim-start", SIM_START, *anchor)
+            system.plc("--sim-timestamps", *anchor, speed=1)
+            system.line("--start", SIM_START, *anchor)
             system.agent(*clock)
             system.dashboard(*clock)
 

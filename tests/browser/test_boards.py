@@ -137,5 +137,5 @@ def test_tiles_go_offline_when_the_agent_dies_and_come_back_with_it(shop, browse
     assert reasons == {"agent edge-1 offline"}
     screenshot(browser, "line-1-agent-offline")
     shop.procs.remove(agent)
-    shop.agent("--sim-start", SIM_START)
+    shop.agent("--sim-start", SIM_START, "--sim-anchor", shop.anchor)
     wait_until(lambda: "OFFLINE" not in tiles(browser).values(), 30, "tiles live again with the agent back")
