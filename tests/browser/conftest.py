@@ -18,6 +18,7 @@ from simulators.harness import wait_until
 from tests.conftest import ROOT
 from tests.e2e.conftest import SIM_START, System
 
+LEAD_PASSWORD = "line lead of the day"
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 
 
@@ -33,7 +34,12 @@ class Shop(System):
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
     tmp = tmp_path_factory.mktemp("shop")
     with Broker(port=free_port(), data_dir=tmp / "broker") as broker:
-        system = Shop(tmp, broker, None)
+        (tmp / "lead-password").write_text(LEAD_PASSWORD, encoding="utf-8")
+
+        def with_lead(data: dict[str, Any]) -> None:
+            data["dashboard"] = {"users": [{"name": "lead", "password_file": str(tmp / "lead-password")}]}
+
+        system = Shop(tmp, broker, with_lead)
         try:
             system.anchor = f"{time.time():.3f}"  # one clock for every process, whenever each starts
             anchor = ("--sim-anchor", system.anchor)

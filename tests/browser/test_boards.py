@@ -139,3 +139,42 @@ def test_tiles_go_offline_when_the_agent_dies_and_come_back_with_it(shop, browse
     shop.procs.remove(agent)
     shop.agent("--sim-start", SIM_START, "--sim-anchor", shop.anchor)
     wait_until(lambda: "OFFLINE" not in tiles(browser).values(), 30, "tiles live again with the agent back")
+
+
+def test_a_line_lead_logs_in_and_gives_a_stop_its_reason(shop, browser):
+    from selenium.webdriver.support.select import Select
+
+    from tests.browser.conftest import LEAD_PASSWORD
+
+    plc_set(shop.endpoint, "line-1.press-2.Force", "STOPPED", ua.VariantType.String)
+    try:
+        wait_until(lambda: any(s["machine"] == "press-2" and s["state"] == "STOPPED"
+                               for s in shop.api("/api/v1/lines/line-1/stops")["stops"]), 15, "the stop listed")
+    finally:
+        plc_set(shop.endpoint, "line-1.press-2.Force", "", ua.VariantType.String)
+    browser.get(f"{shop.dashboard_url}/lines/line-1/stops?lang=en")
+    assert "/login" in browser.current_url  # the form needs a user
+    browser.find_element("name", "user").send_keys("lead")
+    browser.find_element("name", "password").send_keys("wrong")
+    browser.find_element("css selector", "form.login-form button[type=submit]").click()
+    assert i18n.LABELS["en"]["login.failed"] in text(browser)
+    browser.find_element("name", "user").clear()
+    browser.find_element("name", "user").send_keys("lead")
+    browser.find_element("name", "password").send_keys(LEAD_PASSWORD)
+    browser.find_element("css selector", "form.login-form button[type=submit]").click()
+    wait_until(lambda: "/stops" in browser.current_url, 10, "back on the stops page")
+
+    def press_2_row():
+        rows = [r for r in browser.find_elements("css selector", "tbody tr") if "press-2" in r.text
+                or "Press 2" in r.text]
+        return next((r for r in rows if "Stopped" in r.text), None)
+
+    row = wait_until(press_2_row, 15, "press-2's stop on the page")
+    Select(row.find_element("css selector", "select")).select_by_value("tooling")
+    row.find_element("css selector", "button").click()
+    wait_until(lambda: i18n.LABELS["en"]["stops.saved"] in browser.find_element("id", "stops-result").text, 10,
+               "saved")
+    screenshot(browser, "stops-reason-given-en")
+    stop = next(s for s in shop.api("/api/v1/lines/line-1/stops")["stops"]
+                if s["machine"] == "press-2" and s["state"] == "STOPPED")
+    assert stop["reason"] == "tooling"
