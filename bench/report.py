@@ -533,7 +533,7 @@ def record(results: list[dict[str, Any]], info: dict[str, Any], argv: list[str],
         lines = (_dashboard_section(group, info, argv, when) if marker == "dashboard"
                  else _section(marker, title, group, info, argv, when))
         section = "\n".join(lines)
-        head_marker = _start(marker).split(" ")[0]
+        head_marker = _start(marker).split(" (")[0]  # "<!-- bench:<marker>:start", without the note after it
         if head_marker in text and _end(marker) in text:
             head = text[:text.index(head_marker)]
             tail = text[text.index(_end(marker)) + len(_end(marker)):]
