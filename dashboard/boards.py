@@ -116,16 +116,21 @@ def kiosk() -> Any:
     `?rotate=` seconds, starting at `?start=<line>` or `?i=<index>`, and reloads itself every
     dashboard.kiosk.reload_h hours."""
     cfg = current_app.extensions["shopfloor"]["cfg"]
-    wanted = [x for x in request.args.get("lines", "").split(",") if x] or cfg.dashboard.kiosk.lines \
-        or [ln.id for ln in cfg.lines]
-    lines = [x for x in wanted if find_line(cfg, x) is not None]
+    # a typo in a TV's URL must not leave the TV blank: unknown lines and bad numbers fall back to the defaults
+    every = [ln.id for ln in cfg.lines]
+    wanted = [x for x in request.args.get("lines", "").split(",") if x in every]
+    lines = wanted or [x for x in cfg.dashboard.kiosk.lines if x in every] or every
     if not lines:
         abort(404)
-    try:
-        start = request.args.get("start")
-        index = lines.index(start) if start in lines else int(request.args.get("i", "0")) % len(lines)
-        rotate_s = max(5, int(request.args.get("rotate", cfg.dashboard.kiosk.rotate_s)))
-    except ValueError:
-        abort(400)
+    start = request.args.get("start", "")
+    index = lines.index(start) if start in lines else _int_arg("i", 0) % len(lines)
+    rotate_s = max(5, _int_arg("rotate", cfg.dashboard.kiosk.rotate_s))
     kiosk_ctx = {"lines": lines, "rotate_s": rotate_s, "reload_h": cfg.dashboard.kiosk.reload_h, "index": index}
     return render("line.html", _line_context(lines[index], kiosk_ctx))
+
+
+def _int_arg(name: str, default: int) -> int:
+    try:
+        return int(request.args.get(name, default))
+    except ValueError:
+        return default

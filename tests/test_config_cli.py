@@ -203,3 +203,27 @@ def test_connect_checks_the_historian_with_its_credentials_and_reaches_the_sourc
         assert (code, captured.err) == (0, "") and "historian and sources reachable" in captured.out
     finally:
         listener.close()
+
+
+@pytest.mark.parametrize(
+    ("dashboard", "expected"),
+    [
+        ("dashboard:\n  kiosk:\n    lines: [line-9]\n",
+         "dashboard.kiosk.lines[0]\n  found:    'line-9'\n  expected: a line id: line-1, line-2"),
+        ("dashboard:\n  users:\n    - {name: lead, password: hunter2}\n",
+         "dashboard.users[0].password\n  found:    an inline value (not shown)\n  expected: an environment reference"),
+        ("dashboard:\n  users:\n    - name: lead\n      password: ${LEAD_PASSWORD_UNSET}\n",
+         "dashboard.users[0].password\n  found:    '${LEAD_PASSWORD_UNSET}'\n  expected: environment variable "
+         "LEAD_PASSWORD_UNSET to be set"),
+        ("dashboard:\n  users:\n    - {name: lead}\n",
+         "dashboard.users[0]\n  found:    {'name': 'lead'}\n  expected: exactly one of password"),
+        ("dashboard:\n  stop_reasons:\n    - {code: jam, name: {en: Jam, fr: Bourrage}}\n",
+         "dashboard.stop_reasons[0].name.fr"),
+        ("dashboard:\n  max_streams: 0\n", "dashboard.max_streams\n  found:    0\n  expected: a number greater"),
+    ],
+)
+def test_dashboard_mistakes(check, tmp_path, dashboard, expected):
+    code, out, err = check(variant(tmp_path, SQLITE, SQLITE + dashboard))
+    assert code == 2 and out == ""
+    assert expected in err.replace(str(tmp_path) + "/", ""), err
+    assert "hunter2" not in err

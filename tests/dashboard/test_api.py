@@ -178,3 +178,19 @@ def test_stream_starts_with_a_snapshot_and_refuses_beyond_max_streams(client):
     for resp in opened:
         resp.close()
     assert client.get("/api/v1/health").get_json()["streams"] == 0
+
+
+@pytest.mark.parametrize("query,line", [("", "line-1"), ("?start=line-2", "line-2"), ("?i=1", "line-2"),
+                                        ("?i=x&rotate=abc&lines=nope", "line-1"), ("?lines=line-2,nope", "line-2")])
+def test_kiosk_urls_with_typos_still_show_a_board(client, query, line):
+    resp = client.get("/kiosk" + query)
+    assert resp.status_code == 200
+    page = resp.get_data(as_text=True)
+    config = json.loads(page.split('<script id="sf-config" type="application/json">', 1)[1].split("</script>")[0])
+    assert config["line"]["id"] == line and config["api"]["board"] == f"/api/v1/lines/{line}"
+    assert config["kiosk"]["rotate_s"] == 30  # the config's, whatever the URL said
+
+
+@pytest.mark.parametrize("url", ["/lines/line-9", "/lines/line-1/machines/cnc-1"])
+def test_unknown_pages_are_404(client, url):
+    assert client.get(url).status_code == 404
