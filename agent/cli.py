@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 from agent.clock import add_anchor_argument
@@ -47,13 +48,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    from datetime import datetime
-
     from agent.clock import caught_up, simulated_clock
     from agent.runner import Agent
 
     cfg = _load_or_exit(args.config)
-    start = caught_up(datetime.fromisoformat(args.sim_start), args.speed, args.sim_anchor) if args.sim_start else None
+    start = caught_up(args.sim_start, args.speed, args.sim_anchor)
     clock = simulated_clock(start, args.speed) if start else None
     agent = Agent(cfg, data_dir=Path(args.data_dir) if args.data_dir else None,  # type: ignore[arg-type]
                   http_port=args.agent_port, now_ns=clock)
@@ -61,13 +60,11 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from datetime import datetime
-
     from agent.clock import caught_up, simulated_clock
     from dashboard.server import serve
 
     cfg = _load_or_exit(args.config)
-    start = caught_up(datetime.fromisoformat(args.sim_start), args.speed, args.sim_anchor) if args.sim_start else None
+    start = caught_up(args.sim_start, args.speed, args.sim_anchor)
     clock = simulated_clock(start, args.speed) if start else None
     return serve(cfg, data_dir=Path(args.data_dir) if args.data_dir else None,  # type: ignore[arg-type]
                  host=args.host, port=args.port, now_ns=clock)
@@ -99,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True)
     p.add_argument("--data-dir", help="outbox, historian and certificates (default: agent.data_dir)")
     p.add_argument("--agent-port", type=int, default=None, help="port of /healthz and /metrics (default 9108)")
-    p.add_argument("--sim-start", default=None, metavar="ISO_TIME",
+    p.add_argument("--sim-start", type=datetime.fromisoformat, default=None, metavar="ISO_TIME",
                    help="stamp what the agent itself decides (OFFLINE, dead letters) on a simulated clock starting "
                         "here, as the demo's simulators do")
     p.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second (with --sim-start)")
@@ -111,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="where the embedded historian is (default: agent.data_dir)")
     p.add_argument("--host", default=None, help="address to listen on (default dashboard.host, 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default dashboard.port, 8080)")
-    p.add_argument("--sim-start", default=None, metavar="ISO_TIME",
+    p.add_argument("--sim-start", type=datetime.fromisoformat, default=None, metavar="ISO_TIME",
                    help="run the boards on a simulated clock starting here (the simulators' --start)")
     p.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second (with --sim-start)")
     add_anchor_argument(p)

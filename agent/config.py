@@ -644,6 +644,9 @@ def _cross_check(cfg: FactoryConfig, resolve_secrets: bool) -> list[tuple[tuple[
     dashboard_secrets: list[tuple[tuple[Any, ...], SecretRef | None, Path | None]] = [
         (("dashboard", "users", ui), u.password, u.password_file) for ui, u in enumerate(cfg.dashboard.users)]
     dashboard_secrets.append((("dashboard",), cfg.dashboard.secret_key, cfg.dashboard.secret_key_file))
+    if cfg.dashboard.secret_key is not None and cfg.dashboard.secret_key_file is not None:
+        out.append((("dashboard", "secret_key_file"), str(cfg.dashboard.secret_key_file),
+                    "either secret_key or secret_key_file, not both"))
     for loc, ref, file in dashboard_secrets if resolve_secrets else []:
         key = "secret_key" if loc == ("dashboard",) else "password"
         if ref is not None and resolve_secret(ref, None) is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,15 @@ def serve(cfg: FactoryConfig, data_dir: Path | None = None, host: str | None = N
     app = create_app(cfg, data_dir=data_dir, now_ns=now_ns or wall_clock_ns)
     host = host or cfg.dashboard.host
     port = cfg.dashboard.port if port is None else port
-    server: Any = waitress.create_server(
-        app, host=host, port=port, threads=cfg.dashboard.max_streams + REQUEST_THREADS,
-        connection_limit=cfg.dashboard.max_streams + 100, channel_timeout=60, ident="shopfloor")
+    try:
+        server: Any = waitress.create_server(
+            app, host=host, port=port, threads=cfg.dashboard.max_streams + REQUEST_THREADS,
+            connection_limit=cfg.dashboard.max_streams + 100, channel_timeout=60, ident="shopfloor")
+    except OSError as exc:
+        shutdown(app)
+        print(f"shopfloor dashboard: cannot listen on {host}:{port}: {exc.strerror or exc} (another program has "
+              "the port? choose one with --port or dashboard.port)", file=sys.stderr)
+        return 3
 
     def on_signal(signum: int, frame: Any) -> None:
         server.close()

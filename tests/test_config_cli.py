@@ -220,6 +220,9 @@ def test_connect_checks_the_historian_with_its_credentials_and_reaches_the_sourc
         ("dashboard:\n  stop_reasons:\n    - {code: jam, name: {en: Jam, fr: Bourrage}}\n",
          "dashboard.stop_reasons[0].name.fr"),
         ("dashboard:\n  max_streams: 0\n", "dashboard.max_streams\n  found:    0\n  expected: a number greater"),
+        ("dashboard:\n  secret_key: ${HOME}\n  secret_key_file: /etc/hostname\n",
+         "dashboard.secret_key_file\n  found:    '/etc/hostname'\n  expected: either secret_key or secret_key_file, "
+         "not both"),
     ],
 )
 def test_dashboard_mistakes(check, tmp_path, dashboard, expected):

@@ -6,6 +6,7 @@ import sqlite3
 import urllib.request
 
 from simulators.broker import free_port
+from tests.conftest import ROOT
 from tests.e2e.conftest import Proc, wait_until
 
 
@@ -76,3 +77,17 @@ def test_demo_refuses_a_bad_historian_url(tmp_path):
     demo.start()
     assert demo.popen.wait(30) == 2
     assert "put the password in INFLUX_PASSWORD, not in the URL" in demo.log()
+
+
+def test_dashboard_on_a_taken_port_says_so_and_exits_3(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = Proc("dashboard", ["dashboard", "--config", str(ROOT / "config" / "factory.yaml"), "--port", str(port),
+                                  "--data-dir", str(tmp_path / "data")], tmp_path).start()
+        code = proc.popen.wait(30)
+    assert code == 3
+    assert f"cannot listen on 127.0.0.1:{port}" in proc.log() and "Traceback" not in proc.log()
