@@ -96,6 +96,10 @@ class SqliteHistorian:
             if name in done:
                 continue
             conn.execute("BEGIN IMMEDIATE")
+            # another process (the dashboard beside the agent) may have applied it while this one waited
+            if conn.execute("SELECT 1 FROM schema_migrations WHERE name = ?", (name,)).fetchone():
+                conn.execute("COMMIT")
+                continue
             for stmt in statements:
                 conn.execute(stmt)
             conn.execute("INSERT INTO schema_migrations VALUES (?, CAST(strftime('%s','now') AS INTEGER) * 1000000000)",

@@ -116,3 +116,17 @@ def test_series_leaves_out_points_without_the_field_and_keeps_field_types(histor
     ])
     assert historian.series("process_value", "value", T0, T0 + 10 * S, machine="press-1") == [(T0 + S, 61.0)]
     assert historian.series("alarm", "active", T0, T0 + 10 * S) == [(T0 + 3 * S, True), (T0 + 4 * S, False)]
+
+
+def test_two_processes_opening_a_new_sqlite_historian_at_once_both_start(tmp_path):
+    """The agent and the dashboard open the same new file at the same moment: both migrate it safely."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "shared.sqlite3"
+    code = ("import sys; from pathlib import Path; from agent.sinks.sqlite_historian import SqliteHistorian; "
+            "[SqliteHistorian(Path(sys.argv[1]) / f'h{i}.sqlite3').close() for i in range(40)]")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path.parent)],
+                              stderr=subprocess.PIPE) for _ in range(3)]
+    errors = [p.communicate(timeout=120)[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], errors
