@@ -2,7 +2,7 @@
 
 Ingest: source readings -> mapper -> one outbox commit per batch -> acknowledgements to the sources (MQTT
 PUBACK is sent only after the commit). Drain: outbox -> historian -> settle -> live topics. Sources only call
-the thread-safe methods `opcua_samples`, `mqtt_message` and `source_down`.
+the thread-safe methods `opcua_samples`, `mqtt_message`, `source_down` and `source_up`.
 """
 
 from __future__ import annotations
@@ -71,6 +71,12 @@ class Pipeline:
 
     def source_down(self, source: str, reason: str) -> None:
         self._queue.put(("down", source, reason, self.now_ns()))
+
+    def source_up(self, source: str) -> None:
+        """The source has a working session again. Call it before the session's first reading is handed over:
+        readings are mapped in the order they were queued, and older source timestamps are stamped at this
+        time after an outage (see agent/core/mapping.py)."""
+        self._queue.put(("up", source, self.now_ns()))
 
     # --- lifecycle ---
 
@@ -187,6 +193,9 @@ class Pipeline:
             _, source, reason, at_ns = item
             down = self.mapper.source_down(source, at_ns, reason)
             result.points.extend(down.points)
+        elif kind == "up":
+            _, source, at_ns = item
+            self.mapper.source_up(source, at_ns)
 
     def _note_lag(self, source: str, source_ns: int) -> None:
         health = self.state.sources.get(source)

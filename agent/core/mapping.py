@@ -3,6 +3,12 @@
 The `Mapper` keeps a small state per series (last counter reading, last board state, active alarm, last
 timestamp) that must be persisted in the same transaction as the points it produced, so that a restart
 continues exactly where the last commit left off: nothing lost, nothing counted twice.
+
+Outages: when an OPC UA source goes down its machines go OFFLINE at the time the agent noticed. When it comes
+back, the server re-sends unchanged values with their old source timestamps, older than that OFFLINE point.
+Stamped at their source time they would end the outage before it began, so from the reconnect on, a state,
+count or alarm reading whose source timestamp is before the reconnect is stamped at the reconnect instead, and
+its own timestamp is kept in the `source_time_ns` field.
 """
 
 from __future__ import annotations
@@ -226,6 +232,9 @@ class Mapper:
         self.max_payload = {s.id: s.max_payload_bytes for s in cfg.sources.mqtt}
         self._route_cache: dict[tuple[str, str], tuple[CompiledRoute, dict[str, str]]] = {}
         self.bindings = self._bindings()
+        # per source: when it came back after an outage; earlier source timestamps are stamped at this time
+        self._reconnected: dict[str, int] = {k[3:]: v for k, v in self.state.items()
+                                             if k.startswith("up/") and v is not None}
 
     def _bindings(self) -> list[TagBinding]:
         out = []
@@ -288,9 +297,12 @@ class Mapper:
             out.points.append(Point("process_value", b.pv_tags, fields, source_ns))
             return
         tags = {"site": self.site, "line": b.line, "machine": b.machine}
+        reconnected = self._reconnected.get(b.source)
+        time_ns = reconnected if reconnected is not None and source_ns < reconnected else source_ns
         if spec.signal == "state_bit":
             if severity >= 2:
-                self._machine_state(b.machine, tags, BoardState.OFFLINE, f"status {status_name}", source_ns, out)
+                self._machine_state(b.machine, tags, BoardState.OFFLINE, f"status {status_name}", time_ns, out,
+                                    source_ns)
                 return
             if not isinstance(value, bool | int):
                 out.dead_letters.append(self._opcua_dead(b, f"state bit value {value!r} is not true/false",
@@ -303,18 +315,19 @@ class Mapper:
             state = b.mapper.map(bits)
             if state is not None:
                 raw = ",".join(f"{k}={int(v)}" for k, v in sorted(bits.items()))
-                self._machine_state(b.machine, tags, state, raw, source_ns, out)
+                self._machine_state(b.machine, tags, state, raw, time_ns, out, source_ns)
             return
         if spec.signal == "state":
             if severity >= 2:
-                self._machine_state(b.machine, tags, BoardState.OFFLINE, f"status {status_name}", source_ns, out)
+                self._machine_state(b.machine, tags, BoardState.OFFLINE, f"status {status_name}", time_ns, out,
+                                    source_ns)
                 return
             state = b.mapper.map(value)
             if state is None:
                 out.dead_letters.append(self._opcua_dead(b, f"state value {value!r} is not in the state map",
                                                          value, source_ns))
                 return
-            self._machine_state(b.machine, tags, state, str(value), source_ns, out)
+            self._machine_state(b.machine, tags, state, str(value), time_ns, out, source_ns)
             return
         if severity >= 2:
             out.dead_letters.append(self._opcua_dead(b, f"bad status {status_name}", value, source_ns))
@@ -326,11 +339,12 @@ class Mapper:
                                                      value, source_ns))
             return
         if spec.signal == "count":
-            self._count(b, tags, value, source_ns, out)
+            self._count(b, tags, value, time_ns, source_ns, out)
         else:
-            self._alarm(b, tags, value, source_ns, out)
+            self._alarm(b, tags, value, time_ns, source_ns, out)
 
-    def _count(self, b: TagBinding, tags: dict[str, str], value: int, source_ns: int, out: MappingResult) -> None:
+    def _count(self, b: TagBinding, tags: dict[str, str], value: int, time_ns: int, source_ns: int,
+               out: MappingResult) -> None:
         counter = b.spec.counter or "total"
         key = f"c/{b.machine}/{counter}"
         step = counter_step(self.state.get(key), value, b.spec.rollover)
@@ -338,41 +352,55 @@ class Mapper:
             return
         self._set(key, value)
         tags = dict(tags, counter=counter)
-        time_ns = self._unique_time(f"count/{b.machine}/{counter}", source_ns)
-        out.points.append(Point("machine_count", tags, {"delta": step.delta, "value": value}, time_ns))
+        t = self._unique_time(f"count/{b.machine}/{counter}", time_ns)
+        out.points.append(Point("machine_count", tags,
+                                _audited({"delta": step.delta, "value": value}, t, source_ns), t))
 
-    def _alarm(self, b: TagBinding, tags: dict[str, str], code: int, source_ns: int, out: MappingResult) -> None:
+    def _alarm(self, b: TagBinding, tags: dict[str, str], code: int, time_ns: int, source_ns: int,
+               out: MappingResult) -> None:
         key = f"a/{b.machine}"
         active = self.state.get(key, 0)
         if code == active:
             return
         self._set(key, code)
         if active:
-            t = self._unique_time(f"alarm/{b.machine}", source_ns)
-            out.points.append(Point("alarm", tags, {"code": active, "active": False,
-                                                    "text": b.alarm_texts.get(active, "")}, t))
+            t = self._unique_time(f"alarm/{b.machine}", time_ns)
+            out.points.append(Point("alarm", tags, _audited({"code": active, "active": False,
+                                                             "text": b.alarm_texts.get(active, "")}, t, source_ns), t))
         if code:
-            t = self._unique_time(f"alarm/{b.machine}", source_ns)
-            out.points.append(Point("alarm", tags, {"code": code, "active": True,
-                                                    "text": b.alarm_texts.get(code, "")}, t))
+            t = self._unique_time(f"alarm/{b.machine}", time_ns)
+            out.points.append(Point("alarm", tags, _audited({"code": code, "active": True,
+                                                             "text": b.alarm_texts.get(code, "")}, t, source_ns), t))
 
     def _machine_state(self, machine: str, tags: dict[str, str], state: BoardState, raw: str, time_ns: int,
-                       out: MappingResult) -> None:
+                       out: MappingResult, source_ns: int | None = None) -> None:
         key = f"s/{machine}"
         if self.state.get(key) == state.value:
             return
         self._set(key, state.value)
         t = self._unique_time(f"state/{machine}", time_ns)
-        out.points.append(Point("machine_state", tags, {"state": state.value, "raw": raw}, t))
+        out.points.append(Point("machine_state", tags, _audited({"state": state.value, "raw": raw}, t, source_ns), t))
 
     def source_down(self, source: str, time_ns: int, reason: str) -> MappingResult:
         """Every machine read through `source` goes OFFLINE: the board must not show frozen values."""
         out = MappingResult()
+        if self.state.get("down/" + source) is None:
+            self._set("down/" + source, time_ns)
         for machine_id, (line_id, machine) in self.machines.items():
             if machine.source == source:
                 tags = {"site": self.site, "line": line_id, "machine": machine_id}
                 self._machine_state(machine_id, tags, BoardState.OFFLINE, reason, time_ns, out)
         return out
+
+    def source_up(self, source: str, time_ns: int) -> None:
+        """`source` is connected again at `time_ns`. After an outage, its readings with older source timestamps
+        (unchanged values the server re-sends) are stamped at `time_ns`: the OFFLINE interval lasts until the
+        source answered again, never less."""
+        if self.state.get("down/" + source) is None:
+            return
+        self._set("down/" + source, None)
+        self._set("up/" + source, time_ns)
+        self._reconnected[source] = time_ns
 
     def _opcua_dead(self, b: TagBinding, reason: str, value: Any, time_ns: int) -> DeadLetter:
         return DeadLetter(b.source, b.node_id, reason, repr(value).encode()[:1024], time_ns)
@@ -463,6 +491,13 @@ class Mapper:
         machine = tags.get("machine")
         if machine is not None and (machine not in self.machines or self.machines[machine][0] != line):
             raise InputError(f"unknown machine {machine!r} on line {line}")
+
+
+def _audited(fields: dict[str, Any], time_ns: int, source_ns: int | None) -> dict[str, Any]:
+    """The fields, with the source timestamp kept in `source_time_ns` when the point is stamped at another time."""
+    if source_ns is not None and source_ns != time_ns:
+        fields["source_time_ns"] = source_ns
+    return fields
 
 
 def _quality(severity: int) -> str:

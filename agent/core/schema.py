@@ -40,13 +40,13 @@ MEASUREMENTS: dict[str, Measurement] = {
     m.name: m
     for m in (
         _m("machine_state", ("site", "line", "machine"),
-           {"state": str, "raw": str, "reason": str}, ("state",)),
+           {"state": str, "raw": str, "reason": str, "source_time_ns": int}, ("state",)),
         _m("machine_count", ("site", "line", "machine", "counter"),
-           {"delta": int, "value": int}, ("delta", "value")),
+           {"delta": int, "value": int, "source_time_ns": int}, ("delta", "value")),
         _m("process_value", ("site", "line", "machine", "name"),
            {"value": float, "status": int, "quality": str, "server_time_ns": int}, ("quality",)),
         _m("alarm", ("site", "line", "machine"),
-           {"code": int, "active": bool, "text": str}, ("code", "active")),
+           {"code": int, "active": bool, "text": str, "source_time_ns": int}, ("code", "active")),
         _m("operator_event", ("site", "line", "station", "event"),
            {"badge": str, "operator": str}, ("badge",)),
         _m("andon_event", ("site", "line", "station", "event", "kind"),

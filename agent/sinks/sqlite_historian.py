@@ -18,6 +18,7 @@ import sqlite3
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from itertools import chain
 from operator import itemgetter
 from pathlib import Path
@@ -48,13 +49,30 @@ def _tables(m: Measurement) -> list[str]:
     ]
 
 
+# Fields added to a measurement after 0001_measurements, each by a later migration: 0001 keeps creating the
+# tables as they were, so a new file and an upgraded one end up with the same columns.
+_FIELDS_ADDED_LATER = {name: ("source_time_ns",) for name in ("machine_state", "machine_count", "alarm")}
+
+
+def _as_of_0001(m: Measurement) -> Measurement:
+    later = _FIELDS_ADDED_LATER.get(m.name, ())
+    return replace(m, fields={f: kind for f, kind in m.fields.items() if f not in later})
+
+
+def _add_field(measurement: str, field: str) -> list[str]:
+    sql_type = _SQL_TYPE[MEASUREMENTS[measurement].fields[field]]
+    return [f"ALTER TABLE {table} ADD COLUMN {field} {sql_type}" for table in (measurement, measurement + "_last")]
+
+
 # Named migrations, applied once each and recorded; a new schema change is a new entry at the end.
 MIGRATIONS: list[tuple[str, list[str]]] = [
-    ("0001_measurements", [stmt for m in MEASUREMENTS.values() for stmt in _tables(m)]),
+    ("0001_measurements", [stmt for m in MEASUREMENTS.values() for stmt in _tables(_as_of_0001(m))]),
     # line-level board reads (a line's counts, states, events) use a time range within one line; process
     # values, by far the most points, are read per machine and would only pay for this index on every write
     ("0002_line_time_index", [f"CREATE INDEX IF NOT EXISTS {m.name}_line ON {m.name} (line, time)"
                               for m in MEASUREMENTS.values() if m.name != "process_value"]),
+    # the source timestamp of a reading stamped at another time (after a reconnect), kept for audit
+    ("0003_source_time_ns", [stmt for name in _FIELDS_ADDED_LATER for stmt in _add_field(name, "source_time_ns")]),
 ]
 
 

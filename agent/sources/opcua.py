@@ -245,6 +245,8 @@ class OpcUaSource:
         await self._configure_security(client)
         self.client = client
         await client.connect()
+        # before any value of this session is handed over: values older than this are stamped at it
+        self.pipeline.source_up(self.cfg.id)
         node_ids = await self._resolve_nodes(client)
         limits = await self._operation_limits(client)
         subscription = await self._subscribe(client, node_ids, limits)

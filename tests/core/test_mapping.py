@@ -185,6 +185,42 @@ def test_source_down_sets_its_machines_offline_once(factory_cfg):
     assert feed(mapper, "press-1", "StateCode", 1, 7).points[0].fields["state"] == "RUNNING"
 
 
+def test_after_an_outage_old_readings_are_stamped_at_the_reconnect(factory_cfg):
+    mapper = Mapper(factory_cfg)
+    feed(mapper, "press-1", "StateCode", 1, 10)
+    feed(mapper, "press-1", "GoodCount", 5, 10)
+    feed(mapper, "press-1", "AlarmCode", 0, 10)
+    (offline, *_) = mapper.source_down("plc-1", TS_NS + 100, "source plc-1 down: TimeoutError").points
+    assert mapper.source_down("plc-1", TS_NS + 200, "still down").points == []
+    mapper.source_up("plc-1", TS_NS + 500)
+    # the unchanged state comes back with its old source timestamp, older than the OFFLINE point
+    (running,) = feed(mapper, "press-1", "StateCode", 1, 10).points
+    assert offline.time_ns == TS_NS + 100 and offline.fields["state"] == "OFFLINE"
+    assert running.time_ns == TS_NS + 500
+    assert running.fields == {"state": "RUNNING", "raw": "1", "source_time_ns": TS_NS + 10}
+    # changes made during the outage land at the reconnect too, never inside the OFFLINE interval
+    (count,) = feed(mapper, "press-1", "GoodCount", 9, 300).points
+    assert (count.time_ns, count.fields["delta"], count.fields["source_time_ns"]) == (TS_NS + 500, 4, TS_NS + 300)
+    raised = feed(mapper, "press-1", "AlarmCode", 101, 300).points[0]
+    assert (raised.time_ns, raised.fields["source_time_ns"]) == (TS_NS + 500, TS_NS + 300)
+    # readings after the reconnect keep their own time; process values (samples) always do
+    later = feed(mapper, "press-1", "GoodCount", 10, 600).points[0]
+    assert later.time_ns == TS_NS + 600 and "source_time_ns" not in later.fields
+    assert feed(mapper, "press-1", "Temperature", 61.0, 10).points[0].time_ns == TS_NS + 10
+    # other sources' machines are not affected
+    assert feed(mapper, "packer-1", "PackMLState", "Execute", 20).points[0].time_ns == TS_NS + 500
+
+
+def test_the_reconnect_rule_survives_a_restart_and_needs_an_outage(factory_cfg):
+    mapper = Mapper(factory_cfg)
+    mapper.source_up("plc-1", TS_NS + 500)  # a first connect is no reconnect: readings keep their time
+    assert feed(mapper, "press-1", "StateCode", 1, 10).points[0].time_ns == TS_NS + 10
+    mapper.source_down("plc-1", TS_NS + 100, "down")
+    mapper.source_up("plc-1", TS_NS + 500)
+    restarted = Mapper(factory_cfg, mapper.take_dirty())  # the state committed with the OFFLINE points
+    assert feed(restarted, "press-1", "StateCode", 1, 10).points[0].time_ns == TS_NS + 500
+
+
 def test_bit_rule_machine_over_opcua(factory_cfg):
     data = factory_cfg.model_dump()
     data["state_maps"]["press-bits"] = {"kind": "bits", "default": "STOPPED", "rules": [

@@ -130,3 +130,41 @@ def test_two_processes_opening_a_new_sqlite_historian_at_once_both_start(tmp_pat
                               stderr=subprocess.PIPE) for _ in range(3)]
     errors = [p.communicate(timeout=120)[1].decode() for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], errors
+
+
+def test_a_reading_stamped_at_the_reconnect_keeps_its_source_time(historian):
+    moved = {"state": "RUNNING", "raw": "1", "source_time_ns": T0 + S}
+    historian.write([state("press-1", 10, "OFFLINE", "source plc-1 down: TimeoutError"),
+                     Point("machine_state", {**SITE, "machine": "press-1"}, moved, T0 + 30 * S),
+                     Point("machine_count", {**SITE, "machine": "press-1", "counter": "good"},
+                           {"delta": 4, "value": 9, "source_time_ns": T0 + 20 * S}, T0 + 30 * S)])
+    events = historian.events("machine_state", T0, T0 + 60 * S, machine="press-1")
+    assert [(p.time_ns, p.fields.get("source_time_ns")) for p in events] == [(T0 + 10 * S, None), (T0 + 30 * S, T0 + S)]
+    (last,) = historian.last_values("machine_count", machine="press-1")
+    assert last.fields["source_time_ns"] == T0 + 20 * S
+
+
+def test_a_sqlite_file_of_the_first_schema_is_upgraded_in_place(tmp_path):
+    import sqlite3
+
+    from agent.sinks.sqlite_historian import MIGRATIONS, SqliteHistorian
+
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE schema_migrations (name TEXT PRIMARY KEY, applied_ns INTEGER)")
+    for name, statements in MIGRATIONS[:2]:  # a file written before the later migrations existed
+        for stmt in statements:
+            conn.execute(stmt)
+        conn.execute("INSERT INTO schema_migrations VALUES (?, 0)", (name,))
+    conn.execute("INSERT INTO machine_state (time, site, line, machine, state, raw) "
+                 "VALUES (?, 'cixi-1', 'line-1', 'press-1', 'RUNNING', '1')", (T0,))
+    conn.close()
+    historian = SqliteHistorian(path)
+    try:
+        historian.write([Point("machine_state", {**SITE, "machine": "press-1"},
+                               {"state": "FAULT", "raw": "3", "source_time_ns": T0 + S}, T0 + 2 * S)])
+        events = historian.events("machine_state", T0, T0 + 10 * S)
+        assert [(p.fields["state"], p.fields.get("source_time_ns")) for p in events] == [
+            ("RUNNING", None), ("FAULT", T0 + S)]
+    finally:
+        historian.close()
