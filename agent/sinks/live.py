@@ -5,12 +5,18 @@ line-level signals; payload `{"v": value, "ts": epoch ms, ...}` with signal-spec
 process values, `raw` on states). Updates are coalesced: within
 `min_interval_ms` only the newest value per topic goes out. Live state is a view, not a record: the
 historian has every point, so a broker outage here loses nothing.
+
+Text from the shop floor goes into topics and payloads as it came (a badge is a topic level), so one point must
+never cost the others their publication: a lone surrogate (what JSON's "\\ud800" decodes to, which UTF-8 cannot
+carry) is published as U+FFFD, and a point whose topic MQTT cannot carry (`+`, `#` or NUL in a level) is
+skipped and counted.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -23,6 +29,9 @@ from agent.core.schema import Point
 from agent.sources.mqtt import make_client
 
 log = logging.getLogger(__name__)
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_NOT_IN_A_TOPIC = re.compile("[+#\x00]")
 
 
 def status_topic(site: str, agent_id: str) -> str:
@@ -78,6 +87,7 @@ class MqttLivePublisher:
             will=(self.status_topic, death))
         self.client.on_connect = self._on_connect
         self._latest: dict[str, bytes] = {}
+        self.skipped = 0  # points without a live publication (see the module docstring)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._flush_loop, name="shopfloor-live", daemon=True)
@@ -108,18 +118,34 @@ class MqttLivePublisher:
         client.publish(self.status_topic, json.dumps(birth).encode(), qos=1, retain=True)
 
     def publish(self, points: Sequence[Point]) -> None:
-        updates = {}
+        """Queue the newest value of each point's topic for the next flush; a point that cannot be published is
+        logged, counted in `skipped` and costs no other point."""
+        encoded: dict[str, bytes] = {}
         for p in points:
-            item = live_topic(self.site, p)
-            if item is not None:
-                updates[item[0]] = item[1]
-        encoded = {topic: json.dumps(payload, ensure_ascii=False).encode() for topic, payload in updates.items()}
+            try:
+                item = live_topic(self.site, p)
+                if item is None:
+                    continue
+                topic, payload = _encode(*item)
+            except Exception as exc:  # one point's text must not stop the others
+                self._skip(p.measurement, exc)
+                continue
+            encoded[topic] = payload
         with self._lock:
             self._latest.update(encoded)
 
+    def _skip(self, what: str, exc: Exception) -> None:
+        self.skipped += 1
+        if self.skipped in (1, 100, 10000):
+            log.warning("live publisher: %s not published (%s); %d so far, the historian has them", what, exc,
+                        self.skipped)
+
     def _flush_loop(self) -> None:
         while not self._stop.wait(self.min_interval or 0.05):
-            self._flush()
+            try:
+                self._flush()
+            except Exception:  # the next flush may well succeed; a dead thread would publish nothing
+                log.exception("live publisher: a flush failed; the next one goes on")
 
     def _flush(self) -> None:
         if not self.client.is_connected():
@@ -129,4 +155,20 @@ class MqttLivePublisher:
         if not latest:
             return
         for topic, payload in latest.items():
-            self.client.publish(topic, payload, qos=0, retain=True)
+            try:
+                self.client.publish(topic, payload, qos=0, retain=True)
+            except ValueError as exc:  # paho refuses a topic or payload: this one only
+                self._skip(topic, exc)
+
+
+def _encode(topic: str, payload: dict[str, Any]) -> tuple[str, bytes]:
+    """Topic and UTF-8 JSON payload as MQTT carries them: lone surrogates become U+FFFD; ValueError for a topic
+    MQTT cannot publish."""
+    text = json.dumps(payload, ensure_ascii=False)
+    if _SURROGATE.search(topic):
+        topic = _SURROGATE.sub("\ufffd", topic)
+    if _SURROGATE.search(text):
+        text = _SURROGATE.sub("\ufffd", text)
+    if _NOT_IN_A_TOPIC.search(topic):
+        raise ValueError(f"topic {topic!r} holds +, # or NUL")
+    return topic, text.encode()
