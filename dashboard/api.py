@@ -195,4 +195,4 @@ def health() -> Response:
     return _json({"live_broker": live.connected, "streams": ext["streams"], "rebuilds": ext["hub"].rebuilds,
                   "boards_failing": ext["hub"].failing,
                   "history_reads": ext["hub"].history_reads, "live_messages": live.messages,
-                  "live_malformed": live.malformed})
+                  "live_malformed": live.malformed, "live_failed": live.failed, "live_error": live.error})

@@ -4,13 +4,22 @@ One paho client subscribes to `shopfloor/v1/<site>/#` (the retained topics the a
 docs/data-model.md "Live MQTT topics"), keeps the newest payload per topic and calls `on_change(line)` when
 something of a line changed, with the signal (`line` is None when every line is concerned: the broker
 connection or an agent).
+
+No message can stop it: a payload that is not a small, flat, UTF-8 JSON object (over 256 KiB, not UTF-8, not
+JSON, nested too deeply, a lone surrogate such as "\\ud800", NaN or an infinite number) is counted in
+`malformed` and skipped, and anything raised while taking a message is counted in `failed` and logged once per
+kind. Should paho's network thread end anyway, `error` says "live view stopped", `connected` is false, and every
+machine is OFFLINE with that reason: the boards say the live data is gone instead of showing the last values as
+live.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +32,67 @@ from agent.config import FactoryConfig, MqttSource, resolve_secret
 from agent.sources.mqtt import make_client
 
 log = logging.getLogger(__name__)
+
+# The agents' live payloads are flat objects of a few hundred bytes (a list of machines at most); anything far
+# larger or deeper is not one of them, and a deep one would exhaust the parser's recursion.
+MAX_PAYLOAD_BYTES = 256 * 1024
+MAX_DEPTH = 8
+STOPPED = "live view stopped"
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class MalformedPayload(ValueError):
+    """A live payload the view refuses; `kind` names the reason in a few words (logged once per kind)."""
+
+    def __init__(self, kind: str, detail: str = "") -> None:
+        super().__init__(f"{kind}: {detail}" if detail else kind)
+        self.kind = kind
+
+
+def parse_payload(payload: bytes) -> dict[str, Any]:
+    """The JSON object a live payload holds, with only finite numbers and text UTF-8 can carry; MalformedPayload
+    for anything else. Never raises anything else, whatever the bytes."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise MalformedPayload("too large", f"{len(payload)} bytes, over {MAX_PAYLOAD_BYTES}")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedPayload("not UTF-8", str(exc)) from None
+    try:
+        body = json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise MalformedPayload("nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, NaN/Infinity, an integer of thousands of digits
+        raise MalformedPayload("not JSON", str(exc)) from None
+    if not isinstance(body, dict):
+        raise MalformedPayload("not a JSON object", type(body).__name__)
+    _check_values(body)
+    return body
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _check_values(body: dict[str, Any]) -> None:
+    """MalformedPayload for nesting past MAX_DEPTH, a lone surrogate in a key or text, or an infinite number
+    (`1e400`); without recursion, so no depth can exhaust the stack."""
+    pending: list[tuple[Any, int]] = [(body, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                raise MalformedPayload("lone surrogate", ascii(value[:40]))
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise MalformedPayload("not a finite number", repr(value))
+        elif isinstance(value, dict | list):
+            if depth > MAX_DEPTH:
+                raise MalformedPayload("nested too deeply", f"more than {MAX_DEPTH} levels")
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                pending.append((key, depth))  # an int index passes untouched
+                pending.append((item, depth + 1))
 
 
 @dataclass(frozen=True)
@@ -53,11 +123,38 @@ class LiveView:
         self._values: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}  # line -> (unit, signal) -> payload
         self._agents: dict[str, AgentStatus] = {}
         self._lock = threading.Lock()
-        self.connected = False
+        self._connected = False
         self.messages = 0
-        self.malformed = 0
+        self.malformed = 0  # payloads refused (see parse_payload)
+        self.failed = 0  # exceptions caught while taking a message or telling on_change
+        self._logged: set[str] = set()  # kinds of malformed payloads and failures logged once already
         self._client: mqtt.Client | None = None
+        self._network: threading.Thread | None = None
+        self._stopping = False
+        self._stop_logged = False
         self.broker = live_broker(cfg)
+
+    @property
+    def connected(self) -> bool:
+        """True while the view holds the broker and its MQTT thread runs."""
+        return self._connected and self.error is None
+
+    @connected.setter
+    def connected(self, value: bool) -> None:
+        self._connected = value
+
+    @property
+    def error(self) -> str | None:
+        """"live view stopped" once paho's network thread has ended without stop() (nothing follows the topics
+        any more, so no live value can be trusted), else None."""
+        network = self._network
+        if network is None or self._stopping or network.is_alive():
+            return None
+        if not self._stop_logged:
+            self._stop_logged = True
+            log.error("live view: the MQTT network thread for %s has ended; every machine shows OFFLINE (%s) "
+                      "until the dashboard is restarted", self.broker and self.broker.url, STOPPED)
+        return STOPPED
 
     # --- connection -----------------------------------------------------------------------------------------
 
@@ -75,8 +172,11 @@ class LiveView:
         self._client = client
         client.connect_async(host, port, keepalive=10)
         client.loop_start()
+        # paho keeps its network thread here; when it ends, nothing reads the broker any more (see `error`)
+        self._network = getattr(client, "_thread", None)
 
     def stop(self) -> None:
+        self._stopping = True
         if self._client is not None:
             self._client.disconnect()
             self._client.loop_stop()
@@ -86,25 +186,46 @@ class LiveView:
             log.warning("live view: broker %s refused the connection: %s", self.broker and self.broker.url, reason)
             return
         client.subscribe(self.prefix + "#", qos=0)
-        if not self.connected:
+        if not self._connected:
             log.info("live view: connected to %s", self.broker and self.broker.url)
-        self.connected = True
-        self.on_change(None, "broker")
+        self._connected = True
+        self._notify(None, "broker", "broker")
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        if self.connected:
+        if self._connected:
             log.warning("live view: lost the broker %s (%s); boards show OFFLINE until it is back",
                         self.broker and self.broker.url, reason)
-        self.connected = False
-        self.on_change(None, "broker")
+        self._connected = False
+        self._notify(None, "broker", "broker")
 
     # --- messages -------------------------------------------------------------------------------------------
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        # paho's thread: whatever escapes here ends it, and with it the live view
         self.messages += 1
-        change = self.accept(msg.topic, bytes(msg.payload))
+        topic = "(topic not UTF-8)"
+        try:
+            topic = msg.topic
+            change = self.accept(topic, bytes(msg.payload))
+        except Exception as exc:
+            self._failed(topic, exc)
+            return
         if change is not None:
-            self.on_change(*change)
+            self._notify(*change, topic)
+
+    def _notify(self, line: str | None, signal: str, topic: str) -> None:
+        try:
+            self.on_change(line, signal)
+        except Exception as exc:
+            self._failed(topic, exc)
+
+    def _failed(self, topic: str, exc: Exception) -> None:
+        self.failed += 1
+        kind = type(exc).__name__
+        if kind not in self._logged:
+            self._logged.add(kind)
+            log.error("live view: %s: %s raised in the MQTT callback; skipped, the view goes on (logged once "
+                      "per kind, %d so far)", topic, kind, self.failed, exc_info=exc)
 
     def accept(self, topic: str, payload: bytes) -> tuple[str | None, str] | None:
         """Store one live message; return (line, signal) of the change, line None for a site-wide one (an agent),
@@ -114,18 +235,18 @@ class LiveView:
         parts = topic[len(self.prefix):].split("/")
         if len(parts) < 3:
             return None
+        if parts[0] == "_agents" and (len(parts) != 3 or parts[2] != "status"):
+            return None  # the agents' probes (payload `probe`, agent/sources/mqtt.py): not live values
         try:
-            body = json.loads(payload) if payload else None
-        except (ValueError, UnicodeDecodeError):
-            body = None
-        if not isinstance(body, dict):
+            body = parse_payload(payload)
+        except MalformedPayload as exc:
             self.malformed += 1
-            if self.malformed in (1, 100, 10000):
-                log.warning("live view: %s: payload is not a JSON object (%d so far)", topic, self.malformed)
+            if exc.kind not in self._logged or self.malformed in (100, 10000):
+                self._logged.add(exc.kind)
+                log.warning("live view: %s: payload refused, %s (%d refused so far; the last good value stays)",
+                            topic, exc, self.malformed)
             return None
         if parts[0] == "_agents":
-            if len(parts) != 3 or parts[2] != "status":
-                return None  # probes
             machines = body.get("machines")
             with self._lock:
                 previous = self._agents.get(parts[1])
@@ -155,6 +276,8 @@ class LiveView:
         """Why a machine's live values cannot be trusted now, or None when they can."""
         if self.broker is None:
             return "no live broker configured"
+        if self.error is not None:
+            return self.error
         if not self.connected:
             return "dashboard lost the live broker"
         key = f"{line}/{machine}"
