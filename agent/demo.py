@@ -128,10 +128,10 @@ def demo_config(config: Path, data_dir: Path, mqtt_url: str, opcua_port: int, ag
 
 def simulated_start(cfg: FactoryConfig, now: float | None = None) -> str | None:
     """None when a shift is on now; otherwise an ISO time one minute into the latest past shift start."""
-    from simulators.plc import WORK, ShiftCalendar
+    from dashboard.kpi.shifts import NS, shift_at
 
     now = time.time() if now is None else now
-    if ShiftCalendar(cfg.shifts, cfg.site.timezone).status(now)[0] == WORK:
+    if shift_at(cfg.shifts, cfg.site.timezone, int(now * NS)) is not None:
         return None
     zone = ZoneInfo(cfg.site.timezone)
     today = datetime.fromtimestamp(now, zone).date()
@@ -229,14 +229,15 @@ def run_demo(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         sim_start = simulated_start(cfg) if args.sim_start == "auto" else args.sim_start
-        if sim_start is None and args.speed != 1:
+        if sim_start is None:
             sim_start = datetime.now(ZoneInfo(cfg.site.timezone)).isoformat()  # one clock for all the processes
-        # every process reads one clock: it showed sim_start at `anchor`, whenever each process starts
+        # every process reads one clock: it showed sim_start at `anchor`, whenever each process starts; the
+        # simulators' plant starts at sim_start too, so the PLC and the line simulator run one world
         anchor = ["--sim-anchor", f"{time.time():.3f}"]
-        start = [*(["--start", sim_start, *anchor] if sim_start else []), "--speed", str(args.speed)]
-        sim_clock = [*(["--sim-start", sim_start, *anchor] if sim_start else []), "--speed", str(args.speed)]
+        start = ["--start", sim_start, *anchor, "--speed", str(args.speed)]
+        sim_clock = ["--sim-start", sim_start, *anchor, "--speed", str(args.speed)]
         spawn("plc simulator", ["simulate", "plc", "--config", str(cfg_path), "--endpoint", endpoint, *start,
-                                *(["--sim-timestamps"] if sim_start else []),
+                                "--sim-timestamps", "--truth", str(data_dir / "plant-truth.json"),
                                 "--cert-dir", str(data_dir / "plc-pki")])
         spawn("line simulator", ["simulate", "line", "--config", str(cfg_path), "--mqtt", mqtt_url, *start,
                                  "--truth-file", str(data_dir / "line-truth.json")])
@@ -246,12 +247,13 @@ def run_demo(args: argparse.Namespace) -> int:
             "\nShopfloor demo is running:\n"
             f"  MQTT broker      {mqtt_url}{' (started by the demo)' if broker else ''}\n"
             f"  PLC simulator    {endpoint}\n"
+            f"  plant truth      {data_dir / 'plant-truth.json'} (what really happened, to check the boards by)\n"
             f"  agent health     http://127.0.0.1:{agent_port}/healthz\n"
             f"  agent metrics    http://127.0.0.1:{agent_port}/metrics\n"
             f"  historian        {where}\n"
             f"  live topics      shopfloor/v1/# on {mqtt_url}\n"
             f"  config used      {cfg_path}\n"
-            f"  simulated clock  {sim_start or 'the real time'} (x{args.speed:g})\n"
+            f"  simulated clock  {sim_start} (x{args.speed:g})\n"
             f"  dashboard        http://127.0.0.1:{dashboard_port}  (TV kiosk: /kiosk; English: ?lang=en)\n"
             f"  stop reasons     log in as {DEMO_USER} with the password in {data_dir / 'dashboard-password'}\n"
             "Press Ctrl-C to stop everything.\n", flush=True)

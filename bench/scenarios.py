@@ -18,7 +18,7 @@ from bench import configs, profile
 from bench.historian import LatencyTracker, RowCounter, wait_connect
 from bench.procs import CpuMeter, Proc, metric, read_json, wait_until
 from simulators.broker import Broker, free_port
-from simulators.line import ShopFloor
+from simulators.plant import Plant
 
 # MQTT levers (DESIGN.md "Known hard parts"): the broker's per-client in-flight window and the agent's MQTT 5
 # Receive Maximum. Both far above the defaults (20 and 1000), so neither caps a QoS 1 flood.
@@ -174,7 +174,7 @@ def _mqtt_loss(rows: int, acked: int, delivered: float) -> dict[str, int]:
 def _series(config: Path) -> list[tuple[str, str, str]]:
     """(site, line, material) of every material level topic the line simulator floods."""
     cfg = load_config(config, resolve_secrets=False)
-    floor = ShopFloor(cfg)
+    floor = Plant(cfg)
     return [(cfg.site.id, ls.line.id, m.id) for ls in floor.lines.values() for m in ls.materials]
 
 

@@ -1,6 +1,7 @@
-"""MQTT line simulator: badge readers, andon buttons, line-side material and orders for a factory config.
+"""MQTT line simulator: badge readers, andon buttons, line-side material and orders of the simulated plant.
 
-It publishes exactly the topics and JSON fields that `sources.mqtt[].routes` of config/factory.yaml expect, on a
+What happens is decided by the plant (simulators/plant.py), the same world the PLC simulator shows: this
+simulator publishes its floor's messages. It publishes exactly the topics and JSON fields that `sources.mqtt[].routes` of config/factory.yaml expect, on a
 simulated clock that starts at the real now and runs `speed` times faster. Every payload carries `ts` (ISO 8601
 UTC with microseconds), strictly increasing per topic, because the historian keys a point by series + timestamp.
 
@@ -16,12 +17,10 @@ a test can compare it with what the agent stored.
 from __future__ import annotations
 
 import argparse
-import heapq
 import itertools
 import json
 import logging
 import os
-import random
 import select
 import signal
 import socket
@@ -29,21 +28,20 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.clock import add_anchor_argument, caught_up
-from agent.config import FactoryConfig, Line, Material, Operator, Product
+from agent.config import FactoryConfig
+from simulators.plant import FloorMessage, Plant
 
 log = logging.getLogger(__name__)
 
@@ -100,324 +98,6 @@ class TopicStamps:
             epoch_us = last + 1
         self._last[topic] = epoch_us
         return iso_us(epoch_us)
-
-
-# --- the shop floor: a pure event model, no I/O --------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Event:
-    """One message the shop floor produced, before it gets its timestamp."""
-
-    due_us: int
-    topic: str
-    body: dict[str, Any]
-    signal: str
-
-
-@dataclass
-class _LineState:
-    line: Line
-    skus: list[Product]
-    materials: list[Material]
-    point_of_use: dict[str, str]
-    stock: dict[str, float]
-    stock_at_us: int = 0
-    running: Product | None = None
-    efficiency: float = 0.85
-    open_calls: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class _OperatorState:
-    operator: Operator
-    home: tuple[str, str]
-    at: tuple[str, str] | None = None
-    epoch: int = 0  # bumped by breaks and shift changes so that earlier personal moves are dropped
-
-
-class ShopFloor:
-    """The lines of a factory config as a discrete-event model; `advance(now)` returns what happened until now.
-
-    Operators badge in at a station of their skill (now and then at a wrong one), step away and come back, and
-    leave at breaks and shift ends (site time zone). Stations call andon, which is acknowledged after 0.5-5 min
-    and resolved later. Each line runs orders of its SKUs one after another with a changeover between; running
-    consumes BOM material, levels are reported every few seconds, a level below the reorder point raises a
-    material call, and the delivery loads a new lot.
-    """
-
-    def __init__(self, cfg: FactoryConfig, seed: int = 1) -> None:
-        self.cfg = cfg
-        self.rng = random.Random(seed)
-        self.tz = ZoneInfo(cfg.site.timezone)
-        self._heap: list[tuple[int, int, Callable[..., None], tuple[Any, ...]]] = []
-        self._seq = itertools.count()
-        self._out: list[Event] = []
-        self._ids = {name: itertools.count(1) for name in ("andon", "material", "order", "lot")}
-        materials = {m.id: m for m in cfg.materials}
-        self.lines: dict[str, _LineState] = {}
-        for line in cfg.lines:
-            skus = [p for p in cfg.products if line.id in p.ideal_cycle_s]
-            used = list(dict.fromkeys(m for p in skus for m in p.bom if m in materials))
-            self.lines[line.id] = _LineState(
-                line, skus, [materials[m] for m in used], self._points_of_use(line, skus, used),
-                stock={m: self._initial_stock(materials[m], all(m in p.bom for p in skus)) for m in used},
-            )
-        self.operators = self._assign_homes()
-
-    @staticmethod
-    def _points_of_use(line: Line, skus: list[Product], used: list[str]) -> dict[str, str]:
-        """Station where each material is called and loaded.
-
-        The config does not say; by convention a BOM lists packaging last, so the last item of a BOM goes to the
-        last station and the rest are spread over the others in order.
-        """
-        stations = [s.id for s in line.stations] or ["line"]
-        packaging = {list(p.bom)[-1] for p in skus if p.bom} if len(stations) > 1 else set()
-        others = stations[:-1] if packaging else stations
-        out, n = {}, 0
-        for material_id in used:
-            if material_id in packaging:
-                out[material_id] = stations[-1]
-            else:
-                out[material_id] = others[n % len(others)]
-                n += 1
-        return out
-
-    def _initial_stock(self, material: Material, used_by_every_sku: bool) -> float:
-        base = max(material.reorder_point, 50)
-        # What every SKU consumes starts just above its reorder point, so a short run still sees material
-        # calls and deliveries; the rest starts comfortably stocked.
-        factor = self.rng.uniform(1.02, 1.1) if used_by_every_sku else self.rng.uniform(1.5, 3.0)
-        return round(base * factor, 2)
-
-    def _assign_homes(self) -> list[_OperatorState]:
-        skill = {(ln.id, st.id): st.skill for ln in self.cfg.lines for st in ln.stations}
-        # Fill the emptiest station the operator is qualified for, measured against its planned headcount.
-        free = {(ln.id, st.id): max(st.planned_headcount, 1) for ln in self.cfg.lines for st in ln.stations}
-        out = []
-        for op in self.cfg.operators:
-            if not free:
-                break
-            fitting = [k for k in free if skill[k] is None or skill[k] in op.skills] or list(free)
-            home = max(fitting, key=lambda k: free[k])
-            free[home] -= 1
-            out.append(_OperatorState(op, home))
-        return out
-
-    # --- scheduling -------------------------------------------------------------------------------------
-
-    def _at(self, due_us: int, fn: Callable[..., None], *args: Any) -> None:
-        heapq.heappush(self._heap, (due_us, next(self._seq), fn, args))
-
-    def _emit(self, due_us: int, topic: str, body: dict[str, Any], signal: str) -> None:
-        self._out.append(Event(due_us, topic, body, signal))
-
-    def _after(self, low_s: float, high_s: float) -> int:
-        return int(self.rng.uniform(low_s, high_s) * US)
-
-    def begin(self, now_us: int) -> None:
-        """Schedule the opening moves: crews badge in, lines start orders, lots are loaded, scales report."""
-        for op in self.operators:
-            self._at(now_us + self._after(0, 60), self._badge_in, op, None)
-        for ls in self.lines.values():
-            ls.stock_at_us = now_us
-            if ls.skus:
-                self._at(now_us + self._after(0, 30), self._order_start, ls)
-            for material in ls.materials:
-                self._at(now_us + self._after(0, 20), self._load_lot, ls, material, ls.stock[material.id])
-                self._at(now_us + self._after(0, LEVEL_PERIOD_S), self._level, ls, material)
-            for station in ls.line.stations:
-                gap = int(self.rng.expovariate(1 / ANDON_MEAN_GAP_S) * US)
-                self._at(now_us + gap, self._andon_call, ls.line.id, station.id)
-        boundary = self._next_boundary(now_us)
-        if boundary is not None:
-            self._at(boundary[0], self._boundary, boundary[1])
-
-    def next_due(self) -> int | None:
-        """Simulated time of the next scheduled happening, None when nothing is scheduled."""
-        return self._heap[0][0] if self._heap else None
-
-    def advance(self, now_us: int) -> list[Event]:
-        """Run everything due up to now; the events come out in time order."""
-        self._out = []
-        while self._heap and self._heap[0][0] <= now_us:
-            due, _, fn, args = heapq.heappop(self._heap)
-            fn(due, *args)
-        return self._out
-
-    def _local_date(self, at_us: int) -> date:
-        return datetime.fromtimestamp(at_us / US, self.tz).date()
-
-    # --- people ----------------------------------------------------------------------------------------------
-
-    def _choose_station(self, op: _OperatorState) -> tuple[str, str]:
-        roll = self.rng.random()
-        stations = [(ln.id, st.id, st.skill) for ln in self.cfg.lines for st in ln.stations]
-        if roll < 0.10:
-            other = [(li, si) for li, si, skill in stations if skill in op.operator.skills and (li, si) != op.home]
-            if other:
-                return self.rng.choice(other)
-        elif roll < 0.15:
-            wrong = [(li, si) for li, si, skill in stations if skill is not None and skill not in op.operator.skills]
-            if wrong:
-                return self.rng.choice(wrong)
-        return op.home
-
-    def _badge(self, due: int, where: tuple[str, str], op: _OperatorState, action: str) -> None:
-        self._emit(due, f"line/{where[0]}/{where[1]}/badge", {"badge": op.operator.badge, "action": action}, "operator_event")
-
-    def _badge_in(self, due: int, op: _OperatorState, epoch: int | None) -> None:
-        if op.at is not None or (epoch is not None and epoch != op.epoch):
-            return
-        op.at = self._choose_station(op)
-        self._badge(due, op.at, op, "in")
-        self._at(due + int(self.rng.expovariate(1 / WANDER_MEAN_GAP_S) * US), self._step_away, op, op.epoch)
-
-    def _badge_out(self, due: int, op: _OperatorState) -> None:
-        if op.at is None:
-            return
-        self._badge(due, op.at, op, "out")
-        op.at = None
-
-    def _step_away(self, due: int, op: _OperatorState, epoch: int) -> None:
-        if epoch != op.epoch or op.at is None:
-            return
-        self._badge_out(due, op)
-        self._at(due + self._after(120, 600), self._badge_in, op, epoch)
-
-    def _boundary(self, due: int, action: str) -> None:
-        for op in self.operators:
-            op.epoch += 1
-            if action == "in":
-                self._at(due + self._after(150, 600), self._badge_in, op, None)
-            elif action == "out" or self.rng.random() < 0.9:  # at a break a few stay at their machine
-                self._at(due + self._after(0, 120), self._badge_out, op)
-        boundary = self._next_boundary(due + 1)
-        if boundary is not None:
-            self._at(boundary[0], self._boundary, boundary[1])
-
-    def _next_boundary(self, after_us: int) -> tuple[int, str] | None:
-        """The next shift start ("in"), break start ("break"), break end ("in") or shift end ("out")."""
-        best: tuple[int, int, str] | None = None
-        order = {"out": 0, "break": 1, "in": 2}  # at one instant the leaving shift goes before the next comes
-        for at_us, action in self._boundaries(self._local_date(after_us) - timedelta(days=1), days=4):
-            if at_us >= after_us and (best is None or (at_us, order[action]) < best[:2]):
-                best = (at_us, order[action], action)
-        return (best[0], best[2]) if best else None
-
-    def _boundaries(self, first: date, days: int) -> Iterator[tuple[int, str]]:
-        def at(day: date, hhmm: str, not_before: datetime | None = None) -> datetime:
-            hour, minute = map(int, hhmm.split(":"))
-            moment = datetime(day.year, day.month, day.day, hour, minute, tzinfo=self.tz)
-            if not_before is not None and moment <= not_before:
-                moment += timedelta(days=1)
-            return moment
-
-        weekdays = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-        for n in range(days):
-            day = first + timedelta(days=n)
-            for shift in self.cfg.shifts:
-                if weekdays[day.weekday()] not in shift.days:
-                    continue
-                start = at(day, shift.start)
-                yield int(start.timestamp() * US), "in"
-                yield int(at(day, shift.end, start).timestamp() * US), "out"
-                for brk in shift.breaks:
-                    brk_start = at(day, brk.start, start - timedelta(microseconds=1))
-                    yield int(brk_start.timestamp() * US), "break"
-                    yield int(at(day, brk.end, brk_start).timestamp() * US), "in"
-
-    # --- andon -----------------------------------------------------------------------------------------------
-
-    def _someone_at(self, line_id: str, station_id: str) -> Operator:
-        present = [op.operator for op in self.operators if op.at == (line_id, station_id)]
-        return self.rng.choice(present or [op.operator for op in self.operators])
-
-    def _andon_call(self, due: int, line_id: str, station_id: str) -> None:
-        self._at(due + int(self.rng.expovariate(1 / ANDON_MEAN_GAP_S) * US), self._andon_call, line_id, station_id)
-        if not self.operators:
-            return
-        call_id = f"A-{next(self._ids['andon']):06d}"
-        kind = self.rng.choices(("maintenance", "quality", "material"), weights=(4, 3, 3))[0]
-        self._andon(due, line_id, station_id, call_id, "call", kind, self._someone_at(line_id, station_id))
-        self._at(due + self._after(30, 300), self._andon_ack, line_id, station_id, call_id, kind)
-
-    def _andon_ack(self, due: int, line_id: str, station_id: str, call_id: str, kind: str) -> None:
-        responder = self.rng.choice(self.operators).operator
-        self._andon(due, line_id, station_id, call_id, "ack", kind, responder)
-        self._at(due + self._after(60, 1200), self._andon_resolve, line_id, station_id, call_id, kind, responder)
-
-    def _andon_resolve(self, due: int, line_id: str, station_id: str, call_id: str, kind: str,
-                       responder: Operator) -> None:
-        self._andon(due, line_id, station_id, call_id, "resolve", kind, responder)
-
-    def _andon(self, due: int, line_id: str, station_id: str, call_id: str, event: str, kind: str,
-               who: Operator) -> None:
-        self._emit(due, f"line/{line_id}/{station_id}/andon",
-                   {"call_id": call_id, "event": event, "kind": kind, "badge": who.badge}, "andon_event")
-
-    # --- orders and material ---------------------------------------------------------------------------------
-
-    def _order(self, due: int, ls: _LineState, order_id: str, sku: Product, target_qty: int, event: str) -> None:
-        self._emit(due, f"line/{ls.line.id}/order",
-                   {"order_id": order_id, "sku": sku.sku, "target_qty": target_qty, "event": event}, "order_event")
-
-    def _order_start(self, due: int, ls: _LineState) -> None:
-        self._consume(due, ls)
-        sku = self.rng.choice(ls.skus)
-        target_qty = self.rng.randrange(100, 1001, 50)
-        order_id = f"SO-{self._local_date(due):%Y%m%d}-{next(self._ids['order']):03d}"
-        ls.running, ls.efficiency = sku, self.rng.uniform(0.75, 0.95)
-        self._order(due, ls, order_id, sku, target_qty, "start")
-        run_s = target_qty * sku.ideal_cycle_s[ls.line.id] / ls.efficiency
-        self._at(due + int(run_s * US), self._order_stop, ls, order_id, sku, target_qty)
-
-    def _order_stop(self, due: int, ls: _LineState, order_id: str, sku: Product, target_qty: int) -> None:
-        self._consume(due, ls)
-        ls.running = None
-        self._order(due, ls, order_id, sku, target_qty, "stop")
-        changeover_s = max(sku.setup_min * 60, 60) * self.rng.uniform(0.8, 1.3)
-        self._at(due + int(changeover_s * US), self._order_start, ls)
-
-    def _consume(self, due: int, ls: _LineState) -> None:
-        elapsed_s = (due - ls.stock_at_us) / US
-        ls.stock_at_us = due
-        if ls.running is None or elapsed_s <= 0:
-            return
-        units = elapsed_s * ls.efficiency / ls.running.ideal_cycle_s[ls.line.id]
-        for material_id, per_unit in ls.running.bom.items():
-            if material_id in ls.stock:
-                ls.stock[material_id] = max(0.0, ls.stock[material_id] - per_unit * units)
-
-    def _level(self, due: int, ls: _LineState, material: Material) -> None:
-        self._consume(due, ls)
-        level = round(ls.stock[material.id], 2)
-        self._emit(due, f"line/{ls.line.id}/material/{material.id}/level", {"level": level}, "material_level")
-        if level < material.reorder_point and material.id not in ls.open_calls:
-            call_id = f"M-{next(self._ids['material']):06d}"
-            qty = int(max(material.reorder_point * 2, 50) // 10 * 10)
-            ls.open_calls[material.id] = call_id
-            self._material_call(due, ls, material, call_id, "call", qty)
-            self._at(due + self._after(300, 1500), self._deliver, ls, material, call_id, qty)
-        self._at(due + self._after(0.8 * LEVEL_PERIOD_S, 1.2 * LEVEL_PERIOD_S), self._level, ls, material)
-
-    def _material_call(self, due: int, ls: _LineState, material: Material, call_id: str, event: str,
-                       qty: int) -> None:
-        self._emit(due, f"line/{ls.line.id}/{ls.point_of_use[material.id]}/material-call",
-                   {"material": material.id, "event": event, "call_id": call_id, "qty": qty}, "material_event")
-
-    def _deliver(self, due: int, ls: _LineState, material: Material, call_id: str, qty: int) -> None:
-        self._consume(due, ls)
-        ls.stock[material.id] += qty
-        ls.open_calls.pop(material.id, None)
-        self._material_call(due, ls, material, call_id, "delivered", qty)
-        self._load_lot(due, ls, material, qty)
-
-    def _load_lot(self, due: int, ls: _LineState, material: Material, qty: float) -> None:
-        lot = f"L{self._local_date(due):%Y%m%d}-{next(self._ids['lot']):04d}"
-        self._emit(due, f"line/{ls.line.id}/{ls.point_of_use[material.id]}/lot",
-                   {"material": material.id, "lot": lot, "qty": int(qty)}, "material_event")
 
 
 # --- malformed messages --------------------------------------------------------------------------------------
@@ -838,10 +518,13 @@ class LineSimulator:
                  flood: int | None = None, truth_file: str | Path | None = None, client_id: str | None = None,
                  protocol: str = "5", max_inflight: int = 1000, flood_client: str = "raw",
                  flood_rate: float | None = None, flood_lane: tuple[int, int] = (0, 1),
-                 announce: bool = False, start: datetime | None = None) -> None:
+                 announce: bool = False, start: datetime | None = None, origin: datetime | None = None) -> None:
         self.cfg, self.url = cfg, url
         self.clock = SimClock(speed, int(start.timestamp() * US) if start is not None else None)
-        self.floor = ShopFloor(cfg, seed)
+        # The plant starts at the demo's shared clock start (`origin`), like the PLC simulator's: both run the
+        # same world, the PLC simulator showing its machines and this one publishing its floor's messages.
+        origin_us = int(origin.timestamp() * US) if origin is not None else self.clock.start_us
+        self.floor = Plant(cfg, seed, min(origin_us, self.clock.start_us))
         self.malformed = MalformedMaker(cfg)
         self.stamps = TopicStamps()
         self.malformed_every, self.count, self.duration_s, self.flood = malformed_every, count, duration_s, flood
@@ -932,10 +615,9 @@ class LineSimulator:
         return self.duration_s is not None and time.monotonic() - self._started_at >= self.duration_s
 
     def _run_floor(self) -> None:
-        self.floor.begin(self.clock.now_us())
         next_truth = time.monotonic() + 1
         while not self._finished():
-            for event in self.floor.advance(self.clock.now_us()):
+            for event in self.floor.advance(self.clock.now_us())[1]:
                 self._send(event)
                 if self._finished():
                     return
@@ -946,7 +628,7 @@ class LineSimulator:
             wait_s = 0.2 if due is None else (due - self.clock.now_us()) / US / self.clock.speed
             self._stop.wait(min(max(wait_s, 0.0), 0.2))
 
-    def _send(self, event: Event) -> None:
+    def _send(self, event: FloorMessage) -> None:
         body = dict(event.body)
         body["ts"] = ts = self.stamps.stamp(event.topic, event.due_us)
         payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
@@ -1079,7 +761,7 @@ def run(args: argparse.Namespace) -> int:
                         client_id=args.client_id, protocol=args.protocol, max_inflight=args.max_inflight,
                         flood_client=args.flood_client, flood_rate=args.flood_rate,
                         flood_lane=args.flood_lane, announce=True,
-                        start=caught_up(args.start, args.speed, args.sim_anchor))
+                        start=caught_up(args.start, args.speed, args.sim_anchor), origin=args.start)
     interrupted = threading.Event()
     previous = {}
     if threading.current_thread() is threading.main_thread():

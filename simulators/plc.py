@@ -1,11 +1,11 @@
-"""OPC UA PLC simulator: an asyncua server whose machines behave like a real line's.
+"""OPC UA PLC simulator: an asyncua server showing the machines of the simulated plant (simulators/plant.py).
 
-Each served machine runs, stops for a few seconds, faults, changes over, starves and blocks on a seeded random
-schedule in simulated time, follows the site's shift calendar, and shows all that through the raw tags its machine
-type declares (state codes, PackML names or bits; counters with rollover; process values; alarm codes). Beside the
-raw tags it publishes the ground truth (unwrapped counts, true board state) so tests can compare what the agent
-recorded with what happened, and two controls: `Sim.Running` stops the simulated clock, `<line>.<machine>.Force`
-pins a machine in a board state.
+The plant decides what each machine does (the line's orders, changeovers, stops, faults, breaks and shifts); this
+server shows it through the raw tags each machine type declares (state codes, PackML names or bits; counters with
+rollover; the product; process values; alarm codes), every change stamped with its own simulated time when
+`--sim-timestamps` is given. Beside the raw tags it publishes the ground truth (unwrapped counts, true board
+state), writes the plant's full truth to `--truth FILE`, and has two controls: `Sim.Running` stops the simulated
+clock, `<line>.<machine>.Force` pins a machine in a board state.
 
 Security modes accept every client certificate: this is a simulator, it trusts whoever connects.
 """
@@ -25,10 +25,9 @@ import random
 import signal
 import sys
 import time
-import zoneinfo
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -42,9 +41,10 @@ from asyncua.server.user_managers import UserManager
 
 from agent import config as agent_config
 from agent.clock import add_anchor_argument, caught_up
-from agent.config import FactoryConfig, Line, Machine, MachineType, Shift, StateMapSpec, TagSpec
+from agent.config import FactoryConfig, StateMapSpec, TagSpec
 from agent.core.states import BoardState, StateMapper
 from simulators import pki
+from simulators.plant import DEFAULT_CYCLE_S, US, MachineSnapshot, Plant, PlantMachine
 
 log = logging.getLogger(__name__)
 
@@ -72,63 +72,6 @@ SECURITY_POLICIES: dict[str, list[ua.SecurityPolicyType]] = {
         ua.SecurityPolicyType.Basic256Sha256_Sign,
     ],
 }
-
-
-# --- shift calendar ---------------------------------------------------------------------------------------
-
-WORK, BREAK, OFF = "work", "break", "off"
-_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
-def _minutes(hhmm: str) -> int:
-    hours, minutes = hhmm.split(":")
-    return int(hours) * 60 + int(minutes)
-
-
-class ShiftCalendar:
-    """Whether the site works, has a break or is off at a moment, and until when that holds."""
-
-    def __init__(self, shifts: Sequence[Shift], timezone: str) -> None:
-        self._shifts = list(shifts)
-        self._zone = zoneinfo.ZoneInfo(timezone)
-        self._cached: tuple[float, float, str] | None = None  # valid from, valid until, status
-
-    def status(self, t: float) -> tuple[str, float]:
-        """(WORK | BREAK | OFF, the epoch second when that may change) at epoch second `t`."""
-        if self._cached is not None and self._cached[0] <= t < self._cached[1]:
-            return self._cached[2], self._cached[1]
-        shifts, breaks = self._intervals_around(datetime.fromtimestamp(t, self._zone).date())
-        in_shift = any(start <= t < end for start, end in shifts)
-        in_break = in_shift and any(start <= t < end for start, end in breaks)
-        status = BREAK if in_break else WORK if in_shift else OFF
-        edges = [edge for interval in shifts + breaks for edge in interval if edge > t]
-        # The window covers yesterday to tomorrow; beyond it, look again in a few hours.
-        until = max(min(edges, default=t + 6 * 3600), t + 1e-3)
-        self._cached = (t, until, status)
-        return status, until
-
-    def _at(self, day: date, hhmm: str) -> float:
-        minutes = _minutes(hhmm)
-        local = datetime(day.year, day.month, day.day, minutes // 60, minutes % 60, tzinfo=self._zone)
-        return local.timestamp()
-
-    def _intervals_around(self, today: date) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
-        shifts: list[tuple[float, float]] = []
-        breaks: list[tuple[float, float]] = []
-        for offset in (-1, 0, 1):
-            day = today + timedelta(days=offset)
-            for shift in self._shifts:
-                if _WEEKDAYS[day.weekday()] not in shift.days:
-                    continue
-                start_min, end_min = _minutes(shift.start), _minutes(shift.end)
-                end_day = day + timedelta(days=1) if end_min <= start_min else day
-                shifts.append((self._at(day, shift.start), self._at(end_day, shift.end)))
-                for pause in shift.breaks:
-                    # A break earlier on the clock than the shift start falls after midnight.
-                    pause_day = day + timedelta(days=1) if _minutes(pause.start) < start_min else day
-                    pause_end_day = pause_day + timedelta(days=1) if _minutes(pause.end) <= _minutes(pause.start) else pause_day
-                    breaks.append((self._at(pause_day, pause.start), self._at(pause_end_day, pause.end)))
-        return shifts, breaks
 
 
 # --- raw state encoding -----------------------------------------------------------------------------------
@@ -216,29 +159,6 @@ class RawStateCodec:
 # --- machine behaviour ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Disruption:
-    """A kind of interruption of RUNNING: how often per running hour, how long in seconds."""
-
-    state: BoardState
-    per_hour: float
-    min_s: float
-    max_s: float
-
-
-DISRUPTIONS = (
-    Disruption(BoardState.STOPPED, 4.0, 5, 90),  # microstops
-    Disruption(BoardState.FAULT, 2 / 10, 3 * 60, 20 * 60),  # a couple per shift
-    Disruption(BoardState.SETUP, 1 / 3, 15 * 60, 40 * 60),  # changeover every few hours
-    Disruption(BoardState.STARVED, 0.4, 60, 8 * 60),
-    Disruption(BoardState.BLOCKED, 0.3, 60, 6 * 60),
-)
-REJECT_RATE = 0.02
-CYCLE_SLACK = 0.06  # a unit takes 0-6 % longer than ideal: real lines never beat their ideal cycle
-DEFAULT_CYCLE_S = 10.0
-_EPS = 1e-9
-
-
 @dataclass
 class ProcessValue:
     """A bounded random walk near a nominal value (temperature, pressure, load...)."""
@@ -269,157 +189,6 @@ def _process_value_for(tag: TagSpec, rng: random.Random) -> ProcessValue:
 
 def _is_speed(tag: TagSpec) -> bool:
     return tag.node.lower() == "speed" or (tag.name or "").lower() == "speed" or "/min" in (tag.unit or "")
-
-
-class MachineModel:
-    """One machine's behaviour in simulated time; pure state, no I/O."""
-
-    def __init__(
-        self,
-        line: Line,
-        machine: Machine,
-        machine_type: MachineType,
-        codec: RawStateCodec,
-        products: list[tuple[str, float]],
-        calendar: ShiftCalendar,
-        seed: int,
-        now: float,
-    ) -> None:
-        self.line_id = line.id
-        self.machine_id = machine.id
-        self.codec = codec
-        self._calendar = calendar
-        self._rng = random.Random(f"{seed}:{line.id}:{machine.id}")
-        self._pv_rng = random.Random(f"{seed}:{line.id}:{machine.id}:pv")
-        self._products = products or [("", DEFAULT_CYCLE_S)]
-        self._product = self._rng.randrange(len(self._products))
-        self._alarm_codes = sorted(machine_type.alarm_texts) or [1]
-        self.now = now
-        self.total = self.good = self.reject = 0
-        self.forced: BoardState | None = None
-        self._process = BoardState.RUNNING
-        self._alarm = 0
-        self._next_disruption: Disruption = DISRUPTIONS[0]
-        self._remaining = self._draw_run_time()
-        self._cycle_s = self._draw_cycle()
-        self._unit_remaining = self._cycle_s * self._rng.random()  # the machine was mid-cycle at start
-        self.process_values: dict[str, ProcessValue] = {
-            tag.node: _process_value_for(tag, self._pv_rng)
-            for tag in machine_type.tags
-            if tag.signal == "process_value" and not _is_speed(tag)
-        }
-
-    @property
-    def fastest_cycle_s(self) -> float:
-        """The shortest ideal cycle time among the line's products, in seconds."""
-        return min(cycle for _, cycle in self._products)
-
-    @property
-    def ideal_cycle_s(self) -> float:
-        """Ideal cycle time of the product being made, in seconds."""
-        return self._products[self._product][1]
-
-    def board_state(self) -> BoardState:
-        """The state the machine is in, before mapping to what its PLC can show."""
-        if self.forced is not None:
-            return self.forced
-        status, _ = self._calendar.status(self.now)
-        if status == OFF:
-            return BoardState.NO_SHIFT
-        if status == BREAK:
-            return BoardState.PLANNED_STOP
-        return self._process
-
-    def alarm_code(self) -> int:
-        """The active alarm code, 0 when none."""
-        if self.forced is not None:
-            return self._alarm_codes[0] if self.forced == BoardState.FAULT else 0
-        return self._alarm if self.board_state() == BoardState.FAULT else 0
-
-    def rate_per_min(self) -> float:
-        """Current production rate in units per minute, 0 when not running."""
-        if self.board_state() != BoardState.RUNNING:
-            return 0.0
-        return round(60.0 / self._cycle_s, 2)
-
-    def advance(self, until: float) -> None:
-        """Run the machine up to simulated epoch second `until`, producing every unit completed by then."""
-        while self.now < until - _EPS:
-            if self.forced is not None:
-                step = until - self.now
-                if self.forced == BoardState.RUNNING:
-                    step = min(step, self._unit_remaining)
-                    self._unit_remaining -= step
-                self.now += step
-                if self._unit_remaining <= _EPS:
-                    self._complete_unit()
-                continue
-            status, status_until = self._calendar.status(self.now)
-            span = min(until, status_until) - self.now
-            if status != WORK:
-                # Breaks and off-shift time freeze the machine's own schedule: nothing happens to it then.
-                self.now += span
-                continue
-            if self._process == BoardState.RUNNING:
-                step = min(span, self._unit_remaining, self._remaining)
-                self.now += step
-                self._unit_remaining -= step
-                self._remaining -= step
-                if self._unit_remaining <= _EPS:
-                    self._complete_unit()
-                if self._remaining <= _EPS:
-                    self._begin_disruption()
-            else:
-                step = min(span, self._remaining)
-                self.now += step
-                self._remaining -= step
-                if self._remaining <= _EPS:
-                    self._end_disruption()
-
-    def step_process_values(self, dt: float) -> dict[str, float]:
-        """Move the process values by `dt` simulated seconds; their new values by tag node."""
-        fault = self.board_state() == BoardState.FAULT
-        return {node: pv.step(self._pv_rng, dt, fault) for node, pv in self.process_values.items()}
-
-    def _complete_unit(self) -> None:
-        self.total += 1
-        if self._rng.random() < REJECT_RATE:
-            self.reject += 1
-        else:
-            self.good += 1
-        self._cycle_s = self._draw_cycle()
-        self._unit_remaining = self._cycle_s
-
-    def _draw_cycle(self) -> float:
-        return self.ideal_cycle_s * (1.0 + self._rng.uniform(0.0, CYCLE_SLACK))
-
-    def _draw_run_time(self) -> float:
-        """Running seconds until the next disruption; also picks which one (competing random events)."""
-        total_rate = sum(d.per_hour for d in DISRUPTIONS) / 3600.0
-        pick = self._rng.uniform(0.0, total_rate * 3600.0)
-        for disruption in DISRUPTIONS:
-            pick -= disruption.per_hour
-            if pick <= 0:
-                self._next_disruption = disruption
-                break
-        return self._rng.expovariate(total_rate)
-
-    def _begin_disruption(self) -> None:
-        disruption = self._next_disruption
-        self._process = disruption.state
-        self._remaining = self._rng.uniform(disruption.min_s, disruption.max_s)
-        if disruption.state == BoardState.FAULT:
-            self._alarm = self._rng.choice(self._alarm_codes)
-        log.debug("%s.%s: %s for %.0f s", self.line_id, self.machine_id, disruption.state, self._remaining)
-
-    def _end_disruption(self) -> None:
-        if self._process == BoardState.SETUP and len(self._products) > 1:
-            self._product = (self._product + 1) % len(self._products)
-        self._process = BoardState.RUNNING
-        self._alarm = 0
-        self._remaining = self._draw_run_time()
-        self._cycle_s = self._draw_cycle()
-        self._unit_remaining = self._cycle_s
 
 
 def _node_id(name: str, namespace: int) -> ua.NodeId:
@@ -567,11 +336,18 @@ class _Variable:
 
 @dataclass
 class _ServedMachine:
-    model: MachineModel
-    state_tag: str | None
-    count_tags: list[tuple[str, str, int]]  # node, counter kind, wrap
-    speed_tags: list[str]
-    alarm_tags: list[str]
+    line_id: str
+    machine_id: str
+    codec: RawStateCodec
+    fastest_cycle_s: float
+    pv_rng: random.Random
+    process_values: dict[str, ProcessValue]  # by tag node
+    state_tag: str | None = None
+    count_tags: list[tuple[str, str, int]] = field(default_factory=list)  # node, counter kind, wrap
+    speed_tags: list[str] = field(default_factory=list)
+    alarm_tags: list[str] = field(default_factory=list)
+    product_tags: list[tuple[str, dict[str, int]]] = field(default_factory=list)  # node, SKU -> code (or none)
+    last: MachineSnapshot | None = None
     variables: dict[str, _Variable] = field(default_factory=dict)  # by node suffix
     force_id: ua.NodeId | None = None
     force_seen: str = ""
@@ -605,6 +381,8 @@ class PlcSimulator:
         start_time: datetime | None = None,
         sim_timestamps: bool = False,
         operation_limit: int | None = None,
+        origin: datetime | None = None,
+        truth_file: Path | None = None,
     ) -> None:
         if security not in SECURITY_POLICIES:
             raise ValueError(f"security must be one of {', '.join(SECURITY_POLICIES)}, not {security!r}")
@@ -644,8 +422,18 @@ class PlcSimulator:
         self.bench_rounds = 0
         self.bench_late_rounds = 0
         self._running_at_start = not paused
-        self._sim_start = (start_time or datetime.now(UTC)).timestamp()
-        self.sim_now = self._sim_start
+        self.sim_now = (start_time or datetime.now(UTC)).timestamp()
+        # The simulated clock: sim_now = base + (monotonic - since) x speed while the gate is open. It is read
+        # afresh on every tick, so time spent starting the server is not lost (no lag behind the demo's clock).
+        self._clock_base = self.sim_now
+        self._clock_since: float | None = None
+        # The plant starts at the demo's shared clock start (`origin`), so every simulator of the demo runs the
+        # same world; it is then brought up to this simulator's now.
+        origin_s = (origin or start_time or datetime.fromtimestamp(self.sim_now, UTC)).timestamp()
+        self.plant = Plant(cfg, seed, int(min(origin_s, self.sim_now) * US))
+        self.plant.advance(int(self.sim_now * US))
+        self.truth_file = Path(truth_file) if truth_file is not None else None
+        self._next_truth = 0.0
         self._server: Server | None = None
         self._machines: list[_ServedMachine] = []
         self._bench: list[_Variable] = []  # the changing Double tags, written every bench period
@@ -698,6 +486,7 @@ class PlcSimulator:
         if server.bserver is not None and server.bserver.port and ":0/" in self.endpoint + "/":
             self.endpoint = self.endpoint.replace(":0", f":{server.bserver.port}", 1)
         await self._write_machines(first=True)
+        self._set_gate(self._gate_open())
         await self._write(self._bench_states)
         await self._write_bench(0.0)
         self._tasks.append(asyncio.create_task(self._tick_loop(), name="plc-sim-tick"))
@@ -714,6 +503,7 @@ class PlcSimulator:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        self.write_truth()
         if self._server is not None:
             await self._server.stop()
             self._server = None
@@ -724,12 +514,20 @@ class PlcSimulator:
         """The NodeId of a served node by its string id, e.g. `line-1.press-1.TotalCount`."""
         return _node_id(name, self.namespace_index)
 
-    def machine(self, line_id: str, machine_id: str) -> MachineModel:
-        """The behaviour model of a served machine (its counts are the ground truth)."""
-        for served in self._machines:
-            if served.model.line_id == line_id and served.model.machine_id == machine_id:
-                return served.model
-        raise KeyError(f"{line_id}.{machine_id} is not served")
+    def machine(self, line_id: str, machine_id: str) -> PlantMachine:
+        """A served machine of the plant (its counts are the ground truth)."""
+        return self.plant.machines[(line_id, machine_id)]
+
+    def write_truth(self) -> None:
+        """The plant's ground truth up to now, as JSON (temp file + rename), when a truth file was asked for."""
+        if self.truth_file is None:
+            return
+        tmp = self.truth_file.with_name(self.truth_file.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps(self.plant.truth.as_dict(), indent=1, ensure_ascii=False), encoding="utf-8")
+            os.replace(tmp, self.truth_file)
+        except OSError as exc:
+            log.warning("cannot write the truth file %s: %s", self.truth_file, exc)
 
     async def set_running(self, running: bool) -> None:
         """Open or close the production gate, as a client writing Sim.Running would."""
@@ -779,7 +577,6 @@ class PlcSimulator:
 
     async def _add_machines(self, server: Server, objects: Node) -> None:
         idx = self.namespace_index
-        calendar = ShiftCalendar(self.cfg.shifts, self.cfg.site.timezone)
         lines: dict[str, Node] = {}
         for line, machine in self.cfg.machines():
             if machine.source != self.source:
@@ -789,11 +586,14 @@ class PlcSimulator:
             mtype = self.cfg.machine_types[machine.type]
             spec = self.cfg.state_maps[mtype.state_map]
             codec = RawStateCodec(spec, spec.mapper())
-            products = [(p.sku, p.ideal_cycle_s[line.id]) for p in self.cfg.products if line.id in p.ideal_cycle_s]
-            model = MachineModel(line, machine, mtype, codec, products, calendar, self.seed, self.sim_now)
+            cycles = [p.ideal_cycle_s[line.id] for p in self.cfg.products if line.id in p.ideal_cycle_s]
+            pv_rng = random.Random(f"{self.seed}:{line.id}:{machine.id}:pv")
+            served = _ServedMachine(
+                line.id, machine.id, codec, min(cycles, default=DEFAULT_CYCLE_S), pv_rng,
+                {tag.node: _process_value_for(tag, pv_rng) for tag in mtype.tags
+                 if tag.signal == "process_value" and not _is_speed(tag)})
             prefix = f"{line.id}.{machine.id}"
             obj = await lines[line.id].add_object(_node_id(prefix, idx), ua.QualifiedName(machine.id, idx))
-            served = _ServedMachine(model, None, [], [], [])
 
             async def add(parent: Node, suffix: str, vtype: ua.VariantType, value: Any, served: _ServedMachine = served,
                           prefix: str = prefix) -> Node:
@@ -833,13 +633,21 @@ class PlcSimulator:
         elif tag.signal == "alarm":
             served.alarm_tags.append(tag.node)
             await add(obj, tag.node, ua.VariantType.Int32, 0)
+        elif tag.signal == "product":
+            # the SKU being made, as text, or as a code where the tag maps codes to SKUs
+            codes = {str(sku): int(code) for code, sku in (getattr(tag, "codes", None) or {}).items()}
+            served.product_tags.append((tag.node, codes))
+            if codes:
+                await add(obj, tag.node, ua.VariantType.Int32, 0)
+            else:
+                await add(obj, tag.node, ua.VariantType.String, "")
         else:
             if _is_speed(tag):
                 served.speed_tags.append(tag.node)
-                eu = (0.0, max(1.0, round(2 * 60.0 / served.model.fastest_cycle_s, 1)))
+                eu = (0.0, max(1.0, round(2 * 60.0 / served.fastest_cycle_s, 1)))
                 start = 0.0
             else:
-                pv = served.model.process_values[tag.node]
+                pv = served.process_values[tag.node]
                 eu, start = (pv.low, pv.high), round(pv.value, 3)
             node = await add(obj, tag.node, ua.VariantType.Double, start)
             # An EURange property is what a PercentDeadband filter is computed from (AnalogItemType's contract).
@@ -849,23 +657,35 @@ class PlcSimulator:
 
     # -- ticking
 
+    def _clock(self) -> float:
+        """The simulated now (epoch seconds); it stands still while the gate (Sim.Running) is closed."""
+        if self._clock_since is None:
+            return self._clock_base
+        return self._clock_base + (time.monotonic() - self._clock_since) * self.speed
+
+    def _set_gate(self, running: bool) -> None:
+        if running and self._clock_since is None:
+            self._clock_since = time.monotonic()
+        elif not running and self._clock_since is not None:
+            self._clock_base, self._clock_since = self._clock(), None
+
     async def _tick_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        last = loop.time()
-        next_at = last + TICK_S
+        next_at = loop.time() + TICK_S
         while True:
             await asyncio.sleep(max(0.0, next_at - loop.time()))
-            now = loop.time()
-            # Don't try to catch up after a stall: the simulated clock just moves further in one tick.
-            next_at = max(next_at + TICK_S, now)
-            dt_real, last = now - last, now
+            next_at = max(next_at + TICK_S, loop.time())
             try:
                 await self._drop_subscriptions_if_asked()
                 await self._read_forces()
-                if self._gate_open() and self._machines:
-                    dt_sim = dt_real * self.speed
-                    self.sim_now += dt_sim
+                self._set_gate(self._gate_open())
+                now = self._clock()
+                if now > self.sim_now and self._machines:
+                    dt_sim, self.sim_now = now - self.sim_now, now
                     await self._write_machines(dt_sim=dt_sim)
+                    if self.truth_file is not None and loop.time() >= self._next_truth:
+                        self._next_truth = loop.time() + 1.0
+                        self.write_truth()
             except Exception:
                 log.exception("simulator tick failed")
 
@@ -931,51 +751,77 @@ class PlcSimulator:
                 continue
             served.force_seen = text
             wanted = text.strip().upper()
-            model = served.model
+            name = f"{served.line_id}.{served.machine_id}"
             if not wanted:
-                model.forced = None
-                log.info("%s.%s: force released", model.line_id, model.machine_id)
+                self.plant.force(served.line_id, served.machine_id, None)
+                log.info("%s: force released", name)
             elif wanted in BoardState.__members__:
-                model.forced = BoardState(wanted)
-                log.info("%s.%s: forced to %s", model.line_id, model.machine_id, wanted)
+                self.plant.force(served.line_id, served.machine_id, BoardState(wanted))
+                log.info("%s: forced to %s", name, wanted)
             else:
-                log.warning("%s.%s: Force %r is not a board state (%s); ignored", model.line_id, model.machine_id,
-                            text, ", ".join(BoardState.__members__))
+                log.warning("%s: Force %r is not a board state (%s); ignored", name, text,
+                            ", ".join(BoardState.__members__))
+        forced = self.plant.take_snapshots()
+        if forced:
+            await self._show(forced)
 
     async def _write_machines(self, *, dt_sim: float = 0.0, first: bool = False) -> None:
-        changed: list[_Variable] = []
+        """Run the plant up to now and write every change its machines went through, each stamped with its
+        own simulated time (with --sim-timestamps), then the process values."""
+        snapshots, _messages = self.plant.advance(int(self.sim_now * US))
+        if first:
+            snapshots = [self.plant.snapshot(s.line_id, s.machine_id) for s in self._machines]
+        await self._show(snapshots, first=first)
+        if dt_sim > 0:
+            stamp = self.sim_now
+            changed: list[_Variable] = []
+            for served in self._machines:
+                fault = served.last is not None and served.last.state == BoardState.FAULT
+                for node, pv in served.process_values.items():
+                    value = pv.step(served.pv_rng, dt_sim, fault)
+                    var = served.variables[node]
+                    if var.value != value:
+                        var.value = value
+                        changed.append(var)
+            await self._write(changed, stamp)
 
-        def put(var: _Variable, value: Any) -> None:
-            if first or var.value != value:
-                var.value = value
-                changed.append(var)
+    async def _show(self, snapshots: Sequence[MachineSnapshot], first: bool = False) -> None:
+        """Write the PLC tags for machine snapshots, in time order, each with its own time."""
+        by_machine = {(s.line_id, s.machine_id): s for s in self._machines}
+        for snap in sorted(snapshots, key=lambda x: x.at_us):
+            served = by_machine.get((snap.line, snap.machine))
+            if served is None:
+                continue
+            served.last = snap
+            changed: list[_Variable] = []
 
-        for served in self._machines:
-            model = served.model
-            model.advance(self.sim_now)
-            state = model.board_state()
-            shown, raw = model.codec.encode(state)
+            def put(var: _Variable, value: Any, changed: list[_Variable] = changed) -> None:
+                if first or var.value != value:
+                    var.value = value
+                    changed.append(var)
+
+            shown, raw = served.codec.encode(snap.state)
             if served.state_tag is not None:
                 if isinstance(raw, dict):
                     for bit, on in raw.items():
                         put(served.variables[bit], on)
                 else:
                     put(served.variables[served.state_tag], raw)
-            counts = {"total": model.total, "good": model.good, "reject": model.reject}
+            counts = {"total": snap.total, "good": snap.good, "reject": snap.reject}
             for node, kind, wrap in served.count_tags:
                 put(served.variables[node], counts[kind] % wrap)
             for node in served.speed_tags:
-                put(served.variables[node], model.rate_per_min())
-            if dt_sim > 0:
-                for node, value in model.step_process_values(dt_sim).items():
-                    put(served.variables[node], value)
+                put(served.variables[node], snap.rate_per_min)
             for node in served.alarm_tags:
-                put(served.variables[node], model.alarm_code())
-            put(served.variables["Truth.Total"], model.total)
-            put(served.variables["Truth.Good"], model.good)
-            put(served.variables["Truth.Reject"], model.reject)
-            put(served.variables["Truth.State"], BoardState.NO_SHIFT.value if state == BoardState.NO_SHIFT else shown.value)
-        await self._write(changed)
+                put(served.variables[node], snap.alarm)
+            for node, codes in served.product_tags:
+                put(served.variables[node], codes.get(snap.sku, 0) if codes else snap.sku)
+            put(served.variables["Truth.Total"], snap.total)
+            put(served.variables["Truth.Good"], snap.good)
+            put(served.variables["Truth.Reject"], snap.reject)
+            put(served.variables["Truth.State"],
+                BoardState.NO_SHIFT.value if snap.state == BoardState.NO_SHIFT else shown.value)
+            await self._write(changed, snap.at_us / US)
 
     async def _write_bench(self, t: float) -> None:
         if not self._bench:
@@ -987,11 +833,14 @@ class PlcSimulator:
             var.value = round(math.sin(t / 5.0 + i) * 50.0 + rng.gauss(0.0, 0.5), 4)
         await self._write(self._bench)
 
-    async def _write(self, variables: Sequence[_Variable]) -> None:
+    async def _write(self, variables: Sequence[_Variable], sim_time: float | None = None) -> None:
         """Write values with the wall clock as source and server timestamp (the agent measures latency from it),
-        or with the simulated clock when asked (the demo, so that the boards' shifts match the machines')."""
+        or with their simulated time when asked (the demo, so that the boards' shifts match the machines')."""
         assert self._server is not None
-        stamp = ua.DateTime.fromtimestamp(self.sim_now, UTC) if self.sim_timestamps else ua.DateTime.now(UTC)
+        if not variables:
+            return
+        stamp = ua.DateTime.fromtimestamp(self.sim_now if sim_time is None else sim_time, UTC) \
+            if self.sim_timestamps else ua.DateTime.now(UTC)
         aspace = self._server.iserver.aspace
         for var in variables:
             dv = ua.DataValue(ua.Variant(var.value, var.variant_type), SourceTimestamp=stamp, ServerTimestamp=stamp)
@@ -1025,6 +874,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--start", type=datetime.fromisoformat, metavar="ISO_TIME",
                         help="simulated clock start, e.g. 2025-03-03T09:00+08:00 (default: now)")
     add_anchor_argument(parser)
+    parser.add_argument("--truth", type=Path, default=None, metavar="FILE",
+                        help="write the plant's ground truth there (JSON, every second and on stop): time per board "
+                             "state, units per SKU and ideal time per machine and shift; staffing and material per "
+                             "line (docs/kpi.md)")
     parser.add_argument("--sim-timestamps", action="store_true",
                         help="stamp values with the simulated clock (default: the wall clock)")
     parser.add_argument("--paused", action="store_true", help="start with Sim.Running false (clock stopped)")
@@ -1077,6 +930,7 @@ def run(args: argparse.Namespace) -> int:
             bench_offset=args.bench_offset, bench_stats_file=args.bench_stats_file, start_time=caught_up(args.start, args.speed, args.sim_anchor),
             sim_timestamps=args.sim_timestamps,
             operation_limit=args.operation_limit,
+            origin=args.start, truth_file=args.truth,
         )
     except ValueError as exc:
         print(f"plc simulator: {exc}", file=sys.stderr)

@@ -1,0 +1,891 @@
+"""The simulated plant: one world model that the PLC and the line simulators both run (pure, no I/O).
+
+What happens on the floor is decided here and nowhere else:
+- Each line runs orders one after another. An order names a SKU and a quantity; it is done when the line's last
+  machine (the end of the line in the config) has made that many good units. Between two orders the line has no
+  order for a few minutes: its machines are idle, shown as PLANNED_STOP (planned idle: no order), and a new
+  order starts with a changeover (SETUP, from the SKU's `setup_min`) on every machine. The first order is
+  already set up when the plant starts.
+- A machine with an order runs its SKU at the line's ideal cycle time plus 0-6 %, rejects about 2 % of units,
+  and is interrupted now and then: short and longer unplanned stops (STOPPED; one shorter than
+  `kpi.microstop_s` is a micro-stop), faults with an alarm code, starved and blocked spells.
+- Breaks and off-shift time freeze every machine's own schedule (shown as PLANNED_STOP and NO_SHIFT) and badge
+  the crew out; the next shift, or the end of the break, badges them in again. The site's shift calendar is
+  the dashboard's (dashboard.kpi.shifts), so the plant and the boards agree on every shift edge.
+- The line's last machine consumes the running SKU's BOM per unit it makes (good or reject); scales report the
+  line-side stock every few seconds, a level below the reorder point calls material, a delivery loads a lot.
+
+Time is integer microseconds of the simulated clock, and every random draw belongs to one machine, line or the
+people of the site, made in event order: two processes that start the same plant (config, seed, origin) and
+advance it to the same time see the same world, whatever steps they advance by. The PLC simulator serves the
+machines, the line simulator publishes the floor's messages, and `Truth` records what really happened.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from agent.config import FactoryConfig, Line, Machine, Material, Operator, Product
+from agent.core.states import BoardState
+from dashboard.kpi.shifts import NS, ShiftWindow, shift_windows
+
+US = 1_000_000
+WORK, BREAK, OFF = "work", "break", "off"
+
+REJECT_RATE = 0.02
+CYCLE_SLACK = 0.06  # a unit takes 0-6 % longer than ideal: real lines never beat their ideal cycle
+DEFAULT_CYCLE_S = 10.0
+ORDER_GAP_S = (120.0, 600.0)  # no order on the line between two orders (planned idle)
+ORDER_QTY = (200, 1201, 50)
+LEVEL_PERIOD_S = 5.0
+ANDON_MEAN_GAP_S = 20 * 60
+WANDER_MEAN_GAP_S = 45 * 60
+
+
+@dataclass(frozen=True)
+class Disruption:
+    """A kind of interruption of RUNNING: how often per running hour, how long in seconds."""
+
+    state: BoardState
+    per_hour: float
+    min_s: float
+    max_s: float
+
+
+DISRUPTIONS = (
+    Disruption(BoardState.STOPPED, 4.0, 5, 300),  # the shorter ones are micro-stops (kpi.microstop_s)
+    Disruption(BoardState.FAULT, 0.2, 3 * 60, 20 * 60),
+    Disruption(BoardState.STARVED, 0.4, 60, 8 * 60),
+    Disruption(BoardState.BLOCKED, 0.3, 60, 6 * 60),
+)
+
+
+# --- the site's working time ----------------------------------------------------------------------------------
+
+
+class WorkCalendar:
+    """Whether the site works, has a break or is off at a moment, from the shift windows of the config."""
+
+    def __init__(self, cfg: FactoryConfig) -> None:
+        self.cfg = cfg
+        self.zone = ZoneInfo(cfg.site.timezone)
+        self._days: dict[date, list[ShiftWindow]] = {}
+
+    def _local_day(self, t_us: int) -> date:
+        return datetime.fromtimestamp(t_us / US, self.zone).date()
+
+    def windows(self, first: date, last: date) -> list[ShiftWindow]:
+        """Worked shift windows starting on local days first..last."""
+        out: list[ShiftWindow] = []
+        day = first
+        while day <= last:
+            if day not in self._days:
+                self._days[day] = shift_windows(self.cfg.shifts, self.cfg.site.timezone, day, day)
+            out += self._days[day]
+            day += timedelta(days=1)
+        return sorted(out, key=lambda w: w.start_ns)
+
+    def window_at(self, t_us: int) -> ShiftWindow | None:
+        """The worked shift in force at `t_us`, None outside every shift."""
+        day = self._local_day(t_us)
+        t_ns = t_us * 1000
+        for w in self.windows(day - timedelta(days=1), day):
+            if w.start_ns <= t_ns < w.end_ns:
+                return w
+        return None
+
+    def _day_pieces(self, day: date) -> list[tuple[int, int, str]]:
+        """WORK and BREAK pieces of the shifts that start on local `day`, in time order."""
+        pieces: list[tuple[int, int, str]] = []
+        for w in self.windows(day, day):
+            cursor = w.start_ns // 1000
+            for b0, b1 in w.breaks:
+                pieces += [(cursor, b0 // 1000, WORK), (b0 // 1000, b1 // 1000, BREAK)]
+                cursor = b1 // 1000
+            pieces.append((cursor, w.end_ns // 1000, WORK))
+        return sorted(p for p in pieces if p[1] > p[0])
+
+    def segments(self, t_us: int) -> Iterator[tuple[int, int, str]]:
+        """(start, end, WORK | BREAK | OFF) pieces of time from the one containing `t_us` on, without end."""
+        if not self.cfg.shifts:
+            while True:  # no calendar: always working
+                yield t_us, t_us + 365 * 86400 * US, WORK
+                t_us += 365 * 86400 * US
+        day = self._local_day(t_us) - timedelta(days=1)
+        cursor, empty_days = t_us, 0
+        while True:
+            pieces = self._day_pieces(day)
+            empty_days = 0 if pieces else empty_days + 1
+            for s, e, status in pieces:
+                if e <= cursor:
+                    continue
+                s = max(s, cursor)
+                if s > cursor:
+                    yield cursor, s, OFF
+                yield s, e, status
+                cursor = e
+            if empty_days > 14:  # shifts on no weekday: off for good
+                yield cursor, cursor + 365 * 86400 * US, OFF
+                cursor += 365 * 86400 * US
+                empty_days = 0
+            day += timedelta(days=1)
+
+    def status(self, t_us: int) -> tuple[str, int]:
+        """(WORK | BREAK | OFF, when that changes) at `t_us`."""
+        for s, e, status in self.segments(t_us):
+            if s <= t_us < e:
+                return status, e
+        raise AssertionError("the calendar has no end")  # pragma: no cover
+
+    def add_work(self, t_us: int, work_us: int) -> int:
+        """The moment when `work_us` of working time has passed after `t_us` (breaks and off time skipped)."""
+        if not self.cfg.shifts:
+            return t_us + work_us
+        left = work_us
+        for s, e, status in self.segments(t_us):
+            if status != WORK:
+                continue
+            start = max(s, t_us)
+            if e - start >= left:
+                return start + left
+            left -= e - start
+        raise AssertionError("the calendar has no end")  # pragma: no cover
+
+    def work_between(self, a_us: int, b_us: int) -> int:
+        """Working time in [a, b)."""
+        if b_us <= a_us:
+            return 0
+        if not self.cfg.shifts:
+            return b_us - a_us
+        total = 0
+        for s, e, status in self.segments(a_us):
+            if s >= b_us:
+                break
+            if status == WORK:
+                total += min(e, b_us) - max(s, a_us)
+        return total
+
+    def boundaries(self, after_us: int, until_us: int) -> list[tuple[int, str]]:
+        """Shift starts and break ends ("in"), break starts ("break") and shift ends ("out") in (after, until],
+        leaving before arriving at one instant (back-to-back shifts)."""
+        out: list[tuple[int, int, str]] = []
+        order = {"out": 0, "break": 1, "in": 2}
+        first = self._local_day(after_us) - timedelta(days=1)
+        for w in self.windows(first, self._local_day(until_us)):
+            moments = [(w.start_ns, "in"), (w.end_ns, "out")]
+            for b0, b1 in w.breaks:
+                moments += [(b0, "break"), (b1, "in")]
+            for t_ns, action in moments:
+                t = t_ns // 1000
+                if after_us < t <= until_us:
+                    out.append((t, order[action], action))
+        return [(t, action) for t, _, action in sorted(set(out))]
+
+
+# --- what the plant hands out ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FloorMessage:
+    """One message of the line's MQTT devices, before it gets its timestamp (the line simulator's job)."""
+
+    due_us: int
+    topic: str
+    body: dict[str, Any]
+    signal: str
+
+
+@dataclass(frozen=True)
+class MachineSnapshot:
+    """What a machine's PLC shows from `at_us` on: the board state it is in and its counters."""
+
+    at_us: int
+    line: str
+    machine: str
+    state: BoardState
+    total: int
+    good: int
+    reject: int
+    alarm: int
+    sku: str
+    rate_per_min: float
+
+
+# --- machines and lines ---------------------------------------------------------------------------------------
+
+IDLE = "IDLE"  # no order: shown as PLANNED_STOP
+
+
+@dataclass
+class PlantMachine:
+    line: PlantLine
+    machine: Machine
+    alarm_codes: list[int]
+    rng: random.Random
+    process: str = IDLE  # IDLE, SETUP, RUNNING, or a disruption's board state
+    epoch: int = 0  # bumped on every change of process: events scheduled before it are stale
+    unit_left_us: int = 0  # working time the unit in progress still needs
+    unit_due_us: int = 0
+    cycle_us: int = 0
+    alarm: int = 0
+    forced: BoardState | None = None
+    sku: str = ""
+    total: int = 0
+    good: int = 0
+    reject: int = 0
+
+    @property
+    def id(self) -> str:
+        return self.machine.id
+
+
+@dataclass
+class Order:
+    order_id: str
+    product: Product
+    target_qty: int
+    started_us: int
+    good: int = 0
+
+
+@dataclass
+class PlantLine:
+    line: Line
+    skus: list[Product]
+    materials: list[Material]
+    point_of_use: dict[str, str]
+    stock: dict[str, float]
+    rng: random.Random
+    machines: list[PlantMachine] = field(default_factory=list)
+    order: Order | None = None
+    setup_until_us: int = 0
+    open_calls: dict[str, str] = field(default_factory=dict)
+    last_sku: Product | None = None
+
+    @property
+    def id(self) -> str:
+        return self.line.id
+
+
+@dataclass
+class _OperatorState:
+    operator: Operator
+    home: tuple[str, str]
+    at: tuple[str, str] | None = None
+    epoch: int = 0  # bumped by breaks and shift changes so that earlier personal moves are dropped
+
+
+class Plant:
+    """The factory of a config in simulated time: `advance(until)` runs it and returns what its PLCs show and
+    what its MQTT devices say, in time order. `truth` records what really happened."""
+
+    def __init__(self, cfg: FactoryConfig, seed: int = 1, origin_us: int = 0) -> None:
+        self.cfg = cfg
+        self.seed = seed
+        self.origin_us = origin_us
+        self.now_us = origin_us
+        self.calendar = WorkCalendar(cfg)
+        self.tz = ZoneInfo(cfg.site.timezone)
+        self._heap: list[tuple[int, int, Callable[..., None], tuple[Any, ...]]] = []
+        self._seq = itertools.count()
+        self._messages: list[FloorMessage] = []
+        self._snapshots: list[MachineSnapshot] = []
+        self._ids = {name: itertools.count(1) for name in ("andon", "material", "order", "lot")}
+        self.people_rng = random.Random(f"{seed}:people")
+        materials = {m.id: m for m in cfg.materials}
+        self.lines: dict[str, PlantLine] = {}
+        self.machines: dict[tuple[str, str], PlantMachine] = {}
+        for line in cfg.lines:
+            skus = [p for p in cfg.products if line.id in p.ideal_cycle_s]
+            used = list(dict.fromkeys(m for p in skus for m in p.bom if m in materials))
+            rng = random.Random(f"{seed}:{line.id}")
+            pl = PlantLine(line, skus, [materials[m] for m in used], _points_of_use(line, skus, used), {}, rng)
+            pl.stock = {m: _initial_stock(materials[m], all(m in p.bom for p in skus), rng) for m in used}
+            for machine in line.machines:
+                mtype = cfg.machine_types.get(machine.type)
+                pm = PlantMachine(pl, machine, sorted(mtype.alarm_texts) if mtype and mtype.alarm_texts else [1],
+                                  random.Random(f"{seed}:{line.id}:{machine.id}"))
+                pl.machines.append(pm)
+                self.machines[(line.id, machine.id)] = pm
+            self.lines[line.id] = pl
+        self.operators = _assign_homes(cfg)
+        self.truth = Truth(self)
+        self._begin()
+
+    # --- scheduling ------------------------------------------------------------------------------------------
+
+    def _at(self, due_us: int, fn: Callable[..., None], *args: Any) -> None:
+        heapq.heappush(self._heap, (due_us, next(self._seq), fn, args))
+
+    def _emit(self, due_us: int, topic: str, body: dict[str, Any], signal: str) -> None:
+        self._messages.append(FloorMessage(due_us, topic, body, signal))
+
+    def _after(self, rng: random.Random, low_s: float, high_s: float) -> int:
+        return int(rng.uniform(low_s, high_s) * US)
+
+    def next_due(self) -> int | None:
+        """Simulated time of the next scheduled happening."""
+        return self._heap[0][0] if self._heap else None
+
+    def advance(self, until_us: int) -> tuple[list[MachineSnapshot], list[FloorMessage]]:
+        """Run everything due up to `until_us`: the machine snapshots and floor messages, each in time order."""
+        self._snapshots, self._messages = [], []
+        while self._heap and self._heap[0][0] <= until_us:
+            due, _, fn, args = heapq.heappop(self._heap)
+            self.now_us = due
+            fn(due, *args)
+        self.now_us = max(self.now_us, until_us)
+        self.truth.settle(self.now_us)
+        out = self._snapshots, self._messages
+        self._snapshots, self._messages = [], []
+        return out
+
+    def _local_date(self, at_us: int) -> date:
+        return datetime.fromtimestamp(at_us / US, self.tz).date()
+
+    def _begin(self) -> None:
+        now = self.origin_us
+        for pm in self.machines.values():
+            self._show(now, pm)
+        for op in self.operators:
+            if self.calendar.status(now)[0] == WORK:
+                self._at(now + self._after(self.people_rng, 0, 60), self._badge_in, op, None)
+        for pl in self.lines.values():
+            if pl.skus:
+                self._order_start(now, pl, setup=False)
+            for material in pl.materials:
+                self._at(now + self._after(pl.rng, 0, 20), self._load_lot, pl, material, pl.stock[material.id])
+                self._at(now + self._after(pl.rng, 0, LEVEL_PERIOD_S), self._level, pl, material)
+            for station in pl.line.stations:
+                gap = int(self.people_rng.expovariate(1 / ANDON_MEAN_GAP_S) * US)
+                self._at(now + gap, self._andon_call, pl.line.id, station.id)
+        self._schedule_boundaries(now)
+
+    def _schedule_boundaries(self, after_us: int) -> None:
+        """Shift and break edges over the next day, then again a day later (the people's moves, and what every
+        machine shows)."""
+        until = after_us + 86400 * US
+        for t, action in self.calendar.boundaries(after_us, until):
+            self._at(t, self._boundary, action)
+        self._at(until, self._schedule_next_boundaries, until)
+
+    def _schedule_next_boundaries(self, due: int, after_us: int) -> None:
+        self._schedule_boundaries(after_us)
+
+    # --- machines --------------------------------------------------------------------------------------------
+
+    def shown_state(self, pm: PlantMachine, at_us: int) -> BoardState:
+        """The board state the machine is in, as its PLC would show it had it a code for every state."""
+        if pm.forced is not None:
+            return pm.forced
+        status, _ = self.calendar.status(at_us)
+        if status == OFF:
+            return BoardState.NO_SHIFT
+        if status == BREAK:
+            return BoardState.PLANNED_STOP
+        if pm.process == IDLE:
+            return BoardState.PLANNED_STOP
+        return BoardState(pm.process)
+
+    def _snapshot(self, pm: PlantMachine, now: int) -> MachineSnapshot:
+        state = self.shown_state(pm, now)
+        rate = round(60.0 * US / pm.cycle_us, 2) if state == BoardState.RUNNING and pm.cycle_us else 0.0
+        alarm = pm.alarm if state == BoardState.FAULT else 0
+        if pm.forced == BoardState.FAULT:
+            alarm = pm.alarm_codes[0]
+        return MachineSnapshot(now, pm.line.id, pm.id, state, pm.total, pm.good, pm.reject, alarm, pm.sku, rate)
+
+    def snapshot(self, line_id: str, machine_id: str) -> MachineSnapshot:
+        """What a machine's PLC shows now."""
+        return self._snapshot(self.machines[(line_id, machine_id)], self.now_us)
+
+    def _show(self, now: int, pm: PlantMachine) -> None:
+        snap = self._snapshot(pm, now)
+        self._snapshots.append(snap)
+        self.truth.machine(now, pm, snap.state)
+
+    def force(self, line_id: str, machine_id: str, state: BoardState | None) -> None:
+        """Pin a machine in a board state (None: release it), as a PLC's manual mode would; from now on."""
+        pm = self.machines[(line_id, machine_id)]
+        pm.forced = state
+        self._show(self.now_us, pm)
+
+    def take_snapshots(self) -> list[MachineSnapshot]:
+        """Snapshots made outside `advance` (forces), handed out once."""
+        out, self._snapshots = self._snapshots, []
+        return out
+
+    def _cycle(self, pm: PlantMachine) -> int:
+        order = pm.line.order
+        ideal = order.product.ideal_cycle_s.get(pm.line.id, DEFAULT_CYCLE_S) if order else DEFAULT_CYCLE_S
+        return int(ideal * (1.0 + pm.rng.uniform(0.0, CYCLE_SLACK)) * US)
+
+    def _set_process(self, now: int, pm: PlantMachine, process: str) -> None:
+        pm.process = process
+        pm.epoch += 1
+        self._show(now, pm)
+
+    def _run(self, now: int, pm: PlantMachine) -> None:
+        """Start or resume running the line's order: the unit in progress, then the next disruption."""
+        if pm.unit_left_us <= 0:
+            pm.cycle_us = self._cycle(pm)
+            pm.unit_left_us = pm.cycle_us
+        self._set_process(now, pm, BoardState.RUNNING.value)
+        pm.unit_due_us = self.calendar.add_work(now, pm.unit_left_us)
+        self._at(pm.unit_due_us, self._unit, pm, pm.epoch)
+        total_rate = sum(d.per_hour for d in DISRUPTIONS)
+        pick = pm.rng.uniform(0.0, total_rate)
+        disruption = DISRUPTIONS[-1]
+        for d in DISRUPTIONS:
+            pick -= d.per_hour
+            if pick <= 0:
+                disruption = d
+                break
+        run_us = int(pm.rng.expovariate(total_rate / 3600.0) * US)
+        self._at(self.calendar.add_work(now, run_us), self._disrupt, pm, pm.epoch, disruption)
+
+    def _unit(self, now: int, pm: PlantMachine, epoch: int) -> None:
+        if epoch != pm.epoch:
+            return
+        pl = pm.line
+        order = pl.order
+        assert order is not None
+        held = pm.forced is not None and pm.forced != BoardState.RUNNING
+        if not held:
+            rejected = pm.rng.random() < REJECT_RATE
+            pm.total += 1
+            pm.reject += rejected
+            pm.good += not rejected
+            self.truth.unit(now, pm, order.product, rejected)
+            if pm is pl.machines[-1]:
+                self._consume(pl, order.product)
+                order.good += not rejected
+        pm.cycle_us = self._cycle(pm)
+        pm.unit_left_us = pm.cycle_us
+        pm.unit_due_us = self.calendar.add_work(now, pm.cycle_us)
+        self._at(pm.unit_due_us, self._unit, pm, pm.epoch)
+        self._show(now, pm)
+        if order.good >= order.target_qty:
+            self._order_stop(now, pl)
+
+    def _disrupt(self, now: int, pm: PlantMachine, epoch: int, disruption: Disruption) -> None:
+        if epoch != pm.epoch:
+            return
+        pm.unit_left_us = self.calendar.work_between(now, pm.unit_due_us)
+        if disruption.state == BoardState.FAULT:
+            pm.alarm = pm.rng.choice(pm.alarm_codes)
+        self._set_process(now, pm, disruption.state.value)
+        lasts = int(pm.rng.uniform(disruption.min_s, disruption.max_s) * US)
+        self._at(self.calendar.add_work(now, lasts), self._recover, pm, pm.epoch)
+
+    def _recover(self, now: int, pm: PlantMachine, epoch: int) -> None:
+        if epoch != pm.epoch:
+            return
+        pm.alarm = 0
+        self._resume(now, pm)
+
+    def _resume(self, now: int, pm: PlantMachine) -> None:
+        """What a machine does when it is free: run the order, finish the changeover, or wait for an order."""
+        pl = pm.line
+        if pl.order is None:
+            pm.unit_left_us = 0
+            self._set_process(now, pm, IDLE)
+        elif now < pl.setup_until_us:
+            self._set_process(now, pm, BoardState.SETUP.value)
+            self._at(pl.setup_until_us, self._setup_done, pm, pm.epoch)
+        else:
+            self._run(now, pm)
+
+    def _setup_done(self, now: int, pm: PlantMachine, epoch: int) -> None:
+        if epoch == pm.epoch:
+            self._run(now, pm)
+
+    # --- orders ----------------------------------------------------------------------------------------------
+
+    def _order_start(self, now: int, pl: PlantLine, setup: bool = True) -> None:
+        product = pl.rng.choice(pl.skus)
+        qty_low, qty_high, qty_step = ORDER_QTY
+        target = pl.rng.randrange(qty_low, qty_high, qty_step)
+        order_id = f"SO-{self._local_date(now):%Y%m%d}-{next(self._ids['order']):03d}"
+        pl.order = Order(order_id, product, target, now)
+        setup_s = max(product.setup_min * 60, 60) * pl.rng.uniform(0.8, 1.3) if setup else 0.0
+        pl.setup_until_us = self.calendar.add_work(now, int(setup_s * US)) if setup else now
+        self._emit(now, f"line/{pl.id}/order",
+                   {"order_id": order_id, "sku": product.sku, "target_qty": target, "event": "start"}, "order_event")
+        for pm in pl.machines:
+            pm.sku = product.sku
+            pm.unit_left_us = 0
+            if pm.process in (IDLE, BoardState.RUNNING.value, BoardState.SETUP.value):
+                self._resume(now, pm)
+            else:
+                self._show(now, pm)  # finishes its disruption first; the product is shown at once
+
+    def _order_stop(self, now: int, pl: PlantLine) -> None:
+        order = pl.order
+        assert order is not None
+        pl.order = None
+        pl.last_sku = order.product
+        self._emit(now, f"line/{pl.id}/order", {"order_id": order.order_id, "sku": order.product.sku,
+                                               "target_qty": order.target_qty, "event": "stop"}, "order_event")
+        for pm in pl.machines:
+            if pm.process in (BoardState.RUNNING.value, BoardState.SETUP.value):
+                self._resume(now, pm)  # to IDLE; a machine in a disruption goes idle when it ends
+        gap = int(pl.rng.uniform(*ORDER_GAP_S) * US)
+        self._at(self.calendar.add_work(now, gap), self._order_start, pl)
+
+    # --- shift edges -----------------------------------------------------------------------------------------
+
+    def _boundary(self, due: int, action: str) -> None:
+        for pm in self.machines.values():
+            self._show(due, pm)
+        rng = self.people_rng
+        for op in self.operators:
+            op.epoch += 1
+            if action == "in":  # after those leaving at the same instant (back-to-back shifts) have gone
+                self._at(due + self._after(rng, 150, 600), self._badge_in, op, op.epoch)
+            elif action == "out" or rng.random() < 0.9:  # at a break a few stay at their machine
+                self._at(due + self._after(rng, 0, 120), self._badge_out, op)
+
+    # --- people ----------------------------------------------------------------------------------------------
+
+    def _choose_station(self, op: _OperatorState) -> tuple[str, str]:
+        rng = self.people_rng
+        roll = rng.random()
+        stations = [(ln.id, st.id, st.skill) for ln in self.cfg.lines for st in ln.stations]
+        if roll < 0.10:
+            other = [(li, si) for li, si, skill in stations if skill in op.operator.skills and (li, si) != op.home]
+            if other:
+                return rng.choice(other)
+        elif roll < 0.15:
+            wrong = [(li, si) for li, si, skill in stations if skill is not None and skill not in op.operator.skills]
+            if wrong:
+                return rng.choice(wrong)
+        return op.home
+
+    def _badge(self, due: int, where: tuple[str, str], op: _OperatorState, action: str) -> None:
+        self._emit(due, f"line/{where[0]}/{where[1]}/badge", {"badge": op.operator.badge, "action": action},
+                   "operator_event")
+        self.truth.badge(due, where, op.operator.badge, action == "in")
+
+    def _badge_in(self, due: int, op: _OperatorState, epoch: int | None) -> None:
+        if op.at is not None or (epoch is not None and epoch != op.epoch):
+            return
+        if self.calendar.status(due)[0] != WORK:
+            return
+        op.at = self._choose_station(op)
+        self._badge(due, op.at, op, "in")
+        self._at(due + int(self.people_rng.expovariate(1 / WANDER_MEAN_GAP_S) * US), self._step_away, op, op.epoch)
+
+    def _badge_out(self, due: int, op: _OperatorState) -> None:
+        if op.at is None:
+            return
+        self._badge(due, op.at, op, "out")
+        op.at = None
+
+    def _step_away(self, due: int, op: _OperatorState, epoch: int) -> None:
+        if epoch != op.epoch or op.at is None:
+            return
+        self._badge_out(due, op)
+        self._at(due + self._after(self.people_rng, 120, 600), self._badge_in, op, epoch)
+
+    def _someone_at(self, line_id: str, station_id: str) -> Operator:
+        present = [op.operator for op in self.operators if op.at == (line_id, station_id)]
+        return self.people_rng.choice(present or [op.operator for op in self.operators])
+
+    def _andon_call(self, due: int, line_id: str, station_id: str) -> None:
+        rng = self.people_rng
+        self._at(due + int(rng.expovariate(1 / ANDON_MEAN_GAP_S) * US), self._andon_call, line_id, station_id)
+        if not self.operators:
+            return
+        call_id = f"A-{next(self._ids['andon']):06d}"
+        kind = rng.choices(("maintenance", "quality", "material"), weights=(4, 3, 3))[0]
+        self._andon(due, line_id, station_id, call_id, "call", kind, self._someone_at(line_id, station_id))
+        self._at(due + self._after(rng, 30, 300), self._andon_ack, line_id, station_id, call_id, kind)
+
+    def _andon_ack(self, due: int, line_id: str, station_id: str, call_id: str, kind: str) -> None:
+        responder = self.people_rng.choice(self.operators).operator
+        self._andon(due, line_id, station_id, call_id, "ack", kind, responder)
+        self._at(due + self._after(self.people_rng, 60, 1200), self._andon_resolve, line_id, station_id, call_id,
+                 kind, responder)
+
+    def _andon_resolve(self, due: int, line_id: str, station_id: str, call_id: str, kind: str,
+                       responder: Operator) -> None:
+        self._andon(due, line_id, station_id, call_id, "resolve", kind, responder)
+
+    def _andon(self, due: int, line_id: str, station_id: str, call_id: str, event: str, kind: str,
+               who: Operator) -> None:
+        self._emit(due, f"line/{line_id}/{station_id}/andon",
+                   {"call_id": call_id, "event": event, "kind": kind, "badge": who.badge}, "andon_event")
+
+    # --- material --------------------------------------------------------------------------------------------
+
+    def _consume(self, pl: PlantLine, product: Product) -> None:
+        for material_id, per_unit in product.bom.items():
+            if material_id in pl.stock:
+                pl.stock[material_id] = max(0.0, pl.stock[material_id] - per_unit)
+                self.truth.consumed(self.now_us, pl, material_id, per_unit)
+
+    def _level(self, due: int, pl: PlantLine, material: Material) -> None:
+        level = round(pl.stock[material.id], 2)
+        self._emit(due, f"line/{pl.id}/material/{material.id}/level", {"level": level}, "material_level")
+        if level < material.reorder_point and material.id not in pl.open_calls:
+            call_id = f"M-{next(self._ids['material']):06d}"
+            qty = int(max(material.reorder_point * 2, 50) // 10 * 10)
+            pl.open_calls[material.id] = call_id
+            self._material_call(due, pl, material, call_id, "call", qty)
+            self._at(due + self._after(pl.rng, 300, 1500), self._deliver, pl, material, call_id, qty)
+        self._at(due + self._after(pl.rng, 0.8 * LEVEL_PERIOD_S, 1.2 * LEVEL_PERIOD_S), self._level, pl, material)
+
+    def _material_call(self, due: int, pl: PlantLine, material: Material, call_id: str, event: str,
+                       qty: int) -> None:
+        self._emit(due, f"line/{pl.id}/{pl.point_of_use[material.id]}/material-call",
+                   {"material": material.id, "event": event, "call_id": call_id, "qty": qty}, "material_event")
+
+    def _deliver(self, due: int, pl: PlantLine, material: Material, call_id: str, qty: int) -> None:
+        pl.stock[material.id] += qty
+        pl.open_calls.pop(material.id, None)
+        self._material_call(due, pl, material, call_id, "delivered", qty)
+        self._load_lot(due, pl, material, qty)
+
+    def _load_lot(self, due: int, pl: PlantLine, material: Material, qty: float) -> None:
+        lot = f"L{self._local_date(due):%Y%m%d}-{next(self._ids['lot']):04d}"
+        self._emit(due, f"line/{pl.id}/{pl.point_of_use[material.id]}/lot",
+                   {"material": material.id, "lot": lot, "qty": int(qty)}, "material_event")
+
+
+def _points_of_use(line: Line, skus: list[Product], used: list[str]) -> dict[str, str]:
+    """Station where each material is called and loaded.
+
+    The config does not say; by convention a BOM lists packaging last, so the last item of a BOM goes to the
+    last station and the rest are spread over the others in order.
+    """
+    stations = [s.id for s in line.stations] or ["line"]
+    packaging = {list(p.bom)[-1] for p in skus if p.bom} if len(stations) > 1 else set()
+    others = stations[:-1] if packaging else stations
+    out, n = {}, 0
+    for material_id in used:
+        if material_id in packaging:
+            out[material_id] = stations[-1]
+        else:
+            out[material_id] = others[n % len(others)]
+            n += 1
+    return out
+
+
+def _initial_stock(material: Material, used_by_every_sku: bool, rng: random.Random) -> float:
+    base = max(material.reorder_point, 50)
+    # What every SKU consumes starts just above its reorder point, so a short run still sees material calls and
+    # deliveries; the rest starts comfortably stocked.
+    factor = rng.uniform(1.02, 1.1) if used_by_every_sku else rng.uniform(1.5, 3.0)
+    return round(base * factor, 2)
+
+
+def _assign_homes(cfg: FactoryConfig) -> list[_OperatorState]:
+    skill = {(ln.id, st.id): st.skill for ln in cfg.lines for st in ln.stations}
+    # Fill the emptiest station the operator is qualified for, measured against its planned headcount.
+    free = {(ln.id, st.id): max(st.planned_headcount, 1) for ln in cfg.lines for st in ln.stations}
+    out = []
+    for op in cfg.operators:
+        if not free:
+            break
+        fitting = [k for k in free if skill[k] is None or skill[k] in op.skills] or list(free)
+        home = max(fitting, key=lambda k: free[k])
+        free[home] -= 1
+        out.append(_OperatorState(op, home))
+    return out
+
+
+# --- ground truth ---------------------------------------------------------------------------------------------
+
+RATE_WINDOW_S = 900  # the boards' "current rate": units per minute over the last 15 minutes
+
+
+@dataclass
+class _MachineTruth:
+    shifts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    state: str = ""
+    since_us: int = 0
+    stop_run: list[tuple[int, int, str]] = field(default_factory=list)  # a STOPPED run not yet classified
+
+
+class Truth:
+    """What really happened in the plant, per machine and shift (time per board state, units per SKU, ideal
+    time) and per line (staffing, material used, stock and the current rate), as the boards should show it.
+
+    A STOPPED run shorter than `kpi.microstop_s` is a MICROSTOP (DESIGN.md's rule), decided once it ended.
+    """
+
+    def __init__(self, plant: Plant) -> None:
+        self.plant = plant
+        self.microstop_us = int(plant.cfg.kpi.microstop_s * US)
+        self._machines: dict[tuple[str, str], _MachineTruth] = {k: _MachineTruth() for k in plant.machines}
+        self._lines: dict[str, dict[str, Any]] = {ln: {"shifts": {}, "units": deque()} for ln in plant.lines}
+        self._present: dict[tuple[str, str], set[str]] = {}
+        self._present_since: dict[str, int] = {}
+
+    # --- where time goes
+
+    def _shift_key(self, w: ShiftWindow) -> str:
+        return f"{w.day.isoformat()}/{w.shift}"
+
+    def _add_time(self, mt: _MachineTruth, state: str, a: int, b: int) -> None:
+        """Add [a, b) in `state` to the shift windows it overlaps."""
+        cal = self.plant.calendar
+        day_a = datetime.fromtimestamp(a / US, cal.zone).date()
+        day_b = datetime.fromtimestamp(b / US, cal.zone).date()
+        for w in cal.windows(day_a - timedelta(days=1), day_b):
+            s, e = max(a, w.start_ns // 1000), min(b, w.end_ns // 1000)
+            if e > s:
+                shift = self._machine_shift(mt, w)
+                shift["state_s"][state] = shift["state_s"].get(state, 0.0) + (e - s) / US
+
+    def _machine_shift(self, mt: _MachineTruth, w: ShiftWindow) -> dict[str, Any]:
+        key = self._shift_key(w)
+        if key not in mt.shifts:
+            mt.shifts[key] = {"shift": w.shift, "day": w.day.isoformat(), "start_ms": w.start_ns // 1_000_000,
+                              "end_ms": w.end_ns // 1_000_000, "state_s": {}, "units": {}, "ideal_s": 0.0}
+        return mt.shifts[key]
+
+    def _close(self, mt: _MachineTruth, until: int) -> None:
+        """Book the state in force since `since_us` up to `until`; a STOPPED run waits until it has ended."""
+        if until <= mt.since_us or not mt.state:
+            return
+        if mt.state == BoardState.STOPPED.value:
+            mt.stop_run.append((mt.since_us, until, mt.state))
+        else:
+            self._add_time(mt, mt.state, mt.since_us, until)
+        mt.since_us = until
+
+    def _flush_stop(self, mt: _MachineTruth) -> None:
+        """A STOPPED run has ended: book it as a MICROSTOP when it was shorter than the threshold."""
+        length = sum(b - a for a, b, _ in mt.stop_run)
+        state = BoardState.MICROSTOP.value if length < self.microstop_us else BoardState.STOPPED.value
+        for a, b, _ in mt.stop_run:
+            self._add_time(mt, state, a, b)
+        mt.stop_run = []
+
+    def machine(self, now: int, pm: PlantMachine, state: BoardState) -> None:
+        mt = self._machines[(pm.line.id, pm.id)]
+        if state.value == mt.state:
+            return
+        self._close(mt, now)
+        if state != BoardState.STOPPED and mt.stop_run:
+            self._flush_stop(mt)
+        mt.state, mt.since_us = state.value, now
+
+    def unit(self, now: int, pm: PlantMachine, product: Product, rejected: bool) -> None:
+        mt = self._machines[(pm.line.id, pm.id)]
+        w = self.plant.calendar.window_at(now)
+        if w is not None:
+            shift = self._machine_shift(mt, w)
+            units = shift["units"].setdefault(product.sku, {"good": 0, "reject": 0})
+            units["reject" if rejected else "good"] += 1
+            shift["ideal_s"] += product.ideal_cycle_s.get(pm.line.id, 0.0)
+        if pm is pm.line.machines[-1]:
+            recent: deque[int] = self._lines[pm.line.id]["units"]
+            recent.append(now)
+            while recent and recent[0] < now - 2 * RATE_WINDOW_S * US:
+                recent.popleft()
+
+    def settle(self, now: int) -> None:
+        """Book every machine's time up to `now` (a STOPPED run still open stays pending)."""
+        for mt in self._machines.values():
+            self._close(mt, now)
+
+    # --- lines
+
+    def consumed(self, now: int, pl: PlantLine, material: str, qty: float) -> None:
+        w = self.plant.calendar.window_at(now)
+        if w is None:
+            return
+        shifts = self._lines[pl.id]["shifts"]
+        shift = shifts.setdefault(self._shift_key(w), {"consumed": {}})
+        shift["consumed"][material] = round(shift["consumed"].get(material, 0.0) + qty, 6)
+
+    def badge(self, now: int, where: tuple[str, str], badge: str, present: bool) -> None:
+        people = self._present.setdefault(where, set())
+        if present:
+            people.add(badge)
+        else:
+            people.discard(badge)
+
+    # --- the record
+
+    def as_dict(self) -> dict[str, Any]:
+        """The truth up to the plant's now, JSON-ready: see docs/kpi.md "Ground truth"."""
+        plant = self.plant
+        now = plant.now_us
+        machines: dict[str, Any] = {}
+        for (line_id, machine_id), mt in self._machines.items():
+            shifts = {}
+            pending = sum(b - a for a, b, _ in mt.stop_run)
+            for key, shift in mt.shifts.items():
+                record = {**shift, "state_s": dict(shift["state_s"])}
+                if pending:
+                    # an open stop not yet past the threshold counts as what it is so far: a micro-stop
+                    for a, b, _ in mt.stop_run:
+                        s, e = max(a, shift["start_ms"] * 1000), min(b, shift["end_ms"] * 1000)
+                        if e > s:
+                            state = "MICROSTOP" if pending < self.microstop_us else "STOPPED"
+                            record["state_s"][state] = record["state_s"].get(state, 0.0) + (e - s) / US
+                record["kpi"] = _iso_kpis(record)
+                shifts[key] = record
+            pm = plant.machines[(line_id, machine_id)]
+            machines[f"{line_id}/{machine_id}"] = {
+                "shifts": shifts, "state": mt.state, "since_ms": mt.since_us // 1000,
+                "total": pm.total, "good": pm.good, "reject": pm.reject, "sku": pm.sku}
+        lines: dict[str, Any] = {}
+        for line_id, pl in plant.lines.items():
+            lt = self._lines[line_id]
+            recent = [t for t in lt["units"] if now - RATE_WINDOW_S * US <= t < now]
+            rate = len(recent) / (RATE_WINDOW_S / 60)
+            bom = pl.order.product.bom if pl.order else {}
+            stations = {f"{ln}/{st}": sorted(b) for (ln, st), b in self._present.items() if ln == line_id}
+            lines[line_id] = {
+                "shifts": lt["shifts"],
+                "order": {"order_id": pl.order.order_id, "sku": pl.order.product.sku,
+                          "target_qty": pl.order.target_qty, "good": pl.order.good,
+                          "start_ms": pl.order.started_us // 1000} if pl.order else None,
+                "stock": {m: round(q, 3) for m, q in pl.stock.items()},
+                "rate_per_min": rate,
+                "minutes_to_shortage": {m: (pl.stock[m] / (q * rate) if rate > 0 else None)
+                                        for m, q in bom.items() if m in pl.stock},
+                "present": stations,
+                "headcount": sum(len(b) for b in stations.values()),
+            }
+        return {"until_ms": now // 1000, "origin_ms": plant.origin_us // 1000, "seed": plant.seed,
+                "microstop_s": plant.cfg.kpi.microstop_s, "machines": machines, "lines": lines}
+
+
+def _iso_kpis(shift: dict[str, Any]) -> dict[str, float | None]:
+    """ISO 22400 A, E, Q, OEE of a shift record, computed here on their own (not with the boards' code)."""
+    state_s: dict[str, float] = shift["state_s"]
+    planned_down = state_s.get("PLANNED_STOP", 0.0) + state_s.get("NO_SHIFT", 0.0)
+    pbt = sum(state_s.values()) - planned_down
+    apt = state_s.get("RUNNING", 0.0) + state_s.get("SLOW", 0.0)
+    good = sum(u["good"] for u in shift["units"].values())
+    produced = good + sum(u["reject"] for u in shift["units"].values())
+    a = apt / pbt if pbt > 0 else None
+    e = shift["ideal_s"] / apt if apt > 0 else None
+    q = good / produced if produced else None
+    oee = a * e * q if a is not None and e is not None and q is not None else None
+    return {"pbt_s": pbt, "apt_s": apt, "availability": a, "effectiveness": e, "quality": q, "oee": oee,
+            "produced": produced, "good": good}
+
+
+def plant_origin_us(start: datetime | None) -> int:
+    """The plant's origin for a simulator's `--start` (the demo's shared clock start), or now."""
+    import time
+
+    return int(start.timestamp() * US) if start is not None else time.time_ns() // 1000
+
+
+__all__ = ["NS", "US", "Plant", "MachineSnapshot", "FloorMessage", "Truth", "WorkCalendar", "plant_origin_us"]
