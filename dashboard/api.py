@@ -76,7 +76,11 @@ def machine_detail(line_id: str, machine_id: str) -> Response:
     if machine_id not in {m.id for m in line.machines}:
         return problem(404, "No such machine", f"machine {machine_id!r} is not on line {line_id}")
     try:
-        return _json(board.machine_detail(ext["cfg"], ext["historian"], line, machine_id, ext["now_ns"]()))
+        # the key figures are the tile's: one computation of the machine's shift KPIs, whichever page shows them
+        _seq, line_board = ext["hub"].get(f"line/{line_id}")
+        tile_kpi = line_board["machines"].get(machine_id, {}).get("oee")
+        return _json(board.machine_detail(ext["cfg"], ext["historian"], line, machine_id, ext["now_ns"](),
+                                          kpi=tile_kpi))
     except HistorianError as exc:
         return problem(503, "Historian unavailable", str(exc))
 

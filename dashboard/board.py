@@ -17,8 +17,9 @@ from agent.historian import Historian
 from dashboard import queries
 from dashboard.kpi.andon import andon_calls
 from dashboard.kpi.materials import outlook, rate_per_min
-from dashboard.kpi.oee import ShiftOee
+from dashboard.kpi.oee import Order, ShiftOee
 from dashboard.kpi.people import output_per_operator, presences, staffing
+from dashboard.kpi.plan import planned_units
 from dashboard.kpi.shifts import NS, ShiftWindow, shift_at, shift_windows
 from dashboard.live import LiveView
 
@@ -55,9 +56,7 @@ def current_shift(cfg: FactoryConfig, now_ns: int) -> tuple[ShiftWindow | None, 
 
 def so_far(window: ShiftWindow, now_ns: int) -> ShiftWindow:
     """The part of the shift up to now: KPIs of a running shift count only the time that has passed."""
-    end = min(window.end_ns, now_ns)
-    breaks = tuple((max(a, window.start_ns), min(b, end)) for a, b in window.breaks if a < end)
-    return dataclasses.replace(window, end_ns=max(end, window.start_ns + 1), breaks=breaks)
+    return queries.up_to(window, now_ns)
 
 
 def shift_json(cfg: FactoryConfig, window: ShiftWindow | None, on: bool) -> dict[str, Any] | None:
@@ -69,13 +68,17 @@ def shift_json(cfg: FactoryConfig, window: ShiftWindow | None, on: bool) -> dict
             "breaks": [[ms(a), ms(b)] for a, b in window.breaks]}
 
 
-def planned_output(window: ShiftWindow, now_ns: int, ideal_cycle_s: float | None) -> int | None:
-    """Units the plan expects by now: planned busy time so far (breaks out) / ideal cycle time."""
-    if not ideal_cycle_s:
-        return None
-    part = so_far(window, now_ns)
-    busy = (part.end_ns - part.start_ns) - sum(b - a for a, b in part.breaks if b > a)
-    return int(max(0, busy) / NS / ideal_cycle_s)
+def planned_output(cfg: FactoryConfig, line_id: str, window: ShiftWindow, end_ns: int,
+                   orders: Sequence[Order]) -> int | None:
+    """Units the plan expects from the window's start up to `end_ns`: each order's busy time (breaks out) at its
+    SKU's planned rate (config `kpi`); the hour in progress counts only the part that has passed."""
+    ideal = queries.ideal_cycles(cfg, line_id)
+
+    def rate(sku: str) -> float | None:
+        return cfg.kpi.planned_units_per_hour(line_id, sku, ideal[sku]) if sku in ideal else None
+
+    units = planned_units(window.start_ns, min(end_ns, window.end_ns), window.breaks, orders, rate)
+    return None if units is None else round(units)
 
 
 def _r(value: float | None, digits: int) -> float | None:
@@ -91,7 +94,8 @@ def oee_json(k: ShiftOee) -> dict[str, Any]:
             "rejected": k.rejected, "unattributed": k.unattributed,
             "availability_tpm": _r(k.availability_tpm, 4), "effectiveness_tpm": _r(k.effectiveness_tpm, 4),
             "failures": k.failures, "mtbf_s": _r(k.mtbf_s, 1), "mttr_s": _r(k.mttr_s, 1),
-            "microstops": k.microstops, "microstop_s": _r(k.microstop_s, 1)}
+            "microstops": k.microstops, "microstop_s": _r(k.microstop_s, 1),
+            "no_order": k.no_order, "other_sku": k.other_sku, "up_to_ms": ms(k.up_to_ns)}
 
 
 # --- the historian half of a line board ---------------------------------------------------------------------
@@ -104,7 +108,8 @@ def line_history(cfg: FactoryConfig, historian: Historian, line_id: str, now_ns:
     window, on = current_shift(cfg, now_ns)
     order = queries.running_order(historian, line_id, now_ns)
     product = next((p for p in cfg.products if order and p.sku == order["sku"]), None)
-    ideal = product.ideal_cycle_s.get(line_id) if product else None
+    # each machine's figures go up to the time its data reaches (its watermark), never to now by assumption
+    reach = {m: min(t, now_ns) for m, t in queries.watermarks(historian, line_id).items()}
     out: dict[str, Any] = {"shift": shift_json(cfg, window, on), "computed_ms": ms(now_ns),
                            "order": None, "machines": {}, "output": None}
     if order is not None:
@@ -115,8 +120,8 @@ def line_history(cfg: FactoryConfig, historian: Historian, line_id: str, now_ns:
     kpis: dict[str, ShiftOee] = {}
     if window is not None:
         part = so_far(window, now_ns)
-        data = queries.read_line_shift(historian, line_id, part)
-        kpis = {k.machine: k for k in queries.shift_oee_of(cfg, line_id, part, data)}
+        data = queries.read_line_shift(historian, line_id, part, cfg)
+        kpis = {k.machine: k for k in queries.shift_oee_of(cfg, line_id, part, data, reach)}
     last_machine = line.machines[-1].id if line.machines else None
     for machine in line.machines:
         k = kpis.get(machine.id)
@@ -124,6 +129,7 @@ def line_history(cfg: FactoryConfig, historian: Historian, line_id: str, now_ns:
         out["machines"][machine.id] = {
             "oee": oee_json(k) if k else None,
             "order_count": since_order.get(machine.id, {}),
+            "reach_ms": ms(reach.get(machine.id)),
             # the state in force now in the historian, with the reason given to it (a stop may have begun
             # before the shift: its interval then starts at the shift's start, so it is matched by state)
             "current": {"state": states[-1].state, "reason": states[-1].reason} if states else None,
@@ -131,10 +137,14 @@ def line_history(cfg: FactoryConfig, historian: Historian, line_id: str, now_ns:
     if window is not None and last_machine is not None:
         # the line's output is what its last machine (the end of the line in the config) made
         k = kpis.get(last_machine)
+        up_to = k.up_to_ns if k else now_ns
         out["output"] = {"machine": last_machine, "produced": k.produced if k else 0, "good": k.good if k else 0,
-                         "plan": planned_output(window, now_ns, ideal) if on else None}
+                         "no_order": k.no_order if k else 0, "other_sku": k.other_sku if k else 0,
+                         "plan": planned_output(cfg, line_id, window, up_to, data.orders if data else []),
+                         "up_to_ms": ms(up_to)}
     out["people"] = _people(cfg, historian, line, window, data, now_ns)
-    out["materials"] = _materials(cfg, historian, line, product.bom if product else {}, data, now_ns)
+    rate_until = reach.get(last_machine, now_ns) if last_machine else now_ns
+    out["materials"] = _materials(cfg, historian, line, product.bom if product else {}, now_ns, rate_until)
     return out
 
 
@@ -180,16 +190,18 @@ def _people(cfg: FactoryConfig, historian: Historian, line: Line, window: ShiftW
     }
 
 
-def _materials(cfg: FactoryConfig, historian: Historian, line: Line, bom: dict[str, float],
-               data: queries.LineShift | None, now_ns: int) -> dict[str, Any]:
+def _materials(cfg: FactoryConfig, historian: Historian, line: Line, bom: dict[str, float], now_ns: int,
+               rate_until_ns: int) -> dict[str, Any]:
+    """Line-side stock against the current rate; the rate is measured up to `rate_until_ns`, how far the line's
+    output data reaches, not into time the historian has no counts for yet."""
     levels = queries.material_levels(historian, line.id)
     last = line.machines[-1].id if line.machines else None
     rate = 0.0
     if last is not None:
         # counts come in minute buckets: read whole buckets and divide by the time they really cover
-        since = (now_ns - RATE_WINDOW_S * NS) // (queries.COUNT_BUCKET_S * NS) * (queries.COUNT_BUCKET_S * NS)
-        counts = queries.machine_counts(historian, line.id, last, since, now_ns + 1)
-        rate = rate_per_min(counts, now_ns + 1, (now_ns + 1 - since) / NS)
+        counts = queries.machine_count_points(historian, line.id, last, rate_until_ns - RATE_WINDOW_S * NS,
+                                              rate_until_ns + 1)
+        rate = rate_per_min(counts, rate_until_ns + 1, RATE_WINDOW_S)
     known = {m.id: m for m in cfg.materials}
     items = []
     for material_id in list(bom) + sorted(m for m in levels if m not in bom):
@@ -241,6 +253,8 @@ def with_live(cfg: FactoryConfig, line: Line, history: dict[str, Any], live: Liv
         offline = live.offline_reason(line.id, machine.id)
         board_state = "OFFLINE" if offline else str(state.get("v") or "OFFLINE")
         since = state.get("ts") if not offline else None
+        if board_state == "STOPPED" and isinstance(since, int) and now_ns // MS - since < cfg.kpi.microstop_s * 1000:
+            board_state = "MICROSTOP"  # not (yet) longer than the micro-stop threshold (config kpi.microstop_s)
         if board_state == "OFFLINE" and not offline:
             offline = str(state.get("raw") or "no data yet")
         mtype = cfg.machine_types.get(machine.type)
@@ -252,8 +266,15 @@ def with_live(cfg: FactoryConfig, line: Line, history: dict[str, Any], live: Liv
                 pvs[name] = {"value": None if offline else payload.get("v"), "unit": units.get(name) or "",
                              "q": payload.get("q"), "ts_ms": payload.get("ts")}
         order = history.get("order")
-        count = h.get("order_count", {})
+        kpi = h.get("oee") or {}
+        if order:
+            count = {**h.get("order_count", {}), "scope": "order"}
+        else:  # between orders the tile shows what the shift made, not the (empty) count of no order
+            count = {"good": kpi.get("good", 0), "total": kpi.get("produced", 0), "reject": kpi.get("rejected", 0),
+                     "scope": "shift"}
         current = h.get("current") or {}
+        reach = h.get("reach_ms")
+        computed = history.get("computed_ms") or 0
         reason = (current.get("reason") or None) if current.get("state") == board_state else None
         machines[machine.id] = {
             "id": machine.id, "name": machine.name or machine.id, "type": machine.type, "station": machine.station,
@@ -264,8 +285,13 @@ def with_live(cfg: FactoryConfig, line: Line, history: dict[str, Any], live: Liv
             if alarm.get("v") and not offline else None,
             "order": {"order_id": order["order_id"], "sku": order["sku"]} if order else None,
             "count": {"good": count.get("good", 0), "total": count.get("total", 0),
-                      "reject": count.get("reject", 0), "target": order.get("target_qty") if order else None},
+                      "reject": count.get("reject", 0), "target": order.get("target_qty") if order else None,
+                      "scope": count["scope"]},
             "oee": h.get("oee"),
+            # how far the machine's data reaches; shown as "data up to ..." when it lags the figures' time
+            "reach_ms": reach,
+            "data_lags": reach is None or computed - reach > cfg.kpi.watermark_lag_s * 1000,
+            "unattributed": {"no_order": kpi.get("no_order", 0), "other_sku": kpi.get("other_sku", 0)},
             "pv": dict(sorted(pvs.items())),
         }
     mix: dict[str, int] = {}
@@ -310,8 +336,9 @@ def overview(cfg: FactoryConfig, boards: Sequence[dict[str, Any]], now_ns: int) 
 
 
 def machine_detail(cfg: FactoryConfig, historian: Historian, line: Line, machine_id: str,
-                   now_ns: int) -> dict[str, Any]:
-    """One machine over its shift: state timeline, output per hour vs plan, stop Pareto, KPIs, process trends."""
+                   now_ns: int, kpi: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One machine over its shift: state timeline, output per hour vs plan, stop Pareto, KPIs, process trends.
+    `kpi`: the machine's figures as its tile shows them (the line board's), so a page shows one computation."""
     window, on = current_shift(cfg, now_ns)
     out: dict[str, Any] = {"kind": "machine", "line": {"id": line.id, "name": line.name}, "machine_id": machine_id,
                            "now_ms": ms(now_ns), "shift": shift_json(cfg, window, on), "timeline": [],
@@ -319,9 +346,10 @@ def machine_detail(cfg: FactoryConfig, historian: Historian, line: Line, machine
     if window is None:
         return out
     part = so_far(window, now_ns)
-    data = queries.read_line_shift(historian, line.id, part)
-    k = next((x for x in queries.shift_oee_of(cfg, line.id, part, data) if x.machine == machine_id), None)
-    out["kpi"] = oee_json(k) if k else None
+    data = queries.read_line_shift(historian, line.id, part, cfg)
+    reach = {m: min(t, now_ns) for m, t in queries.watermarks(historian, line.id).items()}
+    k = next((x for x in queries.shift_oee_of(cfg, line.id, part, data, reach) if x.machine == machine_id), None)
+    out["kpi"] = kpi if kpi is not None else oee_json(k) if k else None
     out["timeline"] = [{"state": i.state, "start_ms": ms(max(i.start_ns, part.start_ns)),
                         "end_ms": ms(min(i.end_ns, part.end_ns)), "reason": i.reason}
                        for i in data.states(machine_id) if i.end_ns > part.start_ns]
@@ -329,9 +357,9 @@ def machine_detail(cfg: FactoryConfig, historian: Historian, line: Line, machine
     out["pareto"] = [{"reason": r, "seconds": round(sec, 1)}
                      for r, sec in sorted((k.stops_by_reason if k else {}).items(), key=lambda x: -x[1])
                      if r != "OFFLINE"]
-    ideal = queries.ideal_cycles(cfg, line.id)
     hour_ns = 3600 * NS
     counts = data.counts(machine_id)
+    up_to = k.up_to_ns if k else part.end_ns
     t = window.start_ns
     while t < part.end_ns:
         end = min(t + hour_ns, window.end_ns)
@@ -339,8 +367,9 @@ def machine_detail(cfg: FactoryConfig, historian: Historian, line: Line, machine
         sku = next((o.sku for o in reversed(data.orders) if o.start_ns < end and o.end_ns > t), None)
         hour = dataclasses.replace(window, start_ns=t, end_ns=end,
                                    breaks=tuple((max(a, t), min(b, end)) for a, b in window.breaks if a < end and b > t))
+        # the hour in progress is planned up to the time the machine's data reaches, not for the whole hour
         out["hourly"].append({"start_ms": ms(t), "good": made, "sku": sku,
-                              "plan": planned_output(hour, end, ideal.get(sku)) if sku else None})
+                              "plan": planned_output(cfg, line.id, hour, min(end, up_to), data.orders)})
         t = end
     trend_start = max(part.start_ns, now_ns - 4 * 3600 * NS)
     out["trends"] = {name: [[ms(t), v] for t, v in points]

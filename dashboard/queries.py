@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from agent.config import FactoryConfig
-from agent.core.schema import Point
+from agent.core.schema import MEASUREMENTS, Point
 from agent.historian import CountBucket, Historian, HistorianError, StateInterval
 from dashboard.kpi.oee import Count, Order, ShiftOee, shift_oee
 from dashboard.kpi.shifts import NS, ShiftWindow
@@ -37,12 +37,50 @@ def orders(historian: Historian, line: str, start_ns: int, end_ns: int) -> list[
     return [o for o in out if o.end_ns > start_ns and o.start_ns < end_ns]
 
 
+def product_spans(historian: Historian, cfg: FactoryConfig, line: str, start_ns: int,
+                  end_ns: int) -> dict[str, list[Order]]:
+    """What each machine of `line` whose type has a product tag reported making over [start, end), as spans
+    from one report to the next (machines without a product tag are not in the result)."""
+    line_conf = next(ln for ln in cfg.lines if ln.id == line)
+    with_tag = {m.id for m in line_conf.machines
+                if any(t.signal == "product" for t in cfg.machine_types[m.type].tags)}
+    if not with_tag or "machine_product" not in MEASUREMENTS:
+        return {}
+    out: dict[str, list[Order]] = {m: [] for m in with_tag}
+    last: dict[str, tuple[int, str]] = {}
+    for e in historian.events("machine_product", start_ns - ORDER_LOOKBACK_S * NS, end_ns, line=line):
+        machine = e.tags["machine"]
+        if machine not in with_tag:
+            continue
+        if machine in last:
+            out[machine].append(Order(last[machine][0], e.time_ns, last[machine][1]))
+        last[machine] = (e.time_ns, str(e.fields["sku"]))
+    for machine, (since, sku) in last.items():
+        out[machine].append(Order(since, end_ns, sku))
+    return {m: [o for o in spans if o.end_ns > start_ns] for m, spans in out.items()}
+
+
+# The measurements a machine's PLC data arrives in: the newest of their points is how far its data reaches.
+MACHINE_MEASUREMENTS = ("machine_state", "machine_count", "process_value", "alarm")
+
+
+def watermarks(historian: Historian, line: str) -> dict[str, int]:
+    """How far each machine's data reaches: the time of the newest point the historian holds from it."""
+    out: dict[str, int] = {}
+    for measurement in MACHINE_MEASUREMENTS:
+        for p in historian.last_values(measurement, line=line):
+            machine = p.tags["machine"]
+            out[machine] = max(out.get(machine, 0), p.time_ns)
+    return out
+
+
 class LineShift(NamedTuple):
     """What the historian holds of one line over a shift window: the reads every board of the line is built from."""
 
     intervals: list[StateInterval]
     buckets: list[CountBucket]
     orders: list[Order]
+    products: dict[str, list[Order]] = {}
 
     def counts(self, machine: str) -> list[Count]:
         return [Count(b.bucket_start_ns, b.counter, b.delta) for b in self.buckets if b.machine == machine]
@@ -51,10 +89,25 @@ class LineShift(NamedTuple):
         return [i for i in self.intervals if i.machine == machine]
 
 
-def read_line_shift(historian: Historian, line_id: str, window: ShiftWindow) -> LineShift:
-    return LineShift(historian.state_intervals(window.start_ns, window.end_ns, line=line_id),
-                     historian.count_sums(window.start_ns, window.end_ns, COUNT_BUCKET_S, line=line_id),
-                     orders(historian, line_id, window.start_ns, window.end_ns))
+def read_line_shift(historian: Historian, line_id: str, window: ShiftWindow,
+                    cfg: FactoryConfig | None = None) -> LineShift:
+    """The line's states, counts (minute buckets; the buckets an order or product change falls in are read
+    point by point, so every unit goes to the SKU it was made as), orders and products over the window."""
+    order_list = orders(historian, line_id, window.start_ns, window.end_ns)
+    products = product_spans(historian, cfg, line_id, window.start_ns, window.end_ns) if cfg else {}
+    buckets = historian.count_sums(window.start_ns, window.end_ns, COUNT_BUCKET_S, line=line_id)
+    bucket_ns = COUNT_BUCKET_S * NS
+    edges = {t // bucket_ns * bucket_ns for span in (order_list, *products.values()) for o in span
+             for t in (o.start_ns, o.end_ns) if window.start_ns <= t < window.end_ns and t % bucket_ns}
+    if edges:
+        buckets = [b for b in buckets if b.bucket_start_ns not in edges]
+        for start in sorted(edges):
+            for p in historian.events("machine_count", max(start, window.start_ns),
+                                      min(start + bucket_ns, window.end_ns), line=line_id):
+                buckets.append(CountBucket(line_id, p.tags["machine"], p.tags["counter"], p.time_ns,
+                                           int(p.fields["delta"])))
+    return LineShift(historian.state_intervals(window.start_ns, window.end_ns, line=line_id), buckets, order_list,
+                     products)
 
 
 def ideal_cycles(cfg: FactoryConfig, line_id: str) -> dict[str, float]:
@@ -62,16 +115,32 @@ def ideal_cycles(cfg: FactoryConfig, line_id: str) -> dict[str, float]:
     return {p.sku: p.ideal_cycle_s[line_id] for p in cfg.products if line_id in p.ideal_cycle_s}
 
 
-def shift_oee_of(cfg: FactoryConfig, line_id: str, window: ShiftWindow, data: LineShift) -> list[ShiftOee]:
-    """ISO 22400 figures of every machine of the line from its shift reads."""
+def shift_oee_of(cfg: FactoryConfig, line_id: str, window: ShiftWindow, data: LineShift,
+                 reach_ns: dict[str, int] | None = None) -> list[ShiftOee]:
+    """ISO 22400 figures of every machine of the line from its shift reads; with `reach_ns`, each machine's up
+    to the time its data reaches (its watermark), never beyond."""
     line = next(ln for ln in cfg.lines if ln.id == line_id)
     ideal = ideal_cycles(cfg, line_id)
-    return [shift_oee(m.id, window, data.states(m.id), data.counts(m.id), data.orders, ideal) for m in line.machines]
+    out = []
+    for m in line.machines:
+        part = window
+        if reach_ns is not None and m.id in reach_ns:
+            part = up_to(window, reach_ns[m.id])
+        out.append(shift_oee(m.id, part, data.states(m.id), data.counts(m.id), data.orders, ideal,
+                             data.products.get(m.id)))
+    return out
+
+
+def up_to(window: ShiftWindow, end_ns: int) -> ShiftWindow:
+    """The part of a shift window up to `end_ns` (at least 1 ns long), its breaks clipped."""
+    end = max(min(window.end_ns, end_ns), window.start_ns + 1)
+    breaks = tuple((max(a, window.start_ns), min(b, end)) for a, b in window.breaks if a < end)
+    return ShiftWindow(window.shift, window.day, window.start_ns, end, breaks)
 
 
 def line_shift_oee(historian: Historian, cfg: FactoryConfig, line_id: str, window: ShiftWindow) -> list[ShiftOee]:
     """ISO 22400 figures of every machine of the line over the shift window (up to its end or now)."""
-    return shift_oee_of(cfg, line_id, window, read_line_shift(historian, line_id, window))
+    return shift_oee_of(cfg, line_id, window, read_line_shift(historian, line_id, window, cfg))
 
 
 def running_order(historian: Historian, line: str, now_ns: int) -> dict[str, Any] | None:
@@ -100,6 +169,13 @@ def machine_counts(historian: Historian, line: str, machine: str, start_ns: int,
     """A machine's counter deltas over [start, end) in minute buckets."""
     return [Count(b.bucket_start_ns, b.counter, b.delta)
             for b in historian.count_sums(start_ns, end_ns, COUNT_BUCKET_S, line=line, machine=machine)]
+
+
+def machine_count_points(historian: Historian, line: str, machine: str, start_ns: int, end_ns: int) -> list[Count]:
+    """A machine's counter deltas over [start, end), each at its own time (for a rate over a window that does not
+    fall on minute edges)."""
+    return [Count(p.time_ns, p.tags["counter"], int(p.fields["delta"]))
+            for p in historian.events("machine_count", start_ns, end_ns, line=line, machine=machine)]
 
 
 # People and materials read further back than the shift: a badge swiped in, an andon call or a material call

@@ -232,6 +232,7 @@ class Mapper:
         self.max_payload = {s.id: s.max_payload_bytes for s in cfg.sources.mqtt}
         self._route_cache: dict[tuple[str, str], tuple[CompiledRoute, dict[str, str]]] = {}
         self.bindings = self._bindings()
+        self.microstop_ns = int(cfg.kpi.microstop_s * 1e9)
         # per source: when it came back after an outage; earlier source timestamps are stamped at this time
         self._reconnected: dict[str, int] = {k[3:]: v for k, v in self.state.items()
                                              if k.startswith("up/") and v is not None}
@@ -379,7 +380,18 @@ class Mapper:
             return
         self._set(key, state.value)
         t = self._unique_time(f"state/{machine}", time_ns)
-        out.points.append(Point("machine_state", tags, _audited({"state": state.value, "raw": raw}, t, source_ns), t))
+        fields = _audited({"state": state.value, "raw": raw}, t, source_ns)
+        stop = self.state.get(f"stop/{machine}")
+        if stop is not None:
+            self._set(f"stop/{machine}", None)
+            # A stop that ended before the micro-stop threshold was a MICROSTOP (a PLC cannot tell while it lasts):
+            # its point is written again as one (same identity). Not when the data ended it: it may go on.
+            if state != BoardState.OFFLINE and t - stop["time"] < self.microstop_ns:
+                out.points.append(Point("machine_state", tags, {**stop["fields"], "state": BoardState.MICROSTOP.value},
+                                        stop["time"]))
+        if state == BoardState.STOPPED:
+            self._set(f"stop/{machine}", {"time": t, "fields": fields})
+        out.points.append(Point("machine_state", tags, fields, t))
 
     def source_down(self, source: str, time_ns: int, reason: str) -> MappingResult:
         """Every machine read through `source` goes OFFLINE: the board must not show frozen values."""

@@ -19,10 +19,13 @@ class MaterialOutlook:
     below_reorder_point: bool
 
 
-def rate_per_min(counts: Sequence[Count], now_ns: int, window_s: float = 900, counter: str = "total") -> float:
-    """Units per minute of `counter` over the last `window_s` seconds before `now_ns`."""
+def rate_per_min(counts: Sequence[Count], now_ns: int, window_s: float = 900) -> float:
+    """Units made per minute over the last `window_s` seconds before `now_ns`: the `total` counter, or good +
+    reject for a machine without a total counter (every unit made takes its material, good or not)."""
     since = now_ns - round(window_s * NS)
-    made = sum(c.delta for c in counts if c.counter == counter and since <= c.time_ns < now_ns)
+    has_total = any(c.counter == "total" for c in counts)
+    kinds = ("total",) if has_total else ("good", "reject")
+    made = sum(c.delta for c in counts if c.counter in kinds and since <= c.time_ns < now_ns)
     return made / (window_s / 60)
 
 

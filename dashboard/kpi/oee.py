@@ -11,8 +11,11 @@ Time model (seconds of the shift window, states split at the shift's edges):
   counted as downtime, never hidden.
 
 Quantities: PQ (produced) = the `total` counter, or good + reject when the machine has no total counter;
-GQ (good) = the `good` counter, or PQ - reject. Each count is attributed to the SKU of the order running on
-the line at its time, for the per-SKU ideal cycle time (PRU).
+GQ (good) = the `good` counter, or PQ - reject. Each count is attributed to a SKU for the per-SKU ideal cycle
+time (PRU): the SKU the machine's PLC reports (a `product` tag) where the config names one, else the SKU of the
+order running on the line at its time. Units made with no order running, and units the PLC made as another SKU
+than the order's, are counted apart (`no_order`, `other_sku`) so a board can show them; units with no SKU at
+all, or a SKU without an ideal cycle time on the line, are `unattributed` and left out of effectiveness.
 
 A = APT / PBT; E = sum(PRU_i x PQ_i) / APT; Q = GQ / PQ; OEE = A x E x Q, cross-checked against
 sum(PRU_i x GQ_i) / PBT (equal when every SKU has the same quality rate). E above 1.05 is flagged: the ideal
@@ -77,7 +80,7 @@ class ShiftOee:
     good: int
     rejected: int
     by_sku: tuple[SkuOutput, ...]
-    unattributed: int  # produced units without an order or an ideal cycle time: not in effectiveness
+    unattributed: int  # produced units without a SKU or an ideal cycle time: not in effectiveness
     availability: float | None
     effectiveness: float | None
     quality: float | None
@@ -92,6 +95,9 @@ class ShiftOee:
     microstops: int
     microstop_s: float
     stops_by_reason: dict[str, float] = field(default_factory=dict)
+    no_order: int = 0  # produced units while no order ran on the line
+    other_sku: int = 0  # produced units the PLC made as another SKU than the running order's
+    up_to_ns: int = 0  # the end of the time the figures cover (the shift's end, now, or the data's reach)
 
 
 def _ratio(a: float, b: float) -> float | None:
@@ -132,9 +138,15 @@ def _split_at_breaks(start: int, end: int, breaks: Sequence[tuple[int, int]]) ->
     return out
 
 
+def _sku_at(spans: Sequence[Order], t_ns: int) -> str | None:
+    return next((o.sku for o in spans if o.start_ns <= t_ns < o.end_ns), None)
+
+
 def shift_oee(machine: str, window: ShiftWindow, intervals: Sequence[StateInterval], counts: Sequence[Count],
-              orders: Sequence[Order], ideal_cycle_s: dict[str, float]) -> ShiftOee:
-    """The ISO 22400 figures of `machine` over `window` (see the module docstring for the rules)."""
+              orders: Sequence[Order], ideal_cycle_s: dict[str, float],
+              products: Sequence[Order] | None = None) -> ShiftOee:
+    """The ISO 22400 figures of `machine` over `window` (see the module docstring for the rules). `products`:
+    what the machine's PLC reported making, as spans, when its type has a product tag (None: it has none)."""
     state_s: dict[str, float] = defaultdict(float)
     planned_down = fault_s = 0.0
     stops_by_reason: dict[str, float] = defaultdict(float)
@@ -161,13 +173,22 @@ def shift_oee(machine: str, window: ShiftWindow, intervals: Sequence[StateInterv
     offline = state_s.get(NO_DATA, 0.0)
     microstop_s = state_s.get("MICROSTOP", 0.0)
 
-    # quantities per SKU, from the order running at each count's time
+    # quantities per SKU: the PLC's product where it reports one, else the order running at each count's time
     per_sku: dict[str | None, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    apart: dict[str, dict[str, int]] = {"no_order": defaultdict(int), "other_sku": defaultdict(int)}
     ordered = sorted(orders, key=lambda o: o.start_ns)
+    made = sorted(products, key=lambda o: o.start_ns) if products is not None else None
     for c in counts:
         if not window.start_ns <= c.time_ns < window.end_ns:
             continue
-        sku = next((o.sku for o in ordered if o.start_ns <= c.time_ns < o.end_ns), None)
+        order_sku = _sku_at(ordered, c.time_ns)
+        sku = order_sku
+        if made is not None:
+            sku = _sku_at(made, c.time_ns) or order_sku
+            if order_sku is not None and sku != order_sku:
+                apart["other_sku"][c.counter] += c.delta
+        if order_sku is None:
+            apart["no_order"][c.counter] += c.delta
         per_sku[sku][c.counter] += c.delta
     has_total = any("total" in v for v in per_sku.values())
     has_good = any("good" in v for v in per_sku.values())
@@ -181,6 +202,8 @@ def shift_oee(machine: str, window: ShiftWindow, intervals: Sequence[StateInterv
             unattributed += produced
         outputs.append(SkuOutput(sku or "", produced, good, pru))
     outputs.sort(key=lambda o: o.sku)
+    no_order, other_sku = (tally["total"] if has_total else tally["good"] + tally["reject"]
+                           for tally in (apart["no_order"], apart["other_sku"]))
     produced = sum(o.produced for o in outputs)
     good = sum(o.good for o in outputs)
     rejected = produced - good
@@ -202,4 +225,5 @@ def shift_oee(machine: str, window: ShiftWindow, intervals: Sequence[StateInterv
         availability_tpm=_ratio(apt + microstop_s, pbt), effectiveness_tpm=_ratio(ideal_s, apt + microstop_s),
         effectiveness_flag=effectiveness is not None and effectiveness > EFFECTIVENESS_FLAG,
         failures=fe, mtbf_s=apt / (fe + 1), mttr_s=_ratio(fault_s, fe),
-        microstops=microstops, microstop_s=microstop_s, stops_by_reason=dict(stops_by_reason))
+        microstops=microstops, microstop_s=microstop_s, stops_by_reason=dict(stops_by_reason),
+        no_order=no_order, other_sku=other_sku, up_to_ns=window.end_ns)

@@ -3,6 +3,7 @@ import json
 import pytest
 
 from agent.core.mapping import Mapper, MappingResult, compile_json_path, json_path_get, parse_timestamp_ns
+from agent.core.states import BoardState
 
 TS = "2026-11-22T03:59:01.123456Z"
 TS_NS = 1795319941123456000
@@ -298,3 +299,38 @@ def test_json_nested_too_deep_is_a_dead_letter(factory_cfg):
     payload = b"[" * 100_000 + b"]" * 100_000
     out = mqtt(Mapper(factory_cfg), "line/line-1/order", payload, received_ns=TS_NS)
     assert out.points == [] and out.dead_letters[0].reason == "payload cannot be read: RecursionError"
+
+
+S = 1_000_000_000
+
+
+@pytest.mark.parametrize("stop_s, then, rewritten", [
+    (30, 1, True),  # ended after 30 s by RUNNING: a micro-stop (threshold 120 s)
+    (119, 3, True),  # ended by a FAULT just under the threshold
+    (120, 1, False),  # as long as the threshold: a stop that needs a reason
+    (600, 1, False),
+])
+def test_a_stop_shorter_than_the_threshold_is_written_again_as_a_microstop(factory_cfg, stop_s, then, rewritten):
+    mapper = Mapper(factory_cfg)
+    feed(mapper, "press-1", "StateCode", 1, 0)
+    stopped = feed(mapper, "press-1", "StateCode", 0, 10 * S).points
+    assert [p.fields["state"] for p in stopped] == ["STOPPED"]
+    after = feed(mapper, "press-1", "StateCode", then, (10 + stop_s) * S).points
+    if rewritten:
+        again, new = after
+        assert again.time_ns == stopped[0].time_ns and again.tags == stopped[0].tags
+        assert again.fields == {**stopped[0].fields, "state": "MICROSTOP"}
+        assert new.fields["state"] != "MICROSTOP"
+    else:
+        assert [p.fields["state"] for p in after] == [BoardState(("STOPPED", "RUNNING", "SETUP", "FAULT")[then])]
+
+
+def test_a_stop_ended_by_lost_data_is_not_called_a_microstop_and_the_rule_survives_a_restart(factory_cfg):
+    mapper = Mapper(factory_cfg)
+    feed(mapper, "press-1", "StateCode", 0, 0)
+    offline = mapper.source_down("plc-1", TS_NS + 5 * S, "connection lost").points
+    assert [p.fields["state"] for p in offline if p.tags["machine"] == "press-1"] == ["OFFLINE"]
+    restarted = Mapper(factory_cfg, mapper.take_dirty())
+    feed(restarted, "packer-1", "PackMLState", "Stopped", 10 * S)
+    after = feed(restarted, "packer-1", "PackMLState", "Execute", 40 * S).points
+    assert [p.fields["state"] for p in after] == ["MICROSTOP", "RUNNING"]

@@ -29,6 +29,12 @@ def count(line, machine, hhmm, counter, delta):
                  {"delta": delta, "value": delta}, t(hhmm) + 5 * 10**9)
 
 
+def pv(line, machine, ns, value=60.0):
+    """A process value at `ns`: the newest point of a machine is how far its data reaches (its watermark)."""
+    return Point("process_value", {**SITE, "line": line, "machine": machine, "name": "mold_temp"},
+                 {"value": value, "quality": "Good"}, ns)
+
+
 def event(measurement, hhmm, fields, **tags):
     return Point(measurement, {**SITE, "line": "line-1", **tags}, fields, t(hhmm))
 
@@ -56,6 +62,8 @@ SHOP_FLOOR = [
     event("material_event", "08:50", {"call_id": "C-0"}, station="pack-1", material="carton-s", event="delivered"),
     event("material_event", "09:40", {"call_id": "C-1", "qty": 200.0}, station="pack-1", material="carton-s",
           event="call"),
+    # every machine of line 1 has sent data up to now (a process value 1 ms ago)
+    *(pv("line-1", m, NOW - 10**6) for m in ("press-1", "press-2", "packer-1")),
 ]
 
 

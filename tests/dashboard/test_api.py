@@ -26,7 +26,9 @@ def test_line_board_figures(app, client):
     assert (press["state"], press["since_ms"], press["offline_reason"]) == ("RUNNING", t("09:30") // 10**6, None)
     assert press["alarm"] == {"code": 101, "text": "Mold over-temperature", "since_ms": t("09:58") // 10**6}
     assert press["pv"]["mold_temp"] == {"value": 61.5, "unit": "degC", "q": "Good", "ts_ms": t("09:59") // 10**6}
-    assert press["count"] == {"good": 490, "total": 500, "reject": 0, "target": 900}
+    assert press["count"] == {"good": 490, "total": 500, "reject": 0, "target": 900, "scope": "order"}
+    assert press["reach_ms"] == NOW // 10**6 - 1 and press["data_lags"] is False  # its data reaches now
+    assert press["unattributed"] == {"no_order": 0, "other_sku": 0}
     # 08:00-10:00: PBT 7200 s, RUNNING 5400 s; 500 units of KT-100 at 6 s; 490 good
     oee = press["oee"]
     assert (oee["pbt_s"], oee["apt_s"], oee["failures"], oee["mttr_s"]) == (7200, 5400, 1, 1800)
@@ -39,8 +41,10 @@ def test_line_board_figures(app, client):
     assert board["machines"]["press-2"]["state"] == "OFFLINE"
     assert board["machines"]["press-2"]["offline_reason"] == "no data yet"
     assert board["states"] == {"RUNNING": 1, "OFFLINE": 2}
-    # the line delivers what its last machine makes; the plan is 7200 s / 6 s
-    assert board["output"] == {"machine": "packer-1", "produced": 150, "good": 150, "plan": 1200}
+    # the line delivers what its last machine makes; the plan: 7200 s of KT-100 at the default planned rate,
+    # 85 % of the ideal 600 units per hour
+    assert board["output"] == {"machine": "packer-1", "produced": 150, "good": 150, "no_order": 0, "other_sku": 0,
+                               "plan": 1020, "up_to_ms": NOW // 10**6 - 1}
 
 
 def test_people_panel(client):
@@ -89,7 +93,7 @@ def test_machine_detail(client):
         ("RUNNING", t("08:00") // 10**6, t("09:00") // 10**6), ("FAULT", t("09:00") // 10**6, t("09:30") // 10**6),
         ("RUNNING", t("09:30") // 10**6, NOW // 10**6)]
     assert [(h["start_ms"], h["good"], h["plan"]) for h in detail["hourly"]] == [
-        (t("08:00") // 10**6, 490, 600), (t("09:00") // 10**6, 0, 600)]
+        (t("08:00") // 10**6, 490, 510), (t("09:00") // 10**6, 0, 510)]  # 85 % of 600 an hour
     assert detail["pareto"] == [{"reason": "FAULT", "seconds": 1800.0}]  # no reason given yet: the state
     assert detail["kpi"]["mtbf_s"] == 2700.0  # APT 5400 s / (1 failure + 1)
     assert detail["units"]["mold_temp"] == "degC"

@@ -43,10 +43,12 @@ def test_a_stop_written_as_several_points_is_one_open_stop(app, client):
                                                                False)]
 
 
-def test_materials_rate_off_the_minute_counts_whole_buckets_over_the_time_they_cover(app, client, clock):
-    clock[0] = NOW + 30 * 10**9  # 10:00:30: the rate reads 09:45:00 to now, 15.5 minutes
+def test_materials_rate_is_measured_up_to_where_the_data_reaches_not_to_now(app, client, clock):
+    clock[0] = NOW + 90 * 10**9  # 10:01:30, but the line's data reaches 10:00 (late data is not "no output")
     materials = client.get("/api/v1/lines/line-1").get_json()["materials"]
-    assert materials["rate_per_min"] == round(150 / 15.5, 2)
+    assert materials["rate_per_min"] == 10.0  # 150 units over the 15 minutes before 10:00, not over 16.5
+    resin = next(i for i in materials["items"] if i["id"] == "resin-pp")
+    assert resin["minutes_to_shortage"] == 20.0
 
 
 def test_a_board_nobody_watched_is_rebuilt_when_asked_for(app, client):

@@ -149,6 +149,25 @@ def test_units_without_an_order_or_ideal_cycle_are_left_out_of_effectiveness_and
     assert k.effectiveness == pytest.approx(50 * 12 / 3600)
 
 
+def test_the_sku_the_plc_reports_decides_effectiveness_and_mismatches_are_counted():
+    window = shift_window(Shift(id="d", name="D", start="08:00", end="09:00"), MON, SH)
+    running = [StateInterval("l", "m", "RUNNING", window.start_ns, window.end_ns)]
+    # the order says X (10 s) all hour; the PLC made X until 08:30, then Y (20 s), and went on with Y after
+    # the order ended at 08:50
+    orders = [Order(at(MON, "08:00"), at(MON, "08:50"), "X")]
+    products = [Order(at(MON, "07:00"), at(MON, "08:30"), "X"), Order(at(MON, "08:30"), at(MON, "09:00"), "Y")]
+    counts = [Count(at(MON, "08:10"), "total", 150), Count(at(MON, "08:40"), "total", 30),
+              Count(at(MON, "08:55"), "total", 10)]
+    k = shift_oee("m", window, running, counts, orders, {"X": 10.0, "Y": 20.0}, products)
+    assert (k.produced, k.other_sku, k.no_order, k.unattributed) == (190, 30, 10, 0)
+    # E = (150 x 10 + 40 x 20) / 3600, every unit at the SKU it was made as
+    assert k.effectiveness == pytest.approx((150 * 10 + 40 * 20) / 3600)
+    # without a product tag the order decides: 180 units of X, 10 made with no order and no SKU
+    k = shift_oee("m", window, running, counts, orders, {"X": 10.0, "Y": 20.0})
+    assert (k.other_sku, k.no_order, k.unattributed) == (0, 10, 10)
+    assert k.effectiveness == pytest.approx(180 * 10 / 3600)
+
+
 def test_shift_calendar_lookups():
     day = Shift(id="day", name="Day", start="08:00", end="20:00")
     windows = shift_windows([day, NIGHT], "Asia/Shanghai", MON, TUE)

@@ -84,3 +84,10 @@ def test_minutes_to_shortage():
     assert cartons.minutes_to_shortage == pytest.approx(20) and cartons.below_reorder_point
     assert outlook("carton-s", 120, 1, 0.0).minutes_to_shortage is None  # the line stands: no shortage coming
     assert outlook("carton-s", -3, 1, rate).minutes_to_shortage == 0  # a scale reading below zero: out now
+
+
+def test_a_machine_without_a_total_counter_has_a_rate_from_good_and_reject():
+    now = at(MON, "10:00")
+    counts = [Count(now - 10 * 60 * NS, "good", 85), Count(now - 5 * 60 * NS, "reject", 5)]
+    assert rate_per_min(counts, now) == pytest.approx(90 / 15)  # every unit made takes its material
+    assert outlook("alu-bar", 30, 0.25, rate_per_min(counts, now)).minutes_to_shortage == pytest.approx(20)
