@@ -49,8 +49,31 @@ DEFAULT_BATCH = 1000
 CLIENT_HANDLE_BASE = 1000
 
 
+TRUST_HELP = "config/README.md#trusting-certificates"
+TRUST_STEP = f"trust that certificate on the server (see {TRUST_HELP})"
+# What a server answers when it does not accept the client's certificate (when the secure channel opens, or
+# at CreateSession).
+CERTIFICATE_REFUSALS = frozenset(
+    getattr(ua.StatusCodes, name) for name in dir(ua.StatusCodes)
+    if name.startswith("BadCertificate")
+    or name in ("BadSecurityChecksFailed", "BadNoValidCertificates", "BadApplicationSignatureInvalid"))
+
+
 class SecurityRefused(Exception):
     """The server cannot be trusted or refused our credentials: retrying will not help until config changes."""
+
+
+def _quiet_asyncua_refusals() -> None:
+    """asyncua logs a server's error answer on every connection attempt; the source reports it once itself."""
+    logger = logging.getLogger("asyncua.client.ua_client.UASocketProtocol")
+    if not any(isinstance(f, _ServerErrorFilter) for f in logger.filters):
+        logger.addFilter(_ServerErrorFilter())
+
+
+class _ServerErrorFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg.startswith(("Got error status from server",
+                                                                           "Received an error")))
 
 
 def to_ns(dt: datetime | None) -> int | None:
@@ -187,6 +210,8 @@ class OpcUaSource:
             state.metrics.publish_decoded.labels(cfg.id, decoder)  # present at 0 from the start
         self.client: Client | None = None
         self._session_was_up = False
+        self._client_certificate: Path | None = None
+        _quiet_asyncua_refusals()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Connect, read, and reconnect until `stop` is set."""
@@ -244,7 +269,7 @@ class OpcUaSource:
         client.connection_lost_callback = on_lost
         await self._configure_security(client)
         self.client = client
-        await client.connect()
+        await self._connect(client)
         # before any value of this session is handed over: values older than this are stamped at it
         self.pipeline.source_up(self.cfg.id)
         node_ids = await self._resolve_nodes(client)
@@ -295,6 +320,40 @@ class OpcUaSource:
                 self.last_publish = time.monotonic()
                 await subscription.recreate()
 
+    async def _connect(self, client: Client) -> None:
+        """Connect and open a session; a server refusing the agent's certificate raises SecurityRefused."""
+        channel_open = False
+        open_secure_channel = client.open_secure_channel
+
+        async def watched_open_secure_channel(renew: bool = False) -> None:
+            nonlocal channel_open
+            await open_secure_channel(renew)
+            channel_open = True
+
+        client.open_secure_channel = watched_open_secure_channel  # type: ignore[method-assign]
+        try:
+            await client.connect()
+        except ua.UaStatusCodeError as exc:
+            if self._client_certificate is None or exc.code not in CERTIFICATE_REFUSALS:
+                raise
+            raise SecurityRefused(f"the server refused the agent's client certificate {self._our_certificate()}: "
+                                  f"{ua.StatusCode(exc.code).name}; {TRUST_STEP}") from None
+        except AssertionError:
+            # asyncua 2.1 fails an assertion when the server answers OpenSecureChannel with an error status
+            # (what servers do that check the client certificate as the channel opens) and loses the status
+            if self._client_certificate is None or channel_open:
+                raise
+            raise SecurityRefused(f"the server would not open a secure channel with the agent's client "
+                                  f"certificate {self._our_certificate()}; {TRUST_STEP}") from None
+
+    def _our_certificate(self) -> str:
+        """The agent's client certificate as a person looks for it on the server: its path and thumbprint."""
+        cert = self._client_certificate
+        try:
+            return f"{cert} (thumbprint {thumbprint(_load_der(cert))})" if cert else "(none)"
+        except (OSError, ValueError):
+            return str(cert)
+
     # --- security ---
 
     async def _configure_security(self, client: Client) -> None:
@@ -310,6 +369,7 @@ class OpcUaSource:
         cert_file, key_file = await client.setup_self_signed_certificate(
             cert_dir / "agent-key.pem", cert_dir / "agent-cert.der",
             subject_attrs={"organizationName": "Shopfloor"})
+        self._client_certificate = Path(cert_file)
         server_der = await self._trusted_server_certificate(client)
         mode = getattr(ua.MessageSecurityMode, sec.mode)
         await client.set_security(security_policies.SecurityPolicyBasic256Sha256, cert_file, key_file,
@@ -339,7 +399,7 @@ class OpcUaSource:
             raise SecurityRefused(
                 f"server certificate {cert.subject.rfc4514_string()} (thumbprint {thumbprint(server_der)}) "
                 f"is not trusted; saved it to {seen}: after checking it, add that path to "
-                f"sources.opcua[{self.cfg.id}].security.trusted_server_certificates")
+                f"sources.opcua[{self.cfg.id}].security.trusted_server_certificates (see {TRUST_HELP})")
         return server_der
 
     # --- address space ---
