@@ -7,6 +7,7 @@ a file that holds it.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import zoneinfo
@@ -16,7 +17,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from agent.core.states import BitRule, BoardState, StateMapper
 
@@ -129,13 +138,70 @@ class Station(Model):
     planned_headcount: Annotated[int, Field(ge=0)] = 1
 
 
+# --- OPC UA node ids ---------------------------------------------------------------------------------------
+
+NODE_ID_FORMS = "ns=<index>; or nsu=<namespace URI>; then i=<number>, s=<text>, g=<GUID> or b=<base64>"
+_NODE_ID = re.compile(r"(?:ns=(?P<ns>[^;]*);|nsu=(?P<uri>.*?);)?(?P<kind>[isgb])=(?P<id>.*)\Z", re.DOTALL)
+_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
+
+
+def parse_node_id(text: str) -> tuple[int | str, str, str]:
+    """An OPC UA NodeId in its text form as (namespace index or URI, identifier type i/s/g/b, identifier).
+
+    No namespace means namespace 0. Raises ValueError saying what is wrong.
+    """
+    m = _NODE_ID.match(text)
+    if m is None:
+        raise ValueError(f"an OPC UA NodeId: {NODE_ID_FORMS} (e.g. ns=3;i=1042)")
+    kind, identifier = m.group("kind"), m.group("id")
+    namespace: int | str = 0
+    if m.group("uri") is not None:
+        namespace = m.group("uri")
+        if not namespace:
+            raise ValueError("a namespace URI after nsu= (e.g. nsu=urn:vendor:plc;i=1042)")
+    elif m.group("ns") is not None:
+        if not m.group("ns").isdigit() or int(m.group("ns")) > 65535:
+            raise ValueError("a namespace index from 0 to 65535 after ns=")
+        namespace = int(m.group("ns"))
+    if kind == "i" and not (identifier.isdigit() and identifier.isascii() and int(identifier) < 2**32):
+        raise ValueError("a whole number from 0 to 4294967295 after i=")
+    if kind == "s" and not identifier:
+        raise ValueError("a name after s=")
+    if kind == "g" and not _GUID.match(identifier):
+        raise ValueError("a GUID like 72962b91-fa75-4ae6-8d28-b404dc7daf63 after g=")
+    if kind == "b":
+        try:
+            if not base64.b64decode(identifier, validate=True):
+                raise ValueError
+        except ValueError:
+            raise ValueError("bytes in base64 (e.g. M/RbKBsRVkePCePcx24oRA==) after b=") from None
+    return namespace, kind, identifier
+
+
+def _node_id(text: str) -> str:
+    parse_node_id(text)
+    return text
+
+
+NodeIdText = Annotated[str, AfterValidator(_node_id)]
+
+
 class Machine(Model):
     id: Slug
     name: str = ""
     type: str = Field(description="a key of machine_types")
     source: str = Field(description="id of the OPC UA source that reads this machine")
-    node_prefix: str = Field(description="prepended to each tag's node of the machine type, e.g. nsu=...;s=L1.M1.")
+    node_prefix: str | None = Field(
+        default=None, description="prepended to each tag's node of the machine type, e.g. nsu=...;s=L1.M1.; "
+                                  "not needed when node_ids names every tag")
+    node_ids: dict[str, NodeIdText] = Field(
+        default={}, description="the full NodeId of a tag of this machine, by the tag's node in the machine type "
+                                "(e.g. StateCode: ns=3;i=1042); such a tag does not use node_prefix")
     station: str | None = None
+
+    def node_id(self, tag: TagSpec) -> str:
+        """The NodeId this machine reads `tag` from (the config check ensures there is one)."""
+        return self.node_ids.get(tag.node) or (self.node_prefix or "") + tag.node
 
 
 class Line(Model):
@@ -613,6 +679,8 @@ def _cross_check(cfg: FactoryConfig, resolve_secrets: bool) -> list[tuple[tuple[
             if machine.station is not None and machine.station not in station_ids:
                 out.append((loc + ("station",), machine.station,
                             f"a station of line {line.id}: " + ", ".join(sorted(station_ids))))
+            if machine.type in cfg.machine_types:
+                out += _check_node_ids(machine, cfg.machine_types[machine.type], loc)
     for name, mtype in cfg.machine_types.items():
         if mtype.state_map not in cfg.state_maps:
             out.append((("machine_types", name, "state_map"), mtype.state_map,
@@ -697,6 +765,30 @@ def _cross_check(cfg: FactoryConfig, resolve_secrets: bool) -> list[tuple[tuple[
         if file is not None and not (file.is_file() and os.access(file, os.R_OK)):
             out.append((loc + (key + "_file",), str(file), "a readable file"))
     out += _check_historian(cfg.historian, resolve_secrets)
+    return out
+
+
+def _check_node_ids(machine: Machine, mtype: MachineType, loc: tuple[Any, ...]) -> list[tuple[tuple[Any, ...], Any, str]]:
+    """Every tag of the machine has a NodeId: from node_ids, or node_prefix + the tag's node."""
+    out: list[tuple[tuple[Any, ...], Any, str]] = []
+    nodes = list(dict.fromkeys(t.node for t in mtype.tags))
+    for node in machine.node_ids:
+        if node not in nodes:
+            out.append((loc + ("node_ids", node), node, f"the node of a tag of machine type {machine.type}: "
+                        + ", ".join(nodes)))
+    prefixed = [node for node in nodes if node not in machine.node_ids]
+    if prefixed and machine.node_prefix is None:
+        out.append((loc + ("node_prefix",), "nothing (key missing)",
+                    "a prefix for the tags' nodes (e.g. nsu=urn:vendor:plc;s=line-1.press-1.), or a full NodeId "
+                    "in node_ids for " + ", ".join(prefixed)))
+    prefix = machine.node_prefix
+    for node in prefixed if prefix is not None else []:
+        try:
+            parse_node_id(f"{prefix}{node}")
+        except ValueError as exc:
+            out.append((loc + ("node_prefix",), prefix,
+                        f"{exc}, once a tag's node is appended (here {prefix}{node})"))
+            break
     return out
 
 

@@ -244,7 +244,7 @@ class Mapper:
             mapper = self.cfg.state_mapper(machine.type)
             for spec in mtype.tags:
                 pv_tags = {"site": self.site, "line": line.id, "machine": machine.id, "name": spec.name or spec.node}
-                out.append(TagBinding(machine.source, machine.node_prefix + spec.node, line.id, machine.id,
+                out.append(TagBinding(machine.source, machine.node_id(spec), line.id, machine.id,
                                       spec, mapper, dict(mtype.alarm_texts), pv_tags))
         return out
 

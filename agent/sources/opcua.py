@@ -29,7 +29,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from agent.config import OpcUaSource as OpcUaSourceConfig
-from agent.config import resolve_secret
+from agent.config import parse_node_id, resolve_secret
 from agent.core.schema import TIME_MAX_NS, TIME_MIN_NS
 from agent.health import AgentState
 from agent.pipeline import OpcUaSample, Pipeline
@@ -409,13 +409,12 @@ class OpcUaSource:
         namespaces = await client.get_namespace_array()
         out: dict[int, ua.NodeId] = {}
         for index in self.indexes:
-            text = self.pipeline.bindings[index].node_id
-            if text.startswith("nsu="):
-                uri, _, rest = text[4:].partition(";")
-                if uri not in namespaces:
-                    raise LookupError(f"namespace {uri} is not on server {self.cfg.endpoint}")
-                text = f"ns={namespaces.index(uri)};{rest}"
-            out[index] = ua.NodeId.from_string(text)
+            namespace, kind, identifier = parse_node_id(self.pipeline.bindings[index].node_id)
+            if isinstance(namespace, str):
+                if namespace not in namespaces:
+                    raise LookupError(f"namespace {namespace} is not on server {self.cfg.endpoint}")
+                namespace = namespaces.index(namespace)
+            out[index] = ua.NodeId.from_string(f"ns={namespace};{kind}={identifier}")
         return out
 
     async def _operation_limits(self, client: Client) -> dict[str, int]:
