@@ -221,7 +221,7 @@ class Deadband(Model):
 
 class TagSpec(Model):
     node: str = Field(description="node id suffix appended to the machine's node_prefix")
-    signal: Literal["state", "state_bit", "count", "process_value", "alarm"]
+    signal: Literal["state", "state_bit", "count", "process_value", "alarm", "product"]
     bit: str | None = Field(default=None, description="bit name a state_bit tag feeds to the bits state map")
     name: str | None = Field(default=None, description="process value name (signal process_value)")
     counter: Literal["total", "good", "reject"] | None = None
@@ -234,6 +234,9 @@ class TagSpec(Model):
     deadband: Deadband | None = None
     poll_ms: Annotated[int, Field(ge=50)] | None = Field(
         default=None, description="read this tag by polling at this period instead of subscribing"
+    )
+    codes: dict[int, Annotated[str, Field(min_length=1)]] | None = Field(
+        default=None, description="signal product: the SKU each product code of the PLC stands for"
     )
 
     @model_validator(mode="after")
@@ -642,6 +645,7 @@ def _cross_check(cfg: FactoryConfig, resolve_secrets: bool) -> list[tuple[tuple[
     out: list[tuple[tuple[Any, ...], Any, str]] = []
     line_ids = [ln.id for ln in cfg.lines]
     material_ids = {m.id for m in cfg.materials}
+    product_skus = {p.sku for p in cfg.products}
     opcua_ids = {s.id for s in cfg.sources.opcua}
     mqtt_ids = {s.id for s in cfg.sources.mqtt}
 
@@ -689,6 +693,16 @@ def _cross_check(cfg: FactoryConfig, resolve_secrets: bool) -> list[tuple[tuple[
         for counter in sorted({c for c in counters if counters.count(c) > 1}, key=str):
             out.append((("machine_types", name, "tags"), f"{counters.count(counter)} tags with counter {counter}",
                         "at most one count tag per counter (total, good, reject)"))
+        if sum(1 for t in mtype.tags if t.signal == "product") > 1:
+            out.append((("machine_types", name, "tags"), "several product tags", "at most one tag with signal: product"))
+        for ti, tag in enumerate(mtype.tags):
+            if tag.codes is not None and tag.signal != "product":
+                out.append((("machine_types", name, "tags", ti, "codes"), tag.codes,
+                            "nothing: codes is for a tag with signal: product"))
+            for code, sku in (tag.codes or {}).items() if tag.signal == "product" else ():
+                if sku not in product_skus:
+                    out.append((("machine_types", name, "tags", ti, "codes", code), sku,
+                                "a SKU of products: " + (", ".join(sorted(product_skus)) or "(none defined)")))
         if sum(1 for t in mtype.tags if t.signal == "alarm") > 1:
             out.append((("machine_types", name, "tags"), "several alarm tags", "at most one tag with signal: alarm"))
         state_map = cfg.state_maps.get(mtype.state_map)

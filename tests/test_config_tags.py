@@ -1,4 +1,4 @@
-"""Config checks of how a machine's PLC tags are addressed: per-machine node ids."""
+"""Config checks of a machine's PLC tags: per-machine node ids, product tags."""
 
 import pytest
 
@@ -117,3 +117,37 @@ def test_node_id_mistakes_in_the_command_line_message(tmp_path, capsys):
 )
 def test_every_tag_needs_a_node_id(tmp_path, keys, expected):
     assert problems(press_1(tmp_path, keys)) == expected
+
+
+# --- product tags ---
+
+PRESS_ALARM = "      - {node: AlarmCode, signal: alarm}\n  cnc:"
+
+
+def press_tag(tmp_path, tag):
+    """config/factory.yaml with `tag` (a flow mapping) added to the press machine type, as its tags[8]."""
+    return variant(tmp_path, PRESS_ALARM, f"      - {{node: AlarmCode, signal: alarm}}\n      - {tag}\n  cnc:")
+
+
+def test_a_product_tag_needs_no_name_and_its_codes_name_skus(tmp_path):
+    cfg = load(press_tag(tmp_path, "{node: Product, signal: product, codes: {1: KT-100, 2: KT-200}}"))
+    (tag,) = [t for t in cfg.machine_types["press"].tags if t.signal == "product"]
+    assert tag.codes == {1: "KT-100", 2: "KT-200"} and tag.name is None
+    load(press_tag(tmp_path, "{node: Sku, signal: product}"))  # the SKU as text: no codes
+
+
+@pytest.mark.parametrize(
+    ("tag", "expected"),
+    [("{node: Product, signal: product, codes: {1: KT-100, 3: KT-999}}",
+      [("machine_types.press.tags[8].codes[3]", "'KT-999'", "a SKU of products: FN-300, FN-310, KT-100, KT-200")]),
+     ("{node: Product, signal: product, codes: {1: ''}}",
+      [("machine_types.press.tags[8].codes[1]", "''", "String should have at least 1 character")]),
+     ("{node: Count2, signal: count, counter: good, codes: {1: KT-100}}",
+      [("machine_types.press.tags", "'2 tags with counter good'",
+        "at most one count tag per counter (total, good, reject)"),
+       ("machine_types.press.tags[8].codes", "{1: 'KT-100'}", "nothing: codes is for a tag with signal: product")]),
+     ("{node: Product, signal: product}\n      - {node: Sku, signal: product}",
+      [("machine_types.press.tags", "'several product tags'", "at most one tag with signal: product")])],
+)
+def test_product_tag_mistakes(tmp_path, tag, expected):
+    assert problems(press_tag(tmp_path, tag)) == expected

@@ -7,8 +7,8 @@ continues exactly where the last commit left off: nothing lost, nothing counted 
 Outages: when an OPC UA source goes down its machines go OFFLINE at the time the agent noticed. When it comes
 back, the server re-sends unchanged values with their old source timestamps, older than that OFFLINE point.
 Stamped at their source time they would end the outage before it began, so from the reconnect on, a state,
-count or alarm reading whose source timestamp is before the reconnect is stamped at the reconnect instead, and
-its own timestamp is kept in the `source_time_ns` field.
+count, alarm or product reading whose source timestamp is before the reconnect is stamped at the reconnect
+instead, and its own timestamp is kept in the `source_time_ns` field.
 """
 
 from __future__ import annotations
@@ -225,6 +225,9 @@ class Mapper:
         self.stations = {(ln.id, s.id) for ln in cfg.lines for s in ln.stations}
         self.machines = {m.id: (ln.id, m) for ln, m in cfg.machines()}
         self.materials = {m.id for m in cfg.materials}
+        self.skus = {p.sku for p in cfg.products}
+        # per machine: the last product tag reading, so a polled unknown SKU is dead-lettered once, not per poll
+        self._product_readings: dict[str, str] = {}
         self.badges = {o.badge: o.id for o in cfg.operators}
         self.routes: dict[str, list[CompiledRoute]] = {
             s.id: [compile_route(r) for r in s.routes] for s in cfg.sources.mqtt
@@ -335,6 +338,9 @@ class Mapper:
             return
         if isinstance(value, float) and value.is_integer():
             value = int(value)
+        if spec.signal == "product":
+            self._product(b, tags, value, time_ns, source_ns, out)
+            return
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= INT64_MAX:
             out.dead_letters.append(self._opcua_dead(b, f"{spec.signal} value {value!r} is not a whole number >= 0",
                                                      value, source_ns))
@@ -372,6 +378,41 @@ class Mapper:
             t = self._unique_time(f"alarm/{b.machine}", time_ns)
             out.points.append(Point("alarm", tags, _audited({"code": code, "active": True,
                                                              "text": b.alarm_texts.get(code, "")}, t, source_ns), t))
+
+    def _product(self, b: TagBinding, tags: dict[str, str], value: Any, time_ns: int, source_ns: int,
+                 out: MappingResult) -> None:
+        """The SKU the machine makes: text, or a code mapped through the tag's codes; a point when it changes."""
+        raw = value.strip(" \x00") if isinstance(value, str) else str(value)
+        if self._product_readings.get(b.machine) == raw:
+            return
+        self._product_readings[b.machine] = raw
+        if isinstance(value, str):
+            sku = raw
+        elif isinstance(value, int) and not isinstance(value, bool):
+            if b.spec.codes is None:
+                out.dead_letters.append(self._opcua_dead(
+                    b, f"product code {value}: the tag has no codes that map it to a SKU", value, source_ns))
+                return
+            if value not in b.spec.codes:
+                out.dead_letters.append(self._opcua_dead(
+                    b, f"product code {value} is not in the tag's codes ({', '.join(map(str, b.spec.codes))})",
+                    value, source_ns))
+                return
+            sku = b.spec.codes[value]
+        else:
+            out.dead_letters.append(self._opcua_dead(
+                b, f"product value of type {type(value).__name__} is neither a SKU (text) nor a code (whole number)",
+                value, source_ns))
+            return
+        if sku not in self.skus:
+            out.dead_letters.append(self._opcua_dead(b, f"SKU {sku[:64]!r} is not in products", value, source_ns))
+            return
+        key = f"p/{b.machine}"
+        if self.state.get(key) == sku:
+            return
+        self._set(key, sku)
+        t = self._unique_time(f"product/{b.machine}", time_ns)
+        out.points.append(Point("machine_product", tags, _audited({"sku": sku, "raw": raw}, t, source_ns), t))
 
     def _machine_state(self, machine: str, tags: dict[str, str], state: BoardState, raw: str, time_ns: int,
                        out: MappingResult, source_ns: int | None = None) -> None:

@@ -47,6 +47,8 @@ MEASUREMENTS: dict[str, Measurement] = {
            {"value": float, "status": int, "quality": str, "server_time_ns": int}, ("quality",)),
         _m("alarm", ("site", "line", "machine"),
            {"code": int, "active": bool, "text": str, "source_time_ns": int}, ("code", "active")),
+        _m("machine_product", ("site", "line", "machine"),
+           {"sku": str, "raw": str, "source_time_ns": int}, ("sku",)),
         _m("operator_event", ("site", "line", "station", "event"),
            {"badge": str, "operator": str}, ("badge",)),
         _m("andon_event", ("site", "line", "station", "event", "kind"),

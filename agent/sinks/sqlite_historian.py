@@ -49,14 +49,20 @@ def _tables(m: Measurement) -> list[str]:
     ]
 
 
-# Fields added to a measurement after 0001_measurements, each by a later migration: 0001 keeps creating the
-# tables as they were, so a new file and an upgraded one end up with the same columns.
+# Measurements and fields added after 0001_measurements, each by a later migration: 0001 and 0002 keep creating
+# the tables as they were, so a new file and an upgraded one end up with the same tables and columns.
+_MEASUREMENTS_ADDED_LATER = ("machine_product",)
 _FIELDS_ADDED_LATER = {name: ("source_time_ns",) for name in ("machine_state", "machine_count", "alarm")}
+_FIRST_MEASUREMENTS = [m for m in MEASUREMENTS.values() if m.name not in _MEASUREMENTS_ADDED_LATER]
 
 
 def _as_of_0001(m: Measurement) -> Measurement:
     later = _FIELDS_ADDED_LATER.get(m.name, ())
     return replace(m, fields={f: kind for f, kind in m.fields.items() if f not in later})
+
+
+def _line_index(m: Measurement) -> str:
+    return f"CREATE INDEX IF NOT EXISTS {m.name}_line ON {m.name} (line, time)"
 
 
 def _add_field(measurement: str, field: str) -> list[str]:
@@ -66,13 +72,14 @@ def _add_field(measurement: str, field: str) -> list[str]:
 
 # Named migrations, applied once each and recorded; a new schema change is a new entry at the end.
 MIGRATIONS: list[tuple[str, list[str]]] = [
-    ("0001_measurements", [stmt for m in MEASUREMENTS.values() for stmt in _tables(_as_of_0001(m))]),
+    ("0001_measurements", [stmt for m in _FIRST_MEASUREMENTS for stmt in _tables(_as_of_0001(m))]),
     # line-level board reads (a line's counts, states, events) use a time range within one line; process
     # values, by far the most points, are read per machine and would only pay for this index on every write
-    ("0002_line_time_index", [f"CREATE INDEX IF NOT EXISTS {m.name}_line ON {m.name} (line, time)"
-                              for m in MEASUREMENTS.values() if m.name != "process_value"]),
+    ("0002_line_time_index", [_line_index(m) for m in _FIRST_MEASUREMENTS if m.name != "process_value"]),
     # the source timestamp of a reading stamped at another time (after a reconnect), kept for audit
     ("0003_source_time_ns", [stmt for name in _FIELDS_ADDED_LATER for stmt in _add_field(name, "source_time_ns")]),
+    # the SKU a machine's PLC reports it is making
+    ("0004_machine_product", [*_tables(MEASUREMENTS["machine_product"]), _line_index(MEASUREMENTS["machine_product"])]),
 ]
 
 

@@ -3,6 +3,7 @@ import json
 import pytest
 
 from agent.core.mapping import Mapper, MappingResult, compile_json_path, json_path_get, parse_timestamp_ns
+from agent.core.schema import Point
 from agent.core.states import BoardState
 
 TS = "2026-11-22T03:59:01.123456Z"
@@ -334,3 +335,63 @@ def test_a_stop_ended_by_lost_data_is_not_called_a_microstop_and_the_rule_surviv
     feed(restarted, "packer-1", "PackMLState", "Stopped", 10 * S)
     after = feed(restarted, "packer-1", "PackMLState", "Execute", 40 * S).points
     assert [p.fields["state"] for p in after] == ["MICROSTOP", "RUNNING"]
+
+
+# --- product tags ---
+
+
+@pytest.fixture
+def product_cfg(factory_cfg):
+    """Presses report a product code mapped through codes; packers report the SKU as text."""
+    from agent.config import FactoryConfig
+    data = factory_cfg.model_dump()
+    data["machine_types"]["press"]["tags"].append({"node": "ProductCode", "signal": "product",
+                                                   "codes": {1: "KT-100", 2: "KT-200"}})
+    data["machine_types"]["packer"]["tags"].append({"node": "Sku", "signal": "product"})
+    return FactoryConfig.model_validate(data)
+
+
+@pytest.mark.parametrize(
+    ("machine", "node", "value", "sku", "raw"),
+    [("press-1", "ProductCode", 1, "KT-100", "1"),
+     ("press-1", "ProductCode", 2.0, "KT-200", "2"),
+     ("packer-1", "Sku", "KT-200", "KT-200", "KT-200"),
+     ("packer-2", "Sku", "FN-300  \x00\x00", "FN-300", "FN-300")],  # a PLC string buffer's padding
+)
+def test_product_tag_writes_the_sku(product_cfg, machine, node, value, sku, raw):
+    (point,) = feed(Mapper(product_cfg), machine, node, value, 1).points
+    line = "line-1" if machine in ("press-1", "packer-1") else "line-2"
+    assert point == Point("machine_product", {"site": "cixi-1", "line": line, "machine": machine},
+                          {"sku": sku, "raw": raw}, TS_NS + 1)
+
+
+NEITHER = "is neither a SKU (text) nor a code (whole number)"
+
+
+@pytest.mark.parametrize(
+    ("machine", "node", "value", "status", "reason"),
+    [("packer-1", "Sku", "XX-1", GOOD, "SKU 'XX-1' is not in products"),
+     ("packer-1", "Sku", "", GOOD, "SKU '' is not in products"),
+     ("packer-1", "Sku", 3, GOOD, "product code 3: the tag has no codes that map it to a SKU"),
+     ("press-1", "ProductCode", 9, GOOD, "product code 9 is not in the tag's codes (1, 2)"),
+     ("press-1", "ProductCode", True, GOOD, f"product value of type bool {NEITHER}"),
+     ("press-1", "ProductCode", 1.5, GOOD, f"product value of type float {NEITHER}"),
+     ("press-1", "ProductCode", None, BAD_COMM, "bad status Bad")],
+)
+def test_a_product_reading_that_names_no_known_sku_is_a_dead_letter(product_cfg, machine, node, value, status,
+                                                                     reason):
+    out = feed(Mapper(product_cfg), machine, node, value, 1, status=status)
+    assert out.points == [] and [d.reason for d in out.dead_letters] == [reason]
+    assert out.dead_letters[0].topic.endswith(node)
+
+
+def test_product_is_written_when_the_sku_changes(product_cfg):
+    mapper = Mapper(product_cfg)
+    skus = []
+    for t, code in enumerate([1, 1, 2, 9, 9, 2, 1], start=1):  # 9: unknown, dead-lettered once
+        out = feed(mapper, "press-1", "ProductCode", code, t)
+        skus += [(p.fields["sku"], p.time_ns - TS_NS) for p in out.points] + [d.reason for d in out.dead_letters]
+    assert skus == [("KT-100", 1), ("KT-200", 3), "product code 9 is not in the tag's codes (1, 2)", ("KT-100", 7)]
+    # a restarted agent does not write the product it already wrote again
+    restarted = Mapper(product_cfg, mapper.take_dirty())
+    assert feed(restarted, "press-1", "ProductCode", 1, 8).points == []

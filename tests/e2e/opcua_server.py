@@ -54,6 +54,12 @@ class ServerThread:
         except BaseException as exc:
             self._error = exc
             self._ready.set()
+        finally:  # sessions of clients still connected have tasks of their own
+            left = asyncio.all_tasks(self._loop)
+            for task in left:
+                task.cancel()
+            self._loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+            self._loop.close()
 
     async def _serve(self) -> None:
         self._stop = asyncio.Event()

@@ -1,5 +1,5 @@
 """A machine whose tags have numeric (and GUID, ByteString) NodeIds, read by the agent from a real asyncua
-server: per-machine node_ids instead of node_prefix + node."""
+server: per-machine node_ids instead of node_prefix + node. Its PLC also reports the product it makes."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ TAGS = {
     "Temperature": ("ns=2;i=1045", ua.NodeId(1045, 2), ua.VariantType.Double, 61.5),
     "Pressure": ("ns=2;i=1046", ua.NodeId(1046, 2), ua.VariantType.Double, 120.0),
     "AlarmCode": ("ns=2;i=1047", ua.NodeId(1047, 2), ua.VariantType.Int32, 0),
+    "ProductCode": ("ns=2;i=1048", ua.NodeId(1048, 2), ua.VariantType.Int32, 1),
 }
 
 
@@ -42,6 +43,8 @@ def only_press_1_on(endpoint):
         del press_1["node_prefix"]
         press_1["node_ids"] = {node: text for node, (text, *_) in TAGS.items()}
         line_1["machines"], line_2["machines"] = [press_1], []
+        data["machine_types"]["press"]["tags"].append(
+            {"node": "ProductCode", "signal": "product", "codes": {1: "KT-100", 2: "KT-200"}})
     return change
 
 
@@ -60,3 +63,7 @@ def test_a_machine_read_by_numeric_node_ids(make_system):
         plc.call(state.write_value(ua.DataValue(ua.Variant(3, ua.VariantType.Int32))))
         wait_until(lambda: system.sql("SELECT state FROM machine_state_last WHERE machine = 'press-1'")
                    == [("FAULT",)], 10, "a change of ns=2;i=1042 to arrive")
+        product = plc.server.get_node(TAGS["ProductCode"][1])
+        plc.call(product.write_value(ua.DataValue(ua.Variant(2, ua.VariantType.Int32))))
+        wait_until(lambda: system.sql("SELECT sku, raw FROM machine_product WHERE machine = 'press-1' ORDER BY time")
+                   == [("KT-100", "1"), ("KT-200", "2")], 10, "the product codes as SKUs")

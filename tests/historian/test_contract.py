@@ -144,6 +144,17 @@ def test_a_reading_stamped_at_the_reconnect_keeps_its_source_time(historian):
     assert last.fields["source_time_ns"] == T0 + 20 * S
 
 
+def test_the_product_a_machine_makes(historian):
+    product = [Point("machine_product", {**SITE, "machine": "press-1"}, {"sku": sku, "raw": raw}, T0 + t * S)
+               for t, sku, raw in ((0, "KT-100", "1"), (600, "KT-200", "2"))]
+    assert historian.write(product).accepted == 2
+    events = historian.events("machine_product", T0, T0 + 3600 * S, machine="press-1")
+    assert [(p.time_ns, p.fields) for p in events] == [(T0, {"sku": "KT-100", "raw": "1"}),
+                                                       (T0 + 600 * S, {"sku": "KT-200", "raw": "2"})]
+    (last,) = historian.last_values("machine_product", line="line-1")
+    assert last.fields["sku"] == "KT-200" and last.tags == {**SITE, "machine": "press-1"}
+
+
 def test_a_sqlite_file_of_the_first_schema_is_upgraded_in_place(tmp_path):
     import sqlite3
 
@@ -162,9 +173,11 @@ def test_a_sqlite_file_of_the_first_schema_is_upgraded_in_place(tmp_path):
     historian = SqliteHistorian(path)
     try:
         historian.write([Point("machine_state", {**SITE, "machine": "press-1"},
-                               {"state": "FAULT", "raw": "3", "source_time_ns": T0 + S}, T0 + 2 * S)])
+                               {"state": "FAULT", "raw": "3", "source_time_ns": T0 + S}, T0 + 2 * S),
+                         Point("machine_product", {**SITE, "machine": "press-1"}, {"sku": "KT-100", "raw": "1"}, T0)])
         events = historian.events("machine_state", T0, T0 + 10 * S)
         assert [(p.fields["state"], p.fields.get("source_time_ns")) for p in events] == [
             ("RUNNING", None), ("FAULT", T0 + S)]
+        assert [p.fields["sku"] for p in historian.last_values("machine_product")] == ["KT-100"]
     finally:
         historian.close()
