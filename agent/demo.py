@@ -239,9 +239,10 @@ def run_demo(args: argparse.Namespace) -> int:
         spawn("plc simulator", ["simulate", "plc", "--config", str(cfg_path), "--endpoint", endpoint, *start,
                                 "--sim-timestamps", "--truth", str(data_dir / "plant-truth.json"),
                                 "--cert-dir", str(data_dir / "plc-pki")])
+        # the agent first: its MQTT session must exist before the line simulator publishes the first order
+        spawn("agent", ["agent", "--config", str(cfg_path), *sim_clock])
         spawn("line simulator", ["simulate", "line", "--config", str(cfg_path), "--mqtt", mqtt_url, *start,
                                  "--truth-file", str(data_dir / "line-truth.json")])
-        spawn("agent", ["agent", "--config", str(cfg_path), *sim_clock])
         spawn("dashboard", ["dashboard", "--config", str(cfg_path), "--port", str(dashboard_port), *sim_clock])
         print(
             "\nShopfloor demo is running:\n"

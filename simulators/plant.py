@@ -336,12 +336,19 @@ class Plant:
         return self._heap[0][0] if self._heap else None
 
     def advance(self, until_us: int) -> tuple[list[MachineSnapshot], list[FloorMessage]]:
-        """Run everything due up to `until_us`: the machine snapshots and floor messages, each in time order."""
-        self._snapshots, self._messages = [], []
+        """Run everything due up to `until_us`: the machine snapshots and floor messages, each in time order
+        (the first call also hands out those of the plant's start)."""
         while self._heap and self._heap[0][0] <= until_us:
+            due = self._heap[0][0]
+            while self.truth.next_sample_us <= due:  # the minute samples see what happened before them
+                self.now_us = self.truth.next_sample_us
+                self.truth.sample(self.now_us)
             due, _, fn, args = heapq.heappop(self._heap)
             self.now_us = due
             fn(due, *args)
+        while self.truth.next_sample_us <= until_us:
+            self.now_us = self.truth.next_sample_us
+            self.truth.sample(self.now_us)
         self.now_us = max(self.now_us, until_us)
         self.truth.settle(self.now_us)
         out = self._snapshots, self._messages
@@ -706,6 +713,7 @@ def _assign_homes(cfg: FactoryConfig) -> list[_OperatorState]:
 # --- ground truth ---------------------------------------------------------------------------------------------
 
 RATE_WINDOW_S = 900  # the boards' "current rate": units per minute over the last 15 minutes
+SAMPLES_KEPT = 24 * 60  # a day of minute samples
 
 
 @dataclass
@@ -729,7 +737,8 @@ class Truth:
         self._machines: dict[tuple[str, str], _MachineTruth] = {k: _MachineTruth() for k in plant.machines}
         self._lines: dict[str, dict[str, Any]] = {ln: {"shifts": {}, "units": deque()} for ln in plant.lines}
         self._present: dict[tuple[str, str], set[str]] = {}
-        self._present_since: dict[str, int] = {}
+        self.samples: list[dict[str, Any]] = []  # per minute: each line's stock, current rate and headcount
+        self.next_sample_us = -(-plant.origin_us // (60 * US)) * 60 * US
 
     # --- where time goes
 
@@ -817,6 +826,26 @@ class Truth:
         else:
             people.discard(badge)
 
+    def _line_now(self, pl: PlantLine, now: int) -> dict[str, Any]:
+        """A line's stock, current rate (units of its last machine per minute over the last 15 minutes), minutes
+        to shortage of the running SKU's BOM and who is at its stations, at `now`."""
+        units: deque[int] = self._lines[pl.id]["units"]
+        rate = sum(1 for t in units if now - RATE_WINDOW_S * US <= t < now) / (RATE_WINDOW_S / 60)
+        bom = pl.order.product.bom if pl.order else {}
+        stations = {st: sorted(b) for (ln, st), b in self._present.items() if ln == pl.id}
+        return {"stock": {m: round(q, 3) for m, q in pl.stock.items()}, "rate_per_min": rate,
+                "sku": pl.order.product.sku if pl.order else None,
+                "minutes_to_shortage": {m: (pl.stock[m] / (q * rate) if rate > 0 else None)
+                                        for m, q in bom.items() if m in pl.stock},
+                "present": stations, "headcount": sum(len(b) for b in stations.values())}
+
+    def sample(self, now: int) -> None:
+        """Record every line as it is at `now` (a whole minute)."""
+        self.samples.append({"t_ms": now // 1000,
+                             "lines": {ln: self._line_now(pl, now) for ln, pl in self.plant.lines.items()}})
+        del self.samples[:-SAMPLES_KEPT]
+        self.next_sample_us = now + 60 * US
+
     # --- the record
 
     def as_dict(self) -> dict[str, Any]:
@@ -844,25 +873,16 @@ class Truth:
                 "total": pm.total, "good": pm.good, "reject": pm.reject, "sku": pm.sku}
         lines: dict[str, Any] = {}
         for line_id, pl in plant.lines.items():
-            lt = self._lines[line_id]
-            recent = [t for t in lt["units"] if now - RATE_WINDOW_S * US <= t < now]
-            rate = len(recent) / (RATE_WINDOW_S / 60)
-            bom = pl.order.product.bom if pl.order else {}
-            stations = {f"{ln}/{st}": sorted(b) for (ln, st), b in self._present.items() if ln == line_id}
             lines[line_id] = {
-                "shifts": lt["shifts"],
+                "shifts": self._lines[line_id]["shifts"],
                 "order": {"order_id": pl.order.order_id, "sku": pl.order.product.sku,
                           "target_qty": pl.order.target_qty, "good": pl.order.good,
                           "start_ms": pl.order.started_us // 1000} if pl.order else None,
-                "stock": {m: round(q, 3) for m, q in pl.stock.items()},
-                "rate_per_min": rate,
-                "minutes_to_shortage": {m: (pl.stock[m] / (q * rate) if rate > 0 else None)
-                                        for m, q in bom.items() if m in pl.stock},
-                "present": stations,
-                "headcount": sum(len(b) for b in stations.values()),
+                **self._line_now(pl, now),
             }
         return {"until_ms": now // 1000, "origin_ms": plant.origin_us // 1000, "seed": plant.seed,
-                "microstop_s": plant.cfg.kpi.microstop_s, "machines": machines, "lines": lines}
+                "microstop_s": plant.cfg.kpi.microstop_s, "machines": machines, "lines": lines,
+                "samples": self.samples}
 
 
 def _iso_kpis(shift: dict[str, Any]) -> dict[str, float | None]:

@@ -426,7 +426,7 @@ class PlcSimulator:
         # The simulated clock: sim_now = base + (monotonic - since) x speed while the gate is open. It is read
         # afresh on every tick, so time spent starting the server is not lost (no lag behind the demo's clock).
         self._clock_base = self.sim_now
-        self._clock_since: float | None = None
+        self._clock_since: float | None = None if paused else time.monotonic()
         # The plant starts at the demo's shared clock start (`origin`), so every simulator of the demo runs the
         # same world; it is then brought up to this simulator's now.
         origin_s = (origin or start_time or datetime.fromtimestamp(self.sim_now, UTC)).timestamp()
@@ -485,6 +485,7 @@ class PlcSimulator:
         await server.start()
         if server.bserver is not None and server.bserver.port and ":0/" in self.endpoint + "/":
             self.endpoint = self.endpoint.replace(":0", f":{server.bserver.port}", 1)
+        self.sim_now = max(self.sim_now, self._clock())  # the clock ran on while the server started
         await self._write_machines(first=True)
         self._set_gate(self._gate_open())
         await self._write(self._bench_states)
@@ -684,7 +685,7 @@ class PlcSimulator:
                     dt_sim, self.sim_now = now - self.sim_now, now
                     await self._write_machines(dt_sim=dt_sim)
                     if self.truth_file is not None and loop.time() >= self._next_truth:
-                        self._next_truth = loop.time() + 1.0
+                        self._next_truth = loop.time() + 2.0
                         self.write_truth()
             except Exception:
                 log.exception("simulator tick failed")
@@ -772,15 +773,15 @@ class PlcSimulator:
         if first:
             snapshots = [self.plant.snapshot(s.line_id, s.machine_id) for s in self._machines]
         await self._show(snapshots, first=first)
-        if dt_sim > 0:
+        if dt_sim > 0 or first:
             stamp = self.sim_now
             changed: list[_Variable] = []
             for served in self._machines:
                 fault = served.last is not None and served.last.state == BoardState.FAULT
                 for node, pv in served.process_values.items():
-                    value = pv.step(served.pv_rng, dt_sim, fault)
+                    value = pv.step(served.pv_rng, dt_sim, fault) if dt_sim > 0 else round(pv.value, 3)
                     var = served.variables[node]
-                    if var.value != value:
+                    if first or var.value != value:
                         var.value = value
                         changed.append(var)
             await self._write(changed, stamp)
