@@ -194,7 +194,7 @@ def _materials(cfg: FactoryConfig, historian: Historian, line: Line, bom: dict[s
                rate_until_ns: int) -> dict[str, Any]:
     """Line-side stock against the current rate; the rate is measured up to `rate_until_ns`, how far the line's
     output data reaches, not into time the historian has no counts for yet."""
-    levels = queries.material_levels(historian, line.id)
+    levels = queries.material_levels(historian, line.id, now_ns)
     last = line.machines[-1].id if line.machines else None
     rate = 0.0
     if last is not None:

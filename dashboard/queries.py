@@ -187,10 +187,21 @@ def line_events(historian: Historian, measurement: str, line: str, start_ns: int
     return historian.events(measurement, start_ns, end_ns, line=line)
 
 
-def material_levels(historian: Historian, line: str) -> dict[str, tuple[float, int]]:
-    """Newest line-side stock per material: (level, time_ns)."""
-    return {p.tags["material"]: (float(p.fields["level"]), p.time_ns)
-            for p in historian.last_values("material_level", line=line)}
+# Scales report every few seconds: the level in force at a time is looked for this far back, then the newest.
+LEVEL_LOOKBACK_S = 900
+
+
+def material_levels(historian: Historian, line: str, at_ns: int | None = None) -> dict[str, tuple[float, int]]:
+    """Line-side stock per material as of `at_ns` (the newest report at or before it; None: the newest of all),
+    as (level, time_ns)."""
+    newest = {p.tags["material"]: (float(p.fields["level"]), p.time_ns)
+              for p in historian.last_values("material_level", line=line)}
+    if at_ns is None or all(t <= at_ns for _, t in newest.values()):
+        return newest
+    out = {m: v for m, v in newest.items() if v[1] <= at_ns}
+    for p in historian.events("material_level", at_ns - LEVEL_LOOKBACK_S * NS, at_ns + 1, line=line):
+        out[p.tags["material"]] = (float(p.fields["level"]), p.time_ns)
+    return out
 
 
 def process_trends(historian: Historian, line: str, machine: str, start_ns: int,

@@ -188,6 +188,7 @@
     if (reason === "no live broker configured") return t("offline.no_broker");
     if (reason === "dashboard lost the live broker") return t("offline.broker_lost");
     if (reason === "no data yet") return t("offline.no_data");
+    if (reason === "live view stopped") return t("offline.live_stopped");
     const agent = /^agent (.+) offline$/.exec(reason);
     if (agent) return t("offline.agent", { agent: agent[1] });
     return t("offline.other", { raw: reason });
@@ -528,8 +529,11 @@
     r.coverage.append(r.coverageValue);
     r.flag = el("p", "badge badge-flag");
     r.flag.append(document.createTextNode("⚠ "), label("span", "", "flag.effectiveness"));
+    // how far the machine's data reaches, when the figures stop short of now; units the board cannot attribute
+    r.reach = el("p", "badge badge-reach");
+    r.apart = el("p", "badge badge-apart");
     r.badges = el("div", "tile-badges");
-    r.badges.append(r.coverage, r.flag);
+    r.badges.append(r.reach, r.coverage, r.flag, r.apart);
 
     r.pv = el("dl", "tile-pv");
     root.append(head, band, notice, order, count, kpi, r.badges, r.pv);
@@ -582,6 +586,7 @@
     show(r.sku, Boolean(order));
 
     const count = m.count || {};
+    setLabel(r.countLabel, count.scope === "shift" ? "tile.count_shift" : "tile.count");
     setText(r.good, fmt.num(count.good));
     setText(r.target, isNum(count.target) ? " / " + fmt.num(count.target) + " " + fmt.unit("pcs") : " " + fmt.unit("pcs"));
     setWidth(r.bar, isNum(count.target) && count.target > 0 ? count.good / count.target : 0);
@@ -596,7 +601,15 @@
     if (partial) setText(r.coverageValue, fmt.pct(k.coverage));
     r.coverage.classList.toggle("bad", partial && k.coverage < 0.9);
     show(r.flag, Boolean(k.effectiveness_flag));
-    show(r.badges, partial || Boolean(k.effectiveness_flag));
+    const lags = Boolean(m.data_lags);
+    show(r.reach, lags);
+    if (lags) setText(r.reach, isNum(m.reach_ms) ? t("tile.reach", { time: fmt.time(m.reach_ms) }) : t("tile.no_data"));
+    const apart = m.unattributed || {};
+    const apartText = [apart.no_order ? t("tile.no_order_units", { n: fmt.num(apart.no_order) }) : "",
+      apart.other_sku ? t("tile.other_sku_units", { n: fmt.num(apart.other_sku) }) : ""].filter(Boolean).join(" · ");
+    show(r.apart, Boolean(apartText));
+    setText(r.apart, apartText);
+    show(r.badges, partial || Boolean(k.effectiveness_flag) || lags || Boolean(apartText));
 
     const pvs = Object.entries(m.pv || {});
     syncList(r.pv, pvs, (e) => e[0], buildPv, updatePv);
@@ -694,6 +707,10 @@
     setWidth(byId("sum-output-bar"), isNum(out.plan) && out.plan > 0 ? out.good / out.plan : 0);
     const behind = isNum(out.plan) && out.plan > 0 && out.good / out.plan < 0.9;
     byId("sum-good").classList.toggle("behind", behind);
+    const apartLine = [out.no_order ? t("tile.no_order_units", { n: fmt.num(out.no_order) }) : "",
+      out.other_sku ? t("tile.other_sku_units", { n: fmt.num(out.other_sku) }) : ""].filter(Boolean).join(" · ");
+    const apartNode = byId("sum-apart");
+    if (apartNode) { setText(apartNode, apartLine); show(apartNode, Boolean(apartLine)); }
 
     const { oee, coverage } = lineOee(board);
     setText(byId("sum-oee"), fmt.pct(oee && oee.oee));
