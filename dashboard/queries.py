@@ -22,13 +22,15 @@ COUNT_BUCKET_S = 60
 
 def orders(historian: Historian, line: str, start_ns: int, end_ns: int) -> list[Order]:
     """Orders running on `line` over [start, end), from its `order_event` points: an order runs from its
-    start until its stop or the next order's start on the line, whichever comes first."""
+    start until its stop or the next order's start on the line, whichever comes first. Its stop is part of it:
+    the unit counted at the very moment an order stops is the one that completed it."""
     events = historian.events("order_event", start_ns - ORDER_LOOKBACK_S * NS, end_ns, line=line)
     out: list[Order] = []
     running: tuple[int, str, str] | None = None  # (since, order_id, sku)
     for e in events:
         if running is not None and (e.tags["event"] == "start" or e.fields.get("order_id") == running[1]):
-            out.append(Order(running[0], e.time_ns, running[2]))
+            own_stop = e.tags["event"] == "stop"
+            out.append(Order(running[0], e.time_ns + 1 if own_stop else e.time_ns, running[2]))
             running = None
         if e.tags["event"] == "start":
             running = (e.time_ns, str(e.fields["order_id"]), str(e.fields["sku"]))

@@ -661,6 +661,9 @@ class Plant:
         pl.open_calls.pop(material.id, None)
         self._material_call(due, pl, material, call_id, "delivered", qty)
         self._load_lot(due, pl, material, qty)
+        # the scale sees the delivery at once, not at its next periodic report
+        self._emit(due, f"line/{pl.id}/material/{material.id}/level", {"level": round(pl.stock[material.id], 2)},
+                   "material_level")
 
     def _load_lot(self, due: int, pl: PlantLine, material: Material, qty: float) -> None:
         lot = f"L{self._local_date(due):%Y%m%d}-{next(self._ids['lot']):04d}"

@@ -88,3 +88,28 @@ def test_a_machine_page_shows_the_figures_of_its_tile(app, client):
                           count("line-1", "press-1", "09:40", "good", 60)])
     page = client.get("/api/v1/lines/line-1/machines/press-1").get_json()["kpi"]
     assert page == tile and page["oee"] is not None
+
+
+def test_the_sku_the_plc_reports_decides_effectiveness_and_other_skus_are_shown(app, client):
+    # line 2 runs an order of FN-300 (8 s) from 08:00, but cnc-1's program reports FN-310 (9.5 s) from 09:00
+    line2 = {**SITE, "line": "line-2"}
+    historian(app).write([
+        Point("order_event", {**line2, "event": "start"}, {"order_id": "SO-9", "sku": "FN-300", "target_qty": 900},
+              t("08:00")),
+        Point("machine_product", {**line2, "machine": "cnc-1"}, {"sku": "FN-300", "raw": "300"}, t("07:00")),
+        Point("machine_product", {**line2, "machine": "cnc-1"}, {"sku": "FN-310", "raw": "310"}, t("09:00")),
+        state("line-2", "cnc-1", "08:00", "RUNNING"),
+        count("line-2", "cnc-1", "08:30", "total", 400), count("line-2", "cnc-1", "09:30", "total", 300),
+        pv("line-2", "cnc-1", NOW - 10**6)])
+    cnc = line_board(client, "line-2")["machines"]["cnc-1"]
+    assert cnc["unattributed"] == {"no_order": 0, "other_sku": 300}
+    # E = (400 x 8 + 300 x 9.5) / 7200: each unit at the SKU it was made as
+    assert cnc["oee"]["effectiveness"] == round((400 * 8 + 300 * 9.5) / 7200, 4)
+    # cnc-2 has the same product tag but reported nothing: the order decides
+    historian(app).write([state("line-2", "cnc-2", "08:00", "RUNNING"), count("line-2", "cnc-2", "08:30", "total", 450),
+                          pv("line-2", "cnc-2", NOW - 10**6)])
+    hub = app.extensions["shopfloor"]["hub"]
+    hub._scopes["line/line-2"].watched = 0  # read the board afresh
+    hub.kpi_refresh_s = 0
+    cnc2 = line_board(client, "line-2")["machines"]["cnc-2"]
+    assert cnc2["oee"]["effectiveness"] == round(450 * 8 / 7200, 4) and cnc2["unattributed"]["other_sku"] == 0
