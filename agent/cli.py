@@ -67,7 +67,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     start = caught_up(args.sim_start, args.speed, args.sim_anchor)
     clock = simulated_clock(start, args.speed) if start else None
     return serve(cfg, data_dir=Path(args.data_dir) if args.data_dir else None,  # type: ignore[arg-type]
-                 host=args.host, port=args.port, now_ns=clock)
+                 host=args.host, port=args.port, now_ns=clock, clock_speed=args.speed if clock else 1.0)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:

@@ -742,6 +742,7 @@ def _cross_check(cfg: FactoryConfig, resolve_secrets: bool) -> list[tuple[tuple[
         if line_id not in line_ids:
             out.append((("dashboard", "kiosk", "lines", ki), line_id, "a line id: " + ", ".join(line_ids)))
     unique([r.code for r in cfg.dashboard.stop_reasons], ("dashboard", "stop_reasons"), "code", "stop reason code")
+    unique([f"{p.line}/{p.sku or '*'}" for p in cfg.kpi.plans], ("kpi", "plans"), "sku", "line and SKU")
     for pi, plan in enumerate(cfg.kpi.plans):
         if plan.line not in line_ids:
             out.append((("kpi", "plans", pi, "line"), plan.line, "a line id: " + ", ".join(line_ids)))

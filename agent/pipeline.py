@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 OpcUaSample = tuple[int, Any, int, str, int, int | None]
 RETENTION_EVERY_S = 3600.0
 DRAIN_BATCH_FACTOR = 4
+# How often the agent writes each OPC UA source's heartbeat: a machine whose values do not change sends no
+# points, and its board must still know that its data reaches now (dashboard watermark, docs/kpi.md).
+HEARTBEAT_EVERY_S = 5.0
 
 
 class LivePublisher(Protocol):
@@ -55,6 +58,7 @@ class Pipeline:
         self.batch_points = cfg.outbox.batch_points
         self.fatal: BaseException | None = None
         self._acknowledgers: dict[str, Callable[[list[Any]], None]] = {}
+        self._next_heartbeat = 0.0
 
     # --- source-facing API (any thread) ---
 
@@ -131,6 +135,7 @@ class Pipeline:
             try:
                 first = self._queue.get(timeout=0.5)
             except queue.Empty:
+                self._heartbeat()
                 continue
             deadline = time.monotonic() + self.commit_interval
             result = MappingResult()
@@ -163,6 +168,25 @@ class Pipeline:
             for dead in result.dead_letters:
                 metrics.dead_letters.labels(dead.source).inc()
                 log.warning("dead letter from %s %s: %s", dead.source, dead.topic, dead.reason)
+            if self._queue.empty():
+                self._heartbeat()
+
+    def _heartbeat(self) -> None:
+        """Every HEARTBEAT_EVERY_S, while nothing waits to be mapped: each OPC UA source's heartbeat, stamped now.
+        It goes through the outbox after everything received before it, so a historian holding it holds all
+        the source's readings up to its time (less a publishing interval in flight)."""
+        if time.monotonic() < self._next_heartbeat or not self.cfg.sources.opcua:
+            return
+        self._next_heartbeat = time.monotonic() + HEARTBEAT_EVERY_S
+        now = self.now_ns()
+        site = self.cfg.site.id
+        points = []
+        for source in self.cfg.sources.opcua:
+            health = self.state.sources.get(source.id)
+            points.append(Point("source_heartbeat", {"site": site, "source": source.id},
+                                {"connected": bool(health and health.connected)}, now))
+        self.outbox.enqueue(points, [], {}, now)
+        self._drain_wake.set()
 
     def _map(self, item: tuple[Any, ...], result: MappingResult, acks: dict[str, list[Any]],
              received: dict[str, int], newest: dict[str, int], flushes: list[threading.Event]) -> None:

@@ -38,12 +38,13 @@ def session_key(cfg: FactoryConfig, data_dir: Path) -> str:
 
 def create_app(cfg: FactoryConfig, data_dir: Path | None = None, historian: Historian | None = None,
                now_ns: Callable[[], int] = wall_clock_ns, start_live: bool = True,
-               test_config: dict[str, Any] | None = None) -> Flask:
+               test_config: dict[str, Any] | None = None, clock_speed: float = 1.0) -> Flask:
     """The dashboard app for a factory config.
 
     `historian` defaults to the one the config names (the agent's SQLite file under `data_dir`, or InfluxDB);
     `now_ns` is the clock every board uses (the demo passes its simulated clock); `start_live=False` leaves the
-    MQTT live view and the board thread stopped (for tests of pages without a broker).
+    MQTT live view and the board thread stopped (for tests of pages without a broker); `clock_speed` is how much
+    faster than real time that clock runs (a lag is judged in real seconds).
     """
     from agent.runner import open_historian
     from dashboard import api, auth, boards
@@ -59,7 +60,7 @@ def create_app(cfg: FactoryConfig, data_dir: Path | None = None, historian: Hist
     historian = historian or open_historian(cfg, data_dir)
     live = LiveView(cfg)
     hub = BoardHub(cfg, historian, live, now_ns, cfg.dashboard.stream_interval_ms / 1000,
-                   cfg.dashboard.kpi_refresh_s)
+                   cfg.dashboard.kpi_refresh_s, clock_speed=clock_speed)
     app.extensions["shopfloor"] = {"cfg": cfg, "historian": historian, "live": live, "hub": hub, "now_ns": now_ns,
                                    "streams": 0}
     app.json.sort_keys = False  # type: ignore[attr-defined]

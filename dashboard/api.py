@@ -119,9 +119,12 @@ def stop_reason(line_id: str, machine_id: str, stop_id: str) -> Response:
                                             f"/api/v1/lines/{line_id}/stops")
     try:
         state, start_ns, end_ns = queries.set_stop_reason(ext["historian"], cfg.site.id, line_id, machine_id,
-                                                          int(stop_id), body["reason"], ext["now_ns"]())
+                                                          int(stop_id), body["reason"], ext["now_ns"](),
+                                                          cfg.kpi.microstop_s)
     except queries.StopNotFound as exc:
         return problem(404, "No such stop", str(exc))
+    except queries.StopTooShort as exc:
+        return problem(409, "A micro-stop so far", str(exc))
     except HistorianError as exc:
         return problem(503, "Historian unavailable", f"the reason was not saved: {exc}")
     log.info("dashboard: %s gave reason %s to the %s stop of %s/%s at %s", current_user(), body["reason"], state,

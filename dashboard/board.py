@@ -70,14 +70,18 @@ def shift_json(cfg: FactoryConfig, window: ShiftWindow | None, on: bool) -> dict
 
 def planned_output(cfg: FactoryConfig, line_id: str, window: ShiftWindow, end_ns: int,
                    orders: Sequence[Order]) -> int | None:
-    """Units the plan expects from the window's start up to `end_ns`: each order's busy time (breaks out) at its
-    SKU's planned rate (config `kpi`); the hour in progress counts only the part that has passed."""
+    """Units the plan expects from the window's start up to `end_ns`: each order's busy time (breaks out) after
+    its planned changeover, at its SKU's planned rate (config `kpi`); the hour in progress counts only the part
+    that has passed."""
     ideal = queries.ideal_cycles(cfg, line_id)
+    setup_ns = {p.sku: int(p.setup_min * 60 * NS) for p in cfg.products}
 
     def rate(sku: str) -> float | None:
         return cfg.kpi.planned_units_per_hour(line_id, sku, ideal[sku]) if sku in ideal else None
 
-    units = planned_units(window.start_ns, min(end_ns, window.end_ns), window.breaks, orders, rate)
+    # an order's planned changeover (its SKU's setup_min) is planned time without output
+    producing = [Order(o.start_ns + setup_ns.get(o.sku, 0), o.end_ns, o.sku) for o in orders]
+    units = planned_units(window.start_ns, min(end_ns, window.end_ns), window.breaks, producing, rate)
     return None if units is None else round(units)
 
 
@@ -101,17 +105,20 @@ def oee_json(k: ShiftOee) -> dict[str, Any]:
 # --- the historian half of a line board ---------------------------------------------------------------------
 
 
-def line_history(cfg: FactoryConfig, historian: Historian, line_id: str, now_ns: int) -> dict[str, Any]:
-    """Shift KPIs per machine, people and materials of a line, read from the historian."""
+def line_history(cfg: FactoryConfig, historian: Historian, line_id: str, now_ns: int,
+                 clock_speed: float = 1.0) -> dict[str, Any]:
+    """Shift KPIs per machine, people and materials of a line, read from the historian. `clock_speed`: how much
+    faster than real time the board's clock runs (a demo's), so a lag is judged in real seconds."""
     line = find_line(cfg, line_id)
     assert line is not None
     window, on = current_shift(cfg, now_ns)
     order = queries.running_order(historian, line_id, now_ns)
     product = next((p for p in cfg.products if order and p.sku == order["sku"]), None)
     # each machine's figures go up to the time its data reaches (its watermark), never to now by assumption
-    reach = {m: min(t, now_ns) for m, t in queries.watermarks(historian, line_id).items()}
+    reach = queries.watermarks(historian, cfg, line_id, now_ns)
     out: dict[str, Any] = {"shift": shift_json(cfg, window, on), "computed_ms": ms(now_ns),
-                           "order": None, "machines": {}, "output": None}
+                           "order": None, "machines": {}, "output": None,
+                           "lag_ms": cfg.kpi.watermark_lag_s * 1000 * clock_speed}
     if order is not None:
         out["order"] = {"order_id": order["order_id"], "sku": order["sku"], "target_qty": order["target_qty"],
                         "start_ms": ms(order["start_ns"]), "product": product.name if product else None}
@@ -290,7 +297,7 @@ def with_live(cfg: FactoryConfig, line: Line, history: dict[str, Any], live: Liv
             "oee": h.get("oee"),
             # how far the machine's data reaches; shown as "data up to ..." when it lags the figures' time
             "reach_ms": reach,
-            "data_lags": reach is None or computed - reach > cfg.kpi.watermark_lag_s * 1000,
+            "data_lags": reach is None or computed - reach > history.get("lag_ms", cfg.kpi.watermark_lag_s * 1000),
             "unattributed": {"no_order": kpi.get("no_order", 0), "other_sku": kpi.get("other_sku", 0)},
             "pv": dict(sorted(pvs.items())),
         }
@@ -347,12 +354,15 @@ def machine_detail(cfg: FactoryConfig, historian: Historian, line: Line, machine
         return out
     part = so_far(window, now_ns)
     data = queries.read_line_shift(historian, line.id, part, cfg)
-    reach = {m: min(t, now_ns) for m, t in queries.watermarks(historian, line.id).items()}
+    reach = queries.watermarks(historian, cfg, line.id, now_ns)
     k = next((x for x in queries.shift_oee_of(cfg, line.id, part, data, reach) if x.machine == machine_id), None)
     out["kpi"] = kpi if kpi is not None else oee_json(k) if k else None
+    # the timeline goes as far as the machine's data, like its figures
+    reach_end = min(part.end_ns, reach.get(machine_id, part.start_ns))
     out["timeline"] = [{"state": i.state, "start_ms": ms(max(i.start_ns, part.start_ns)),
-                        "end_ms": ms(min(i.end_ns, part.end_ns)), "reason": i.reason}
-                       for i in data.states(machine_id) if i.end_ns > part.start_ns]
+                        "end_ms": ms(min(i.end_ns, reach_end)), "reason": i.reason}
+                       for i in data.states(machine_id) if i.end_ns > part.start_ns and i.start_ns < reach_end]
+    out["reach_ms"] = ms(reach.get(machine_id))
     # missing data is not a stop: it is the coverage beside the OEE, not a bar of the Pareto
     out["pareto"] = [{"reason": r, "seconds": round(sec, 1)}
                      for r, sec in sorted((k.stops_by_reason if k else {}).items(), key=lambda x: -x[1])
@@ -389,9 +399,12 @@ def stops(cfg: FactoryConfig, historian: Historian, line: Line, now_ns: int,
     if window is None:
         return out
     part = so_far(window, now_ns)
+    micro_ns = cfg.kpi.microstop_s * NS  # an open STOPPED this young is a micro-stop so far: not listed
     rows: list[dict[str, Any]] = []
     for i in historian.state_intervals(part.start_ns, part.end_ns, line=line.id, machine=machine_id):
-        if i.state in queries.STOP_STATES and i.state != "MICROSTOP":
+        young = (i.state == "STOPPED" and i.end_ns >= part.end_ns and i.start_ns > part.start_ns
+                 and now_ns - i.start_ns < micro_ns)
+        if i.state in queries.STOP_STATES and i.state != "MICROSTOP" and not young:
             if rows and rows[-1]["machine"] == i.machine and rows[-1]["state"] == i.state \
                     and rows[-1]["end_ms"] == ms(i.start_ns):
                 # one stop written as several points

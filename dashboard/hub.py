@@ -72,11 +72,12 @@ class BoardHub:
     """Current boards and their patches; `start()` runs the rebuild thread."""
 
     def __init__(self, cfg: FactoryConfig, historian: Historian, live: LiveView, now_ns: Callable[[], int],
-                 interval_s: float = 0.25, kpi_refresh_s: float = 10.0) -> None:
+                 interval_s: float = 0.25, kpi_refresh_s: float = 10.0, clock_speed: float = 1.0) -> None:
         self.cfg = cfg
         self.historian = historian
         self.live = live
         self.now_ns = now_ns
+        self.clock_speed = clock_speed
         self.interval_s = interval_s
         self.kpi_refresh_s = kpi_refresh_s
         self._cond = threading.Condition()
@@ -208,7 +209,7 @@ class BoardHub:
         with self._cond:
             self._history_dirty.discard(line_id)
         try:
-            history = board.line_history(self.cfg, self.historian, line_id, now_ns)
+            history = board.line_history(self.cfg, self.historian, line_id, now_ns, self.clock_speed)
         except HistorianError as exc:
             if cached is None:
                 raise

@@ -117,7 +117,7 @@ _PAIRS: dict[str, tuple[str, str]] = {
     "tile.count": ("产量", "Output"),
     "tile.count_shift": ("本班产量", "Shift output"),
     "tile.reach": ("数据截至 {time}", "Data up to {time}"),
-    "tile.no_data": ("本班无数据", "No data this shift"),
+    "tile.no_data": ("无数据", "No data"),
     "tile.no_order_units": ("无订单生产 {n} 件", "{n} made with no order"),
     "tile.other_sku_units": ("非订单 SKU {n} 件", "{n} made as another SKU"),
     "tile.target": ("目标", "Target"),

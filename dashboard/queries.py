@@ -64,16 +64,28 @@ def product_spans(historian: Historian, cfg: FactoryConfig, line: str, start_ns:
 
 # The measurements a machine's PLC data arrives in: the newest of their points is how far its data reaches.
 MACHINE_MEASUREMENTS = ("machine_state", "machine_count", "process_value", "alarm")
+# A point stamped further ahead of the board's clock than this is a wrong clock, not data that reaches now.
+FUTURE_TOLERANCE_S = 60
 
 
-def watermarks(historian: Historian, line: str) -> dict[str, int]:
-    """How far each machine's data reaches: the time of the newest point the historian holds from it."""
+def watermarks(historian: Historian, cfg: FactoryConfig, line: str, now_ns: int) -> dict[str, int]:
+    """How far each machine's data reaches, up to now: the newest of the points the historian holds from it and
+    the newest heartbeat of its source (the agent writes one every few seconds, so a machine whose values do
+    not change still reaches now while its agent runs). A point from the future does not count."""
+    ahead = now_ns + FUTURE_TOLERANCE_S * NS
     out: dict[str, int] = {}
     for measurement in MACHINE_MEASUREMENTS:
         for p in historian.last_values(measurement, line=line):
-            machine = p.tags["machine"]
-            out[machine] = max(out.get(machine, 0), p.time_ns)
-    return out
+            if p.time_ns <= ahead:
+                machine = p.tags["machine"]
+                out[machine] = max(out.get(machine, 0), p.time_ns)
+    heartbeats = {p.tags["source"]: p.time_ns for p in historian.last_values("source_heartbeat")
+                  if p.time_ns <= ahead}
+    line_conf = next(ln for ln in cfg.lines if ln.id == line)
+    for m in line_conf.machines:
+        if m.source in heartbeats:
+            out[m.id] = max(out.get(m.id, 0), heartbeats[m.source])
+    return {m: min(t, now_ns) for m, t in out.items()}
 
 
 class LineShift(NamedTuple):
@@ -225,10 +237,16 @@ class StopNotFound(HistorianError):
     """No stop of the machine starts at the given time."""
 
 
+class StopTooShort(HistorianError):
+    """A STOPPED still going on, and shorter than the micro-stop threshold: a micro-stop so far, no reason."""
+
+
 def set_stop_reason(historian: Historian, site: str, line: str, machine: str, start_ns: int, reason: str,
-                    now_ns: int) -> tuple[str, int, int]:
+                    now_ns: int, microstop_s: float = 0.0) -> tuple[str, int, int]:
     """Give `reason` to the whole stop starting at `start_ns`: every state point of it, up to the next change of
-    state, is rewritten with the reason (same identity, so nothing else changes). Returns (state, start, end)."""
+    state, is rewritten with the reason (same identity, so nothing else changes). Returns (state, start, end).
+    A STOPPED still going on and shorter than `microstop_s` is refused (StopTooShort): the agent may yet write it
+    again as a MICROSTOP, which needs no reason."""
     points = historian.events("machine_state", start_ns, max(now_ns, start_ns) + 1, line=line, machine=machine)
     if not points or points[0].time_ns != start_ns or points[0].fields.get("state") not in STOP_STATES:
         raise StopNotFound(f"{line}/{machine}: no stop starts at {start_ns}", retry=False)
@@ -240,6 +258,9 @@ def set_stop_reason(historian: Historian, site: str, line: str, machine: str, st
             end_ns = p.time_ns
             break
         stop.append(p)
+    if state == "STOPPED" and end_ns == max(now_ns, start_ns) and now_ns - start_ns < microstop_s * NS:
+        raise StopTooShort(f"{line}/{machine}: the stop at {start_ns} is a micro-stop so far "
+                           f"(under {microstop_s:g} s); give it a reason once it is longer", retry=False)
     historian.write([Point("machine_state", {"site": site, "line": line, "machine": machine},
                            {"state": state, "raw": p.fields.get("raw", ""), "reason": reason}, p.time_ns)
                      for p in stop])

@@ -21,12 +21,12 @@ REQUEST_THREADS = 16  # threads kept for pages and API calls beside the streams
 
 
 def serve(cfg: FactoryConfig, data_dir: Path | None = None, host: str | None = None, port: int | None = None,
-          now_ns: Callable[[], int] | None = None) -> int:
+          now_ns: Callable[[], int] | None = None, clock_speed: float = 1.0) -> int:
     import waitress
 
     from dashboard import create_app, shutdown, wall_clock_ns
 
-    app = create_app(cfg, data_dir=data_dir, now_ns=now_ns or wall_clock_ns)
+    app = create_app(cfg, data_dir=data_dir, now_ns=now_ns or wall_clock_ns, clock_speed=clock_speed)
     host = host or cfg.dashboard.host
     port = cfg.dashboard.port if port is None else port
     try:

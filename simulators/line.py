@@ -48,9 +48,6 @@ log = logging.getLogger(__name__)
 SIGNALS = ("operator_event", "andon_event", "material_level", "material_event", "order_event")
 MALFORMED_KINDS = ("not_json", "wrong_type", "unknown_topic", "huge", "missing_field")
 HUGE_BYTES = 1_000_000
-LEVEL_PERIOD_S = 5.0          # line-side scales report every few sim-seconds
-ANDON_MEAN_GAP_S = 20 * 60    # per station
-WANDER_MEAN_GAP_S = 45 * 60   # an operator steps away from the station about this often
 PACE_EVERY = 20               # a paced flood (--flood-rate) checks the clock once per this many messages
 # paho numbers messages 1..65535 and refuses a number still in flight; the window stays well below that.
 MAX_WINDOW = 30_000

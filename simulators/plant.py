@@ -717,6 +717,7 @@ def _assign_homes(cfg: FactoryConfig) -> list[_OperatorState]:
 
 RATE_WINDOW_S = 900  # the boards' "current rate": units per minute over the last 15 minutes
 SAMPLES_KEPT = 24 * 60  # a day of minute samples
+SHIFTS_KEPT_DAYS = 2  # shift records older than this are dropped from the truth (a demo left running for weeks)
 
 
 @dataclass
@@ -842,8 +843,23 @@ class Truth:
                                         for m, q in bom.items() if m in pl.stock},
                 "present": stations, "headcount": sum(len(b) for b in stations.values())}
 
+    def _prune(self, now: int) -> None:
+        """Drop shift records that ended more than SHIFTS_KEPT_DAYS ago."""
+        cutoff_ms = (now - SHIFTS_KEPT_DAYS * 86400 * US) // 1000
+        for mt in self._machines.values():
+            for key in [k for k, v in mt.shifts.items() if v["end_ms"] < cutoff_ms]:
+                del mt.shifts[key]
+        for lt in self._lines.values():
+            for key in [k for k in lt["shifts"] if k < self._day_key(cutoff_ms)]:
+                del lt["shifts"][key]
+
+    def _day_key(self, t_ms: int) -> str:
+        return datetime.fromtimestamp(t_ms / 1000, self.plant.calendar.zone).date().isoformat()
+
     def sample(self, now: int) -> None:
-        """Record every line as it is at `now` (a whole minute)."""
+        """Record every line as it is at `now` (a whole minute); once a day, drop old shift records."""
+        if now % (86400 * US) == 0:
+            self._prune(now)
         self.samples.append({"t_ms": now // 1000,
                              "lines": {ln: self._line_now(pl, now) for ln, pl in self.plant.lines.items()}})
         del self.samples[:-SAMPLES_KEPT]

@@ -52,6 +52,7 @@ NAMESPACE_URI = "urn:shopfloor:plc-sim"
 DEFAULT_ENDPOINT = "opc.tcp://127.0.0.1:4840/shopfloor/plc"
 DEFAULT_CERT_DIR = Path("data/plc-sim-pki")
 TICK_S = 0.1
+TRUTH_EVERY_S = 2.0  # the truth file is written this often (and on stop)
 COUNTER_WRAP = 2**32
 BENCH_TAGS_PER_MACHINE = 100  # bench machine bench.m<k> has tags t00..t99 plus State
 BENCH_STATE_RUNNING = 1  # the constant bench.m<k>.State value (the bench config maps code 1 to RUNNING)
@@ -523,9 +524,13 @@ class PlcSimulator:
         """The plant's ground truth up to now, as JSON (temp file + rename), when a truth file was asked for."""
         if self.truth_file is None:
             return
+        self._save_truth(json.dumps(self.plant.truth.as_dict(), separators=(",", ":"), ensure_ascii=False))
+
+    def _save_truth(self, text: str) -> None:
+        assert self.truth_file is not None
         tmp = self.truth_file.with_name(self.truth_file.name + ".tmp")
         try:
-            tmp.write_text(json.dumps(self.plant.truth.as_dict(), indent=1, ensure_ascii=False), encoding="utf-8")
+            tmp.write_text(text, encoding="utf-8")
             os.replace(tmp, self.truth_file)
         except OSError as exc:
             log.warning("cannot write the truth file %s: %s", self.truth_file, exc)
@@ -685,8 +690,10 @@ class PlcSimulator:
                     dt_sim, self.sim_now = now - self.sim_now, now
                     await self._write_machines(dt_sim=dt_sim)
                     if self.truth_file is not None and loop.time() >= self._next_truth:
-                        self._next_truth = loop.time() + 2.0
-                        self.write_truth()
+                        self._next_truth = loop.time() + TRUTH_EVERY_S
+                        # the record is taken here; the file is written beside the loop, which goes on serving
+                        text = json.dumps(self.plant.truth.as_dict(), separators=(",", ":"), ensure_ascii=False)
+                        await asyncio.to_thread(self._save_truth, text)
             except Exception:
                 log.exception("simulator tick failed")
 

@@ -54,16 +54,16 @@ def test_example_config_is_valid(check):
          "factory.yaml:84: lines[0].machines[1].type\n  found:    'presss'\n"
          "  expected: one of the machine_types: cnc, packer, press"),
         ("publishing_interval_ms: 100", "publishing_interval_ms: -5",
-         "factory.yaml:158: sources.opcua[0].publishing_interval_ms\n  found:    -5\n"
+         "factory.yaml:160: sources.opcua[0].publishing_interval_ms\n  found:    -5\n"
          "  expected: a number greater than 0"),
         ("      watchdog_s: 5\n", "      watchdog_s: 5\n      pasword: x\n",
-         "factory.yaml:160: sources.opcua[0].pasword\n  found:    'x'\n"
+         "factory.yaml:162: sources.opcua[0].pasword\n  found:    'x'\n"
          "  expected: no such key here (check the spelling; see config/README.md)"),
         ("      watchdog_s: 5\n", "      watchdog_s: 5\n      username: plc\n      password: hunter2\n",
-         "factory.yaml:161: sources.opcua[0].password\n  found:    an inline value (not shown)\n"
+         "factory.yaml:163: sources.opcua[0].password\n  found:    an inline value (not shown)\n"
          "  expected: an environment reference like ${PLC_PASSWORD} (secrets are never inline)"),
         ("      watchdog_s: 5\n", "      watchdog_s: 5\n      username: plc\n      password: ${PLC_PW_UNSET}\n",
-         "factory.yaml:161: sources.opcua[0].password\n  found:    '${PLC_PW_UNSET}'\n"
+         "factory.yaml:163: sources.opcua[0].password\n  found:    '${PLC_PW_UNSET}'\n"
          "  expected: environment variable PLC_PW_UNSET to be set"),
         ("- {id: op-002, name: 李强, badge: \"B1002\"", "- {id: op-002, name: 李强, badge: \"B1001\"",
          "factory.yaml:63: operators[1].badge\n  found:    'B1001'\n  expected: a badge id not used before (ids are unique)"),

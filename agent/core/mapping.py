@@ -6,9 +6,10 @@ continues exactly where the last commit left off: nothing lost, nothing counted 
 
 Outages: when an OPC UA source goes down its machines go OFFLINE at the time the agent noticed. When it comes
 back, the server re-sends unchanged values with their old source timestamps, older than that OFFLINE point.
-Stamped at their source time they would end the outage before it began, so from the reconnect on, a state,
-count, alarm or product reading whose source timestamp is before the reconnect is stamped at the reconnect
-instead, and its own timestamp is kept in the `source_time_ns` field.
+Stamped at their source time they would end the outage before it began, so the first state, count, alarm or
+product reading of each tag after the reconnect, when its source timestamp is before the reconnect, is stamped
+at the reconnect instead, and its own timestamp is kept in the `source_time_ns` field. Later readings keep
+their own time (a PLC clock behind the agent's must not pile every change onto the reconnect).
 """
 
 from __future__ import annotations
@@ -239,6 +240,8 @@ class Mapper:
         # per source: when it came back after an outage; earlier source timestamps are stamped at this time
         self._reconnected: dict[str, int] = {k[3:]: v for k, v in self.state.items()
                                              if k.startswith("up/") and v is not None}
+        # per source: the tags that gave their first reading since the reconnect (only that one is re-stamped)
+        self._read_since_up: dict[str, set[str]] = {}
 
     def _bindings(self) -> list[TagBinding]:
         out = []
@@ -302,7 +305,11 @@ class Mapper:
             return
         tags = {"site": self.site, "line": b.line, "machine": b.machine}
         reconnected = self._reconnected.get(b.source)
-        time_ns = reconnected if reconnected is not None and source_ns < reconnected else source_ns
+        time_ns = source_ns
+        if reconnected is not None and b.node_id not in self._read_since_up.setdefault(b.source, set()):
+            self._read_since_up[b.source].add(b.node_id)
+            if source_ns < reconnected:
+                time_ns = reconnected
         if spec.signal == "state_bit":
             if severity >= 2:
                 self._machine_state(b.machine, tags, BoardState.OFFLINE, f"status {status_name}", time_ns, out,
@@ -430,7 +437,8 @@ class Mapper:
             if state != BoardState.OFFLINE and t - stop["time"] < self.microstop_ns:
                 out.points.append(Point("machine_state", tags, {**stop["fields"], "state": BoardState.MICROSTOP.value},
                                         stop["time"]))
-        if state == BoardState.STOPPED:
+        # a stop re-stamped at a reconnect began before the outage: its length is unknown, never a micro-stop
+        if state == BoardState.STOPPED and (source_ns is None or source_ns >= time_ns):
             self._set(f"stop/{machine}", {"time": t, "fields": fields})
         out.points.append(Point("machine_state", tags, fields, t))
 
@@ -454,6 +462,7 @@ class Mapper:
         self._set("down/" + source, None)
         self._set("up/" + source, time_ns)
         self._reconnected[source] = time_ns
+        self._read_since_up[source] = set()
 
     def _opcua_dead(self, b: TagBinding, reason: str, value: Any, time_ns: int) -> DeadLetter:
         return DeadLetter(b.source, b.node_id, reason, repr(value).encode()[:1024], time_ns)

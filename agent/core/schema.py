@@ -29,7 +29,7 @@ class Measurement:
     @property
     def unit_tags(self) -> tuple[str, ...]:
         """The hierarchy tags a board filters by: the line and its machine, station or material."""
-        return tuple(t for t in self.tags if t in ("line", "machine", "station", "material"))[:2]
+        return tuple(t for t in self.tags if t in ("line", "machine", "station", "material", "source"))[:2]
 
 
 def _m(name: str, tags: tuple[str, ...], fields: dict[str, type], required: tuple[str, ...]) -> Measurement:
@@ -49,6 +49,8 @@ MEASUREMENTS: dict[str, Measurement] = {
            {"code": int, "active": bool, "text": str, "source_time_ns": int}, ("code", "active")),
         _m("machine_product", ("site", "line", "machine"),
            {"sku": str, "raw": str, "source_time_ns": int}, ("sku",)),
+        # the agent was alive and had passed on everything it received from the source by this time
+        _m("source_heartbeat", ("site", "source"), {"connected": bool}, ("connected",)),
         _m("operator_event", ("site", "line", "station", "event"),
            {"badge": str, "operator": str}, ("badge",)),
         _m("andon_event", ("site", "line", "station", "event", "kind"),

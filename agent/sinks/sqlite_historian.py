@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -51,7 +52,7 @@ def _tables(m: Measurement) -> list[str]:
 
 # Measurements and fields added after 0001_measurements, each by a later migration: 0001 and 0002 keep creating
 # the tables as they were, so a new file and an upgraded one end up with the same tables and columns.
-_MEASUREMENTS_ADDED_LATER = ("machine_product",)
+_MEASUREMENTS_ADDED_LATER = ("machine_product", "source_heartbeat")
 _FIELDS_ADDED_LATER = {name: ("source_time_ns",) for name in ("machine_state", "machine_count", "alarm")}
 _FIRST_MEASUREMENTS = [m for m in MEASUREMENTS.values() if m.name not in _MEASUREMENTS_ADDED_LATER]
 
@@ -80,6 +81,8 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ("0003_source_time_ns", [stmt for name in _FIELDS_ADDED_LATER for stmt in _add_field(name, "source_time_ns")]),
     # the SKU a machine's PLC reports it is making
     ("0004_machine_product", [*_tables(MEASUREMENTS["machine_product"]), _line_index(MEASUREMENTS["machine_product"])]),
+    # how far each source's data reaches while its values do not change (the boards' watermark)
+    ("0005_source_heartbeat", _tables(MEASUREMENTS["source_heartbeat"])),
 ]
 
 
@@ -101,7 +104,7 @@ class SqliteHistorian:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.retention_days = retention_days
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._wal()
         # FULL: the outbox lets a batch go once this commit returns, so the commit must be on disk.
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA cache_size=-32768")  # 32 MiB: the index tails and the _last tables
@@ -112,6 +115,19 @@ class SqliteHistorian:
         self._insert_sql: dict[tuple[str, int, bool], str] = {}
         self._series_of = {m.name: itemgetter(*range(1, 1 + len(m.tags))) for m in MEASUREMENTS.values()}
         self._max_variables = self._conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+
+    def _wal(self) -> None:
+        """Switch the file to WAL. Another process migrating the same new file holds a lock that SQLite's busy
+        timeout does not wait for here: try again for a while."""
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def _migrate(self) -> None:
         conn = self._conn

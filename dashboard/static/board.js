@@ -603,7 +603,10 @@
     show(r.flag, Boolean(k.effectiveness_flag));
     const lags = Boolean(m.data_lags);
     show(r.reach, lags);
-    if (lags) setText(r.reach, isNum(m.reach_ms) ? t("tile.reach", { time: fmt.time(m.reach_ms) }) : t("tile.no_data"));
+    // an old watermark shows its date too (a machine silent since yesterday is not "data up to 14:02")
+    const reachText = isNum(m.reach_ms)
+      ? (clock.now() - m.reach_ms > 12 * 3600 * 1000 ? fmt.dayTime(m.reach_ms) : fmt.time(m.reach_ms)) : "";
+    if (lags) setText(r.reach, reachText ? t("tile.reach", { time: reachText }) : t("tile.no_data"));
     const apart = m.unattributed || {};
     const apartText = [apart.no_order ? t("tile.no_order_units", { n: fmt.num(apart.no_order) }) : "",
       apart.other_sku ? t("tile.other_sku_units", { n: fmt.num(apart.other_sku) }) : ""].filter(Boolean).join(" · ");

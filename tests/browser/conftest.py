@@ -45,8 +45,8 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
             anchor = ("--sim-anchor", system.anchor)
             clock = ("--sim-start", SIM_START, *anchor)
             system.plc("--sim-timestamps", *anchor, speed=1)
+            system.agent(*clock)  # subscribed before the line simulator publishes the first order
             system.line("--start", SIM_START, *anchor)
-            system.agent(*clock)
             system.dashboard(*clock)
 
             def live() -> bool:

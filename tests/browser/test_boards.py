@@ -151,9 +151,10 @@ def test_a_line_lead_logs_in_and_gives_a_stop_its_reason(shop, browser):
 
     from tests.browser.conftest import LEAD_PASSWORD
 
-    plc_set(shop.endpoint, "line-1.press-2.Force", "STOPPED", ua.VariantType.String)
+    # a fault: a STOPPED this short would be a micro-stop, which needs no reason (kpi.microstop_s)
+    plc_set(shop.endpoint, "line-1.press-2.Force", "FAULT", ua.VariantType.String)
     try:
-        wait_until(lambda: any(s["machine"] == "press-2" and s["state"] == "STOPPED"
+        wait_until(lambda: any(s["machine"] == "press-2" and s["state"] == "FAULT"
                                for s in shop.api("/api/v1/lines/line-1/stops")["stops"]), 15, "the stop listed")
     finally:
         plc_set(shop.endpoint, "line-1.press-2.Force", "", ua.VariantType.String)
@@ -173,7 +174,7 @@ def test_a_line_lead_logs_in_and_gives_a_stop_its_reason(shop, browser):
     def press_2_row():
         rows = [r for r in browser.find_elements("css selector", "tbody tr") if "press-2" in r.text
                 or "Press 2" in r.text]
-        return next((r for r in rows if "Stopped" in r.text), None)
+        return next((r for r in rows if i18n.LABELS["en"]["state.FAULT"] in r.text), None)
 
     row = wait_until(press_2_row, 15, "press-2's stop on the page")
     Select(row.find_element("css selector", "select")).select_by_value("tooling")
@@ -182,5 +183,5 @@ def test_a_line_lead_logs_in_and_gives_a_stop_its_reason(shop, browser):
                "saved")
     screenshot(browser, "stops-reason-given-en")
     stop = next(s for s in shop.api("/api/v1/lines/line-1/stops")["stops"]
-                if s["machine"] == "press-2" and s["state"] == "STOPPED")
+                if s["machine"] == "press-2" and s["state"] == "FAULT")
     assert stop["reason"] == "tooling"

@@ -395,3 +395,13 @@ def test_product_is_written_when_the_sku_changes(product_cfg):
     # a restarted agent does not write the product it already wrote again
     restarted = Mapper(product_cfg, mapper.take_dirty())
     assert feed(restarted, "press-1", "ProductCode", 1, 8).points == []
+
+
+def test_a_stop_restamped_at_a_reconnect_is_never_a_micro_stop(factory_cfg):
+    mapper = Mapper(factory_cfg)
+    feed(mapper, "press-1", "StateCode", 0, 10 * S)  # stopped before the outage
+    mapper.source_down("plc-1", TS_NS + 100 * S, "source plc-1 down: TimeoutError")
+    mapper.source_up("plc-1", TS_NS + 700 * S)
+    feed(mapper, "press-1", "StateCode", 0, 10 * S)  # still stopped: re-stamped at 700 s
+    after = feed(mapper, "press-1", "StateCode", 1, 730 * S).points
+    assert [p.fields["state"] for p in after] == ["RUNNING"]  # a 30 s tail of a long stop, not a micro-stop

@@ -113,3 +113,37 @@ def test_the_sku_the_plc_reports_decides_effectiveness_and_other_skus_are_shown(
     hub.kpi_refresh_s = 0
     cnc2 = line_board(client, "line-2")["machines"]["cnc-2"]
     assert cnc2["oee"]["effectiveness"] == round(450 * 8 / 7200, 4) and cnc2["unattributed"]["other_sku"] == 0
+
+
+def test_a_machine_whose_values_do_not_change_still_reaches_now_by_its_sources_heartbeat(app, client):
+    # cnc-1 has been in FAULT since 09:00 with no point since; the agent's heartbeat for plc-1 says it is alive
+    historian(app).write([state("line-2", "cnc-1", "08:00", "RUNNING"), state("line-2", "cnc-1", "09:00", "FAULT"),
+                          Point("source_heartbeat", {**SITE, "source": "plc-1"}, {"connected": True}, NOW - 2 * S)])
+    cnc = line_board(client, "line-2")["machines"]["cnc-1"]
+    assert cnc["reach_ms"] == (NOW - 2 * S) // 10**6 and cnc["data_lags"] is False
+    # the fault counts until the heartbeat: A = 3600 / 7198, not 1.0 as if the data ended at 09:00
+    assert cnc["oee"]["availability"] == round(3600 / 7198, 4)
+
+
+def test_a_point_from_a_clock_in_the_future_does_not_stretch_the_figures(app, client):
+    historian(app).write([state("line-2", "cnc-2", "08:00", "RUNNING"), pv("line-2", "cnc-2", t("09:00")),
+                          Point("process_value", {**SITE, "line": "line-2", "machine": "cnc-2", "name": "load"},
+                                {"value": 1.0, "quality": "Good"}, NOW + 3600 * S)])  # a clock an hour ahead
+    cnc2 = line_board(client, "line-2")["machines"]["cnc-2"]
+    assert cnc2["reach_ms"] == t("09:00") // 10**6
+
+
+def test_a_young_open_stop_is_a_micro_stop_so_far_and_takes_no_reason(app, client):
+    import base64
+
+    from tests.dashboard.conftest import PASSWORD
+    historian(app).write([Point("machine_state", {**SITE, "line": "line-1", "machine": "press-2"},
+                                {"state": "STOPPED", "raw": "0"}, NOW - 30 * S)])
+    stops = client.get("/api/v1/lines/line-1/stops?machine=press-2").get_json()["stops"]
+    assert not any(s["state"] == "STOPPED" for s in stops)
+    basic = {"Authorization": "Basic " + base64.b64encode(f"lead:{PASSWORD}".encode()).decode()}
+    resp = client.post(f"/api/v1/lines/line-1/machines/press-2/stops/{NOW - 30 * S}/reason",
+                       json={"reason": "tooling"}, headers=basic)
+    assert resp.status_code == 409 and resp.mimetype == "application/problem+json"
+    assert historian(app).events("machine_state", NOW - 60 * S, NOW + 1, machine="press-2")[0].fields.get(
+        "reason") in (None, "")

@@ -198,7 +198,8 @@ async def _plc_call(endpoint: str, action: Callable[[Client, int], Any]) -> Any:
 
 
 def plc_truth(endpoint: str, cfg: Any) -> dict[tuple[str, str], int]:
-    """The PLC simulator's true unwrapped counts per (machine, counter)."""
+    """The PLC simulator's true unwrapped counts per (machine, counter), once they stand still (after
+    Sim.Running went false, the tick in progress still writes the changes it took in)."""
     async def read(client: Client, ns: int) -> dict[tuple[str, str], int]:
         out = {}
         for line, machine in cfg.machines():
@@ -206,7 +207,17 @@ def plc_truth(endpoint: str, cfg: Any) -> dict[tuple[str, str], int]:
                 node = client.get_node(ua.NodeId(f"{line.id}.{machine.id}.Truth.{counter.title()}", ns))
                 out[(machine.id, counter)] = int(await node.read_value())
         return out
-    return asyncio.run(_plc_call(endpoint, read))
+
+    async def settled(client: Client, ns: int) -> dict[tuple[str, str], int]:
+        last = await read(client, ns)
+        for _ in range(50):
+            await asyncio.sleep(0.3)
+            now = await read(client, ns)
+            if now == last:
+                return now
+            last = now
+        return last
+    return asyncio.run(_plc_call(endpoint, settled))
 
 
 def plc_set(endpoint: str, name: str, value: Any, variant: ua.VariantType) -> None:

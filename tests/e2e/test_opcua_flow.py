@@ -129,6 +129,6 @@ def test_calls_split_to_the_servers_operation_limits(make_system):
     agent = system.agent()
     wait_until(lambda: system.sql("SELECT COUNT(DISTINCT machine || name) FROM process_value")[0][0] == 18, 30,
                "every process value, the polled ones included")
-    assert "creating 42 monitored items in 5 calls (server's MaxMonitoredItemsPerCall 10)" in agent.log()
+    assert "creating 44 monitored items in 5 calls (server's MaxMonitoredItemsPerCall 10)" in agent.log()
     assert "polling 6 tags every 1000 ms in reads of at most 10 nodes" in agent.log()
     assert len(system.sql("SELECT DISTINCT machine FROM machine_state")) == 6
