@@ -1,0 +1,200 @@
+"""Free capacity of a line per bucket (a shift or a day) over a horizon, in the terms of ISA-95 operations
+capability (total, committed, available, unattainable) and the ISO 22400 time model. Pure: no I/O, no clock.
+
+Time model, per bucket of a line:
+- planned busy time PBT = the bucket's working time (its shifts minus their breaks, minus holidays and the
+  line's planned maintenance windows), counting only the part after `now`;
+- Total = OEE x PBT: the time the line can be expected to spend producing at its ideal rate, with OEE the
+  line's trailing median (or a configured efficiency on a cold start: `OeeBasis.basis` says which);
+- Unattainable = what known constraints take, by reason: a machine down (until its expected repair), operators
+  missing against plan, material short; each constraint takes `share` x OEE x its overlap with the working
+  time, and together they take at most Total;
+- Committed = open orders (the setup still to come + remaining quantity x ideal cycle time PRU) and active holds
+  (the same for a held quantity), booked first come first served into the earliest buckets, each bucket up to
+  Total - Unattainable; what does not fit in the horizon is `overbooked_s`;
+- Available = Total - Committed - Unattainable, never below 0; per SKU, the quantity that fits in it:
+  floor((Available - setup) / PRU).
+
+Invariant in every bucket: Total = Committed + Available + Unattainable (checked by a property test).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+from agent.config import Shift
+from dashboard.kpi.shifts import NS, ShiftWindow, shift_windows
+
+REASONS = ("machine_down", "operators_missing", "material_short")
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """A shift (key "2026-12-01/day") or a day (key "2026-12-01") of a line, with its working time pieces."""
+
+    line: str
+    key: str
+    start_ns: int
+    end_ns: int
+    work: tuple[tuple[int, int], ...]  # working pieces in the bucket: breaks, holidays, maintenance cut out
+
+    def pbt_s(self, now_ns: int) -> float:
+        """Planned busy time of the bucket from `now_ns` on, in seconds."""
+        return sum(max(0, b - max(a, now_ns)) for a, b in self.work) / NS
+
+
+@dataclass(frozen=True)
+class OeeBasis:
+    """The OEE a line's Total is computed with, and where it comes from."""
+
+    oee: float
+    basis: str  # "trailing_median" (finished shifts of the history) or "configured" (a cold start)
+    shifts: int = 0  # how many finished shifts the median is of
+
+
+@dataclass(frozen=True)
+class Demand:
+    """Capacity asked for on a line: an open order or a hold, booked in this order."""
+
+    line: str
+    ref: str  # the order id or hold id
+    kind: str  # "order" | "hold"
+    sku: str
+    qty: float
+    pru_s: float  # ideal cycle time of the SKU on the line
+    setup_s: float = 0.0  # changeover still to come (0 for an order already running)
+
+    @property
+    def seconds(self) -> float:
+        return self.setup_s + max(0.0, self.qty) * self.pru_s
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """A known loss of capacity on a line over [start, end): `share` of it (1: the whole line)."""
+
+    line: str
+    reason: str  # one of REASONS
+    start_ns: int
+    end_ns: int
+    share: float = 1.0
+
+
+@dataclass(frozen=True)
+class BucketCapacity:
+    line: str
+    key: str
+    start_ns: int
+    end_ns: int
+    pbt_s: float
+    oee: float
+    basis: str
+    total_s: float
+    committed_s: float
+    unattainable_s: dict[str, float]
+    available_s: float
+    available_qty: dict[str, int]
+    committed: tuple[tuple[str, float], ...] = ()  # (ref, seconds) booked into this bucket
+
+    @property
+    def unattainable_total_s(self) -> float:
+        return sum(self.unattainable_s.values())
+
+
+@dataclass
+class LineCapacity:
+    line: str
+    buckets: list[BucketCapacity] = field(default_factory=list)
+    overbooked_s: float = 0.0  # demand that did not fit in the horizon
+
+
+def _cut(pieces: list[tuple[int, int]], start_ns: int, end_ns: int) -> list[tuple[int, int]]:
+    """`pieces` without [start, end)."""
+    out = []
+    for a, b in pieces:
+        if end_ns <= a or start_ns >= b:
+            out.append((a, b))
+            continue
+        if a < start_ns:
+            out.append((a, start_ns))
+        if end_ns < b:
+            out.append((end_ns, b))
+    return out
+
+
+def plan_buckets(shifts: Sequence[Shift], timezone: str, lines: Sequence[str], first_day: date, days: int,
+                 holidays: Sequence[date] = (), maintenance: Sequence[tuple[str, int, int]] = (),
+                 by: str = "shift") -> list[Bucket]:
+    """Each line's buckets over `days` local days from `first_day`: one per worked shift (`by="shift"`) or per
+    day (`by="day"`, the shifts starting that day together). A shift starting on a holiday is not worked;
+    `maintenance` windows (line, start, end) are cut out of their line's working time."""
+    windows = [w for w in shift_windows(shifts, timezone, first_day, first_day + timedelta(days=days - 1))
+               if w.day not in set(holidays)]
+    out = []
+    for line in lines:
+        grouped: dict[str, list[ShiftWindow]] = {}
+        for w in windows:
+            key = f"{w.day.isoformat()}/{w.shift}" if by == "shift" else w.day.isoformat()
+            grouped.setdefault(key, []).append(w)
+        for key, group in grouped.items():
+            work: list[tuple[int, int]] = []
+            for w in group:
+                pieces = [(w.start_ns, w.end_ns)]
+                for b0, b1 in w.breaks:
+                    pieces = _cut(pieces, b0, b1)
+                work += pieces
+            for m_line, m0, m1 in maintenance:
+                if m_line == line:
+                    work = _cut(work, m0, m1)
+            out.append(Bucket(line, key, min(w.start_ns for w in group), max(w.end_ns for w in group),
+                              tuple(sorted(p for p in work if p[1] > p[0]))))
+    return sorted(out, key=lambda b: (b.line, b.start_ns))
+
+
+def _overlap_s(work: Sequence[tuple[int, int]], start_ns: int, end_ns: int) -> float:
+    return sum(max(0, min(b, end_ns) - max(a, start_ns)) for a, b in work) / NS
+
+
+def line_capacity(line: str, buckets: Sequence[Bucket], basis: OeeBasis, demands: Sequence[Demand],
+                  constraints: Sequence[Constraint], skus: dict[str, tuple[float, float]],
+                  now_ns: int) -> LineCapacity:
+    """Capacity of `line` in each of its buckets from `now_ns` on (see the module docstring).
+
+    `skus`: SKU -> (ideal cycle time PRU in seconds, setup in seconds) of the SKUs made on the line.
+    """
+    out = LineCapacity(line)
+    queue: list[tuple[str, float]] = [(d.ref, d.seconds) for d in demands if d.line == line and d.seconds > 0]
+    mine = [c for c in constraints if c.line == line]
+    oee = max(0.0, basis.oee)
+    for b in sorted((b for b in buckets if b.line == line and b.end_ns > now_ns), key=lambda x: x.start_ns):
+        work = tuple((max(a, now_ns), e) for a, e in b.work if e > now_ns)
+        pbt = sum(e - a for a, e in work) / NS
+        total = oee * pbt
+        unattainable: dict[str, float] = {}
+        room = total
+        for c in mine:
+            lost = min(room, max(0.0, min(1.0, c.share)) * oee * _overlap_s(work, c.start_ns, c.end_ns))
+            if lost > 0:
+                unattainable[c.reason] = unattainable.get(c.reason, 0.0) + lost
+                room -= lost
+        booked: list[tuple[str, float]] = []
+        while queue and room > 0:
+            ref, left = queue[0]
+            take = min(left, room)
+            booked.append((ref, take))
+            room -= take
+            if take >= left:
+                queue.pop(0)
+            else:
+                queue[0] = (ref, left - take)
+        committed = sum(s for _, s in booked)
+        available = max(0.0, total - committed - sum(unattainable.values()))
+        qty = {sku: max(0, math.floor((available - setup) / pru)) if pru > 0 else 0
+               for sku, (pru, setup) in sorted(skus.items())}
+        out.buckets.append(BucketCapacity(line, b.key, b.start_ns, b.end_ns, pbt, oee, basis.basis, total, committed,
+                                          unattainable, available, qty, tuple(booked)))
+    out.overbooked_s = sum(left for _, left in queue)
+    return out
