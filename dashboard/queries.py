@@ -71,7 +71,8 @@ FUTURE_TOLERANCE_S = 60
 def watermarks(historian: Historian, cfg: FactoryConfig, line: str, now_ns: int) -> dict[str, int]:
     """How far each machine's data reaches, up to now: the newest of the points the historian holds from it and
     the newest heartbeat of its source (the agent writes one every few seconds, so a machine whose values do
-    not change still reaches now while its agent runs). A point from the future does not count."""
+    not change still reaches now while its agent runs). A machine point more than a minute ahead of now (a PLC
+    clock set wrong) does not count."""
     ahead = now_ns + FUTURE_TOLERANCE_S * NS
     out: dict[str, int] = {}
     for measurement in MACHINE_MEASUREMENTS:
@@ -79,8 +80,9 @@ def watermarks(historian: Historian, cfg: FactoryConfig, line: str, now_ns: int)
             if p.time_ns <= ahead:
                 machine = p.tags["machine"]
                 out[machine] = max(out.get(machine, 0), p.time_ns)
-    heartbeats = {p.tags["source"]: p.time_ns for p in historian.last_values("source_heartbeat")
-                  if p.time_ns <= ahead}
+    # a heartbeat is stamped by the agent's clock, not a PLC's: one later than now means the agent was alive
+    # beyond now (the board looks at a past moment), so the data reaches now
+    heartbeats = {p.tags["source"]: p.time_ns for p in historian.last_values("source_heartbeat")}
     line_conf = next(ln for ln in cfg.lines if ln.id == line)
     for m in line_conf.machines:
         if m.source in heartbeats:
