@@ -47,9 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "INFLUX_PASSWORD) or influxdb2://host:port/bucket?org=ORG (2.x, 3.x, Cloud; token from "
                              "INFLUX_TOKEN); influxdbs:// and influxdb2s:// for HTTPS")
     parser.add_argument("--sim-start", default="auto",
-                        help="simulated clock start (ISO time); 'auto' = now when a shift is on, else the last "
-                             "working day's first shift start plus one minute, so the demo always shows a shift "
-                             "with production from its start")
+                        help="simulated clock start (ISO time); 'auto' = a few seconds (of real time) before the "
+                             "start of the shift in force, or of the latest one, so the demo shows a shift with "
+                             "production and every figure covered from its start")
 
 
 def _port_free(port: int) -> bool:
@@ -126,25 +126,21 @@ def demo_config(config: Path, data_dir: Path, mqtt_url: str, opcua_port: int, ag
     return out
 
 
-def simulated_start(cfg: FactoryConfig, now: float | None = None) -> str | None:
-    """None when a shift is on now; otherwise an ISO time one minute into the latest past shift start."""
-    from dashboard.kpi.shifts import NS, shift_at
+def simulated_start(cfg: FactoryConfig, now: float | None = None, lead_s: float = 10.0) -> str:
+    """An ISO time `lead_s` before the start of the shift in force now, or of the latest worked shift: the demo's
+    processes are up and reading before that shift starts, so its boards have the whole shift's data."""
+    from dashboard.kpi.shifts import NS, shift_at, shift_windows
 
     now = time.time() if now is None else now
-    if shift_at(cfg.shifts, cfg.site.timezone, int(now * NS)) is not None:
-        return None
     zone = ZoneInfo(cfg.site.timezone)
-    today = datetime.fromtimestamp(now, zone).date()
-    days = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-    first = min(cfg.shifts, key=lambda s: s.start)
-    for back in range(0, 8):
-        day = today - timedelta(days=back)
-        if days[day.weekday()] in first.days:
-            hour, minute = map(int, first.start.split(":"))
-            start = datetime.combine(day, dtime(hour, minute), zone) + timedelta(minutes=1)
-            if start.timestamp() <= now:
-                return start.isoformat()
-    return None
+    window = shift_at(cfg.shifts, cfg.site.timezone, int(now * NS))
+    if window is None:
+        today = datetime.fromtimestamp(now, zone).date()
+        past = [w for w in shift_windows(cfg.shifts, cfg.site.timezone, today - timedelta(days=8), today)
+                if w.start_ns <= now * NS]
+        window = past[-1] if past else None
+    start = window.start_ns / NS if window is not None else now
+    return datetime.fromtimestamp(start - lead_s, zone).isoformat()
 
 
 def _prepare_influxdb(cfg: FactoryConfig) -> None:
@@ -228,9 +224,9 @@ def run_demo(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        sim_start = simulated_start(cfg) if args.sim_start == "auto" else args.sim_start
-        if sim_start is None:
-            sim_start = datetime.now(ZoneInfo(cfg.site.timezone)).isoformat()  # one clock for all the processes
+        # the processes start within a few real seconds: that many seconds of the simulated clock before the
+        # shift starts, so the boards have the whole shift's data
+        sim_start = simulated_start(cfg, lead_s=10 * args.speed) if args.sim_start == "auto" else args.sim_start
         # every process reads one clock: it showed sim_start at `anchor`, whenever each process starts; the
         # simulators' plant starts at sim_start too, so the PLC and the line simulator run one world
         anchor = ["--sim-anchor", f"{time.time():.3f}"]

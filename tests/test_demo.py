@@ -11,14 +11,13 @@ SH = ZoneInfo("Asia/Shanghai")
 @pytest.mark.parametrize(
     ("now", "start"),
     [
-        (datetime(2026, 11, 23, 10, 0, tzinfo=SH), None),  # Monday, day shift on: real time
-        (datetime(2026, 11, 22, 12, 0, tzinfo=SH), "2026-11-21T08:01:00+08:00"),  # Sunday: Saturday's shift
-        (datetime(2026, 11, 23, 8, 30, tzinfo=SH), None),  # the night shift ended, the day shift runs
-        # no night shift starts on Sunday, so Monday 07:00 is off; Monday 08:01 is still ahead: Saturday's
-        (datetime(2026, 11, 23, 7, 0, tzinfo=SH), "2026-11-21T08:01:00+08:00"),
+        (datetime(2026, 11, 23, 10, 0, tzinfo=SH), "2026-11-23T07:59:50+08:00"),  # Monday, day shift on: its start
+        (datetime(2026, 11, 22, 12, 0, tzinfo=SH), "2026-11-21T19:59:50+08:00"),  # Sunday: Saturday's night shift
+        (datetime(2026, 11, 23, 8, 30, tzinfo=SH), "2026-11-23T07:59:50+08:00"),  # the day shift just began
+        (datetime(2026, 11, 24, 1, 0, tzinfo=SH), "2026-11-23T19:59:50+08:00"),  # a night shift over midnight
     ],
 )
-def test_demo_clock_starts_inside_a_shift(factory_cfg, now, start):
+def test_the_demo_clock_starts_just_before_a_shift(factory_cfg, now, start):
     assert simulated_start(factory_cfg, now.timestamp()) == start
 
 
