@@ -16,7 +16,6 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timedelta
-from datetime import time as dtime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlparse
