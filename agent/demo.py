@@ -164,6 +164,27 @@ def _prepare_influxdb(cfg: FactoryConfig) -> None:
               "fixed)", file=sys.stderr, flush=True)
 
 
+def _wait_for_mqtt_sources(agent_port: int, sources: list[str], agent: subprocess.Popen[bytes],
+                           timeout_s: float = 30.0) -> None:
+    """Until the agent's health says every MQTT source is connected (subscribed), so that nothing the line
+    simulator publishes first is lost; gives up after `timeout_s` with a warning."""
+    import json
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and agent.poll() is None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{agent_port}/healthz", timeout=2) as resp:
+                health = json.loads(resp.read())
+            if all(health["sources"].get(s, {}).get("connected") for s in sources):
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.2)
+    print("shopfloor demo: the agent's MQTT sources are not connected yet; starting the line simulator anyway",
+          file=sys.stderr, flush=True)
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from simulators.broker import Broker
 
@@ -236,6 +257,7 @@ def run_demo(args: argparse.Namespace) -> int:
                                 "--cert-dir", str(data_dir / "plc-pki")])
         # the agent first: its MQTT session must exist before the line simulator publishes the first order
         spawn("agent", ["agent", "--config", str(cfg_path), *sim_clock])
+        _wait_for_mqtt_sources(agent_port, [m.id for m in cfg.sources.mqtt], children[-1][1])
         spawn("line simulator", ["simulate", "line", "--config", str(cfg_path), "--mqtt", mqtt_url, *start,
                                  "--truth-file", str(data_dir / "line-truth.json")])
         spawn("dashboard", ["dashboard", "--config", str(cfg_path), "--port", str(dashboard_port), *sim_clock])
