@@ -301,6 +301,8 @@
 
   S.onBoard((board) => {
     const machine = board.machines && board.machines[machineId];
+    // the key figures are the tile's: redraw them whenever the tile's figures change, so the two always agree
+    if (machine && machine.oee) drawKpis(machine.oee);
     const state = machine ? machine.state + "@" + machine.since_ms : null;
     if (lastState !== null && state !== lastState) {
       clearTimeout(stateTimer);
