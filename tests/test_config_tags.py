@@ -4,18 +4,10 @@ import pytest
 
 from agent.config import ConfigError, load, parse_node_id
 from agent.core.mapping import Mapper
-from tests.conftest import FACTORY_YAML
+from tests.test_config_cli import variant
 
 PRESS_1 = 'node_prefix: "nsu=urn:shopfloor:plc-sim;s=line-1.press-1."}'
 PRESS_NODES = ["StateCode", "TotalCount", "GoodCount", "RejectCount", "Speed", "Temperature", "Pressure", "AlarmCode"]
-
-
-def variant(tmp_path, old, new):
-    text = FACTORY_YAML.read_text(encoding="utf-8")
-    assert old in text, old
-    path = tmp_path / "factory.yaml"
-    path.write_text(text.replace(old, new, 1), encoding="utf-8")
-    return path
 
 
 def press_1(tmp_path, keys):
