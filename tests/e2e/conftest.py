@@ -114,9 +114,9 @@ class System:
 
     def agent(self, *extra: str, env: dict[str, str] | None = None, name: str = "agent") -> Proc:
         proc = Proc(name, ["agent", "--config", str(self.config), *extra], self.tmp, env).start()
-        wait_until(lambda: self.http("/metrics")[0] == 200 or not proc.running, 30, "agent /metrics")
-        assert proc.running, proc.log()[-3000:]
         self.procs.append(proc)
+        wait_until(lambda: not proc.running or self.http("/metrics")[0] == 200, 30, "agent /metrics")
+        assert proc.running, proc.log()[-3000:]
         return proc
 
     def line(self, *extra: str, name: str = "line") -> Proc:
@@ -139,11 +139,20 @@ class System:
         return json.loads((self.tmp / f"{name}-truth.json").read_text())
 
     def http(self, path: str) -> tuple[int, str]:
+        """GET `path` from the agent; an agent that has exited is an AssertionError quoting its log, so a
+        test waiting on the agent says why it stopped answering."""
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.agent_port}{path}", timeout=5) as r:
                 return r.status, r.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
+        except urllib.error.URLError:
+            agents = [p for p in self.procs if p.argv[3:4] == ["agent"]]
+            if agents and not agents[-1].running:
+                dead = agents[-1]
+                raise AssertionError(f"{dead.name} exited with {dead.popen.returncode if dead.popen else None}; "
+                                     f"the end of its log:\n{dead.log()[-3000:]}") from None
+            raise
 
     def health(self) -> dict[str, Any]:
         return json.loads(self.http("/healthz")[1])
@@ -224,6 +233,19 @@ def plc_set(endpoint: str, name: str, value: Any, variant: ua.VariantType) -> No
     async def write(client: Client, ns: int) -> None:
         await client.get_node(ua.NodeId(name, ns)).write_value(ua.DataValue(ua.Variant(value, variant)))
     asyncio.run(_plc_call(endpoint, write))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failed end-to-end test's report ends with the last lines of its processes' logs: CI keeps only
+    the output, and the logs say why an agent or a simulator stopped answering."""
+    report = yield
+    tmp = getattr(item, "funcargs", {}).get("tmp_path")
+    if report.when == "call" and report.failed and isinstance(tmp, Path):
+        for log in sorted(tmp.glob("*.log")):
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-25:])
+            report.sections.append((f"the end of {log.name}", tail))
+    return report
 
 
 @pytest.fixture

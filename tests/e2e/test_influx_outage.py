@@ -66,7 +66,7 @@ def test_influxdb_outage_with_agent_restart_loses_and_doubles_nothing(make_syste
 
         server.start()
         caught_up = time.monotonic()
-        wait_until(system.outbox_empty, 120, "the outbox to drain into InfluxDB")
+        wait_until(system.outbox_empty, 300, "the outbox to drain into InfluxDB")
         print(f"caught up {waiting:.0f} points in {time.monotonic() - caught_up:.1f} s")
         wait_until(lambda: not line.running, OUTAGE_S, "the line simulator to finish")
         assert line.popen is not None and line.popen.returncode == 0, line.log()[-2000:]
