@@ -80,6 +80,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def cmd_token(args: argparse.Namespace) -> int:
+    """A new feed token: the token goes to the platform, its SHA-256 into capacity.tokens."""
+    import hashlib
+    import secrets
+
+    token = secrets.token_urlsafe(32)
+    digest = hashlib.sha256(token.encode("utf-8")).hexdigest()
+    if args.out:
+        path = Path(args.out)
+        path.write_text(token + "\n", encoding="utf-8")
+        path.chmod(0o600)
+        print(f"token written to {path} (give it to the platform; keep it secret)")
+    else:
+        print(f"token:  {token}   (give it to the platform; it is not kept anywhere)")
+    print("config: add under capacity.tokens:")
+    print(f"  - {{name: {args.name}, sha256: {digest}}}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shopfloor", description="Shop-floor agent, simulators and tools.")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
@@ -113,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second (with --sim-start)")
     add_anchor_argument(p)
     p.set_defaults(func=cmd_dashboard)
+
+    p = sub.add_parser("token", help="make a bearer token for the /v1 feed and print the line for the config")
+    p.add_argument("--name", default="platform", help="who holds the token (default platform)")
+    p.add_argument("--out", help="write the token to this file (mode 600) instead of printing it")
+    p.set_defaults(func=cmd_token)
 
     p = sub.add_parser("simulate", help="run a simulator")
     sims = p.add_subparsers(dest="simulator", required=True, metavar="SIMULATOR")

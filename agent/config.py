@@ -13,6 +13,7 @@ import re
 import zoneinfo
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -502,6 +503,41 @@ class KpiSettings(Model):
         return self.planned_oee * 3600 / ideal_cycle_s
 
 
+class MaintenanceWindow(Model):
+    line: str = Field(description="the line that is not worked over the window")
+    start: datetime = Field(description="local time of the site unless it names its offset, e.g. 2026-12-05 08:00")
+    end: datetime
+    note: str = ""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MaintenanceWindow:
+        if self.end <= self.start:
+            raise ValueError("end after start")
+        return self
+
+
+class FeedToken(Model):
+    name: Annotated[str, Field(min_length=1, max_length=64)] = Field(description="who holds the token (logs)")
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] = Field(
+        description="SHA-256 (hex) of the token; `shopfloor token` makes a token and prints this")
+
+
+class CapacitySettings(Model):
+    horizon_days: Annotated[int, Field(ge=1, le=92)] = Field(default=14, description="days of capacity published")
+    bucket: Literal["shift", "day"] = Field(default="shift", description="the feed's default granularity")
+    trailing_days: Annotated[int, Field(ge=1, le=365)] = Field(
+        default=28, description="the OEE of a line is the median of its finished shifts over these days")
+    min_shifts: Annotated[int, Field(ge=1)] = Field(
+        default=3, description="fewer finished shifts with data than this is a cold start")
+    cold_start_oee: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.6, description="the efficiency a line is planned with on a cold start")
+    holidays: list[date] = Field(default=[], description="local days on which no shift is worked")
+    maintenance: list[MaintenanceWindow] = Field(default=[], description="planned maintenance windows per line")
+    finished_goods: dict[str, Annotated[float, Field(ge=0)]] = Field(
+        default={}, description="finished-goods stock per SKU, published with the capacity")
+    tokens: list[FeedToken] = Field(default=[], description="bearer tokens that may read the /v1 feed")
+
+
 class FactoryConfig(Model):
     site: Site
     shifts: list[Shift]
@@ -518,6 +554,7 @@ class FactoryConfig(Model):
     live: LiveSettings = LiveSettings()
     dashboard: DashboardSettings = DashboardSettings()
     kpi: KpiSettings = KpiSettings()
+    capacity: CapacitySettings = CapacitySettings()
 
     def machines(self) -> Iterable[tuple[Line, Machine]]:
         for line in self.lines:
@@ -751,6 +788,14 @@ def _cross_check(cfg: FactoryConfig, resolve_secrets: bool) -> list[tuple[tuple[
             skus = [p.sku for p in cfg.products if plan.line in p.ideal_cycle_s]
             out.append((("kpi", "plans", pi, "sku"), plan.sku,
                         f"a SKU made on line {plan.line}: " + (", ".join(skus) or "(none)")))
+    for wi, window in enumerate(cfg.capacity.maintenance):
+        if window.line not in line_ids:
+            out.append((("capacity", "maintenance", wi, "line"), window.line, "a line id: " + ", ".join(line_ids)))
+    for sku in cfg.capacity.finished_goods:
+        if sku not in product_skus:
+            out.append((("capacity", "finished_goods", sku), sku,
+                        "a SKU of the products: " + (", ".join(sorted(product_skus)) or "(none)")))
+    unique([t.name for t in cfg.capacity.tokens], ("capacity", "tokens"), "name", "token name")
     unique([u.name for u in cfg.dashboard.users], ("dashboard", "users"), "name", "user name")
     if cfg.live.mqtt is not None and cfg.live.mqtt not in mqtt_ids:
         out.append((("live", "mqtt"), cfg.live.mqtt, "the id of an MQTT source: " + ", ".join(sorted(mqtt_ids))))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import os
 import secrets
 import signal
@@ -119,6 +120,15 @@ def demo_config(config: Path, data_dir: Path, mqtt_url: str, opcua_port: int, ag
             secret.write_text(secrets.token_urlsafe(12), encoding="utf-8")
             secret.chmod(0o600)
         dashboard["users"] = [{"name": DEMO_USER, "password_file": str(secret)}]
+    capacity = data.setdefault("capacity", {})
+    if not capacity.get("tokens"):
+        # a feed token for the platform, made for this demo and kept in its data dir; the config holds its hash
+        token_file = data_dir / "feed-token"
+        if not token_file.exists():
+            token_file.write_text(secrets.token_urlsafe(32), encoding="utf-8")
+            token_file.chmod(0o600)
+        digest = hashlib.sha256(token_file.read_text(encoding="utf-8").strip().encode("utf-8")).hexdigest()
+        capacity["tokens"] = [{"name": "demo-platform", "sha256": digest}]
     out = data_dir / "demo-config.yaml"
     out.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
     load(out, resolve_secrets=False)  # the derived file must be as valid as the original
@@ -274,6 +284,9 @@ def run_demo(args: argparse.Namespace) -> int:
             f"  simulated clock  {sim_start} (x{args.speed:g})\n"
             f"  dashboard        http://127.0.0.1:{dashboard_port}  (TV kiosk: /kiosk; English: ?lang=en)\n"
             f"  stop reasons     log in as {DEMO_USER} with the password in {data_dir / 'dashboard-password'}\n"
+            + (f"  C2M feed token   in {data_dir / 'feed-token'}: curl -H \"Authorization: Bearer $(cat "
+               f"{data_dir / 'feed-token'})\" http://127.0.0.1:{dashboard_port}/v1/capacity\n"
+               if any(t.name == "demo-platform" for t in cfg.capacity.tokens) else "") +
             "Press Ctrl-C to stop everything.\n", flush=True)
         while not stop:
             for name, child in children:

@@ -47,7 +47,8 @@ def create_app(cfg: FactoryConfig, data_dir: Path | None = None, historian: Hist
     faster than real time that clock runs (a lag is judged in real seconds).
     """
     from agent.runner import open_historian
-    from dashboard import api, auth, boards
+    from dashboard import api, auth, boards, feed
+    from dashboard.c2m import CapacityService
     from dashboard.hub import BoardHub
     from dashboard.live import LiveView
 
@@ -62,11 +63,12 @@ def create_app(cfg: FactoryConfig, data_dir: Path | None = None, historian: Hist
     hub = BoardHub(cfg, historian, live, now_ns, cfg.dashboard.stream_interval_ms / 1000,
                    cfg.dashboard.kpi_refresh_s, clock_speed=clock_speed)
     app.extensions["shopfloor"] = {"cfg": cfg, "historian": historian, "live": live, "hub": hub, "now_ns": now_ns,
-                                   "streams": 0}
+                                   "streams": 0, "capacity": CapacityService(cfg, historian, now_ns)}
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.register_blueprint(boards.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(auth.bp)
+    app.register_blueprint(feed.bp)
     if start_live:
         live.start()
         hub.start()

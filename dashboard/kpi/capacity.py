@@ -98,6 +98,16 @@ class BucketCapacity:
     available_s: float
     available_qty: dict[str, int]
     committed: tuple[tuple[str, float], ...] = ()  # (ref, seconds) booked into this bucket
+    work: tuple[tuple[int, int], ...] = ()  # the bucket's working time from now on
+
+    def time_at(self, work_s: float) -> int | None:
+        """The moment `work_s` seconds of the bucket's working time have passed; None beyond its end."""
+        left = work_s * NS
+        for a, b in self.work:
+            if left <= b - a:
+                return a + int(left)
+            left -= b - a
+        return None
 
     @property
     def unattainable_total_s(self) -> float:
@@ -109,6 +119,20 @@ class LineCapacity:
     line: str
     buckets: list[BucketCapacity] = field(default_factory=list)
     overbooked_s: float = 0.0  # demand that did not fit in the horizon
+    unbooked: tuple[tuple[str, float], ...] = ()  # (ref, seconds) of that demand
+
+    def completion_ns(self, ref: str) -> int | None:
+        """When demand `ref` is expected to be done: in the last bucket it is booked into, once the working time
+        its booking, what was booked before it and the bucket's unattainable time take at the line's OEE have
+        passed. None when it does not fit in the horizon (or is not booked)."""
+        if any(r == ref for r, _ in self.unbooked):
+            return None
+        for b in reversed(self.buckets):
+            refs = [r for r, _ in b.committed]
+            if ref in refs and b.oee > 0:
+                upto = sum(s for _, s in b.committed[:refs.index(ref) + 1]) + b.unattainable_total_s
+                return b.time_at(upto / b.oee) or (b.work[-1][1] if b.work else b.end_ns)
+        return None
 
 
 def _cut(pieces: list[tuple[int, int]], start_ns: int, end_ns: int) -> list[tuple[int, int]]:
@@ -195,6 +219,7 @@ def line_capacity(line: str, buckets: Sequence[Bucket], basis: OeeBasis, demands
         qty = {sku: max(0, math.floor((available - setup) / pru)) if pru > 0 else 0
                for sku, (pru, setup) in sorted(skus.items())}
         out.buckets.append(BucketCapacity(line, b.key, b.start_ns, b.end_ns, pbt, oee, basis.basis, total, committed,
-                                          unattainable, available, qty, tuple(booked)))
+                                          unattainable, available, qty, tuple(booked), work))
     out.overbooked_s = sum(left for _, left in queue)
+    out.unbooked = tuple(queue)
     return out

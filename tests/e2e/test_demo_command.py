@@ -41,6 +41,15 @@ def test_demo_fills_the_historian_within_30s_and_stops_cleanly(tmp_path):
 
         wait_until(lambda: all(line["states"] and "OFFLINE" not in line["states"]
                                for line in overview()["lines"].values()), 30, "both lines live on the dashboard")
+        # the banner names the feed token's file; with it, the platform's first request gets the capacity
+        token_file = tmp_path / "demo" / "feed-token"
+        assert f"C2M feed token   in {token_file}" in out
+        request = urllib.request.Request(f"http://127.0.0.1:{dashboard_port}/v1/capacity", headers={
+            "Authorization": f"Bearer {token_file.read_text().strip()}"})
+        with urllib.request.urlopen(request, timeout=10) as r:
+            capacity = json.loads(r.read())
+        assert [x["line"] for x in capacity["lines"]] == ["line-1", "line-2"]
+        assert all(x["buckets"] and x["oee"]["basis"] == "configured" for x in capacity["lines"])
     finally:
         code = demo.stop(signal.SIGINT, timeout=30)
     assert code == 0, demo.log()[-3000:]

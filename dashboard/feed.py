@@ -1,0 +1,224 @@
+"""The C2M pull feed under `/v1/` (docs/c2m.md, docs/openapi.yaml): capacity, finished-goods stock, prices and
+orders with progress and genealogy, for the platform.
+
+Every request carries a bearer token; the config keeps only the tokens' SHA-256 (`capacity.tokens`). Answers have
+a strong ETag and a matching `If-None-Match` gets `304`. Every error is an RFC 9457 problem document.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from datetime import datetime, time
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from flask import Blueprint, Response, current_app, request
+from werkzeug.exceptions import HTTPException
+
+from agent.config import FactoryConfig
+from agent.historian import HistorianError
+from dashboard import c2m
+from dashboard.kpi.shifts import NS
+from dashboard.problems import problem
+
+log = logging.getLogger(__name__)
+bp = Blueprint("feed", __name__, url_prefix="/v1")
+PREFIX = "/v1/"
+# The longest span of orders one request may ask for.
+MAX_ORDER_DAYS = 92
+
+
+class BadRequest(Exception):
+    """A request the feed refuses: `status`, a title and what was wrong (`invalid` names the parameters)."""
+
+    def __init__(self, status: int, title: str, detail: str, invalid: list[dict[str, str]] | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.title, self.detail, self.invalid = status, title, detail, invalid
+
+
+def _ext() -> dict[str, Any]:
+    return current_app.extensions["shopfloor"]  # type: ignore[no-any-return]
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _authorized(cfg: FactoryConfig) -> str:
+    """The name of the token this request carries; BadRequest(401) without a known one."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise BadRequest(401, "Unauthorized", "send the feed token as 'Authorization: Bearer <token>'")
+    digest = token_hash(token.strip())
+    name = None
+    for known in cfg.capacity.tokens:  # every entry is compared, so timing does not tell how many match
+        if hmac.compare_digest(known.sha256, digest):
+            name = known.name
+    if name is None:
+        raise BadRequest(401, "Unauthorized", "the token is not one of capacity.tokens")
+    return name
+
+
+def _answer(body: dict[str, Any]) -> Response:
+    """`body` as JSON with a strong ETag; 304 when the client already has it."""
+    data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    etag = hashlib.sha256(data).hexdigest()[:32]
+    wanted = request.if_none_match
+    if wanted and (wanted.contains(etag) or wanted.star_tag):
+        resp = Response(status=304)
+    else:
+        resp = Response(data, mimetype="application/json")
+    resp.set_etag(etag)
+    resp.headers["Cache-Control"] = "no-cache"
+    return resp
+
+
+def _params(allowed: set[str]) -> dict[str, str]:
+    unknown = sorted(set(request.args) - allowed)
+    if unknown:
+        raise BadRequest(400, "Unknown parameter", f"not a parameter of {request.path}: {', '.join(unknown)}",
+                         [{"name": n, "reason": "expected one of " + ", ".join(sorted(allowed))} for n in unknown])
+    repeated = sorted(n for n in request.args if len(request.args.getlist(n)) > 1)
+    if repeated:
+        raise BadRequest(400, "Repeated parameter", f"give each parameter once: {', '.join(repeated)}",
+                         [{"name": n, "reason": "given more than once"} for n in repeated])
+    return {k: request.args[k] for k in request.args}
+
+
+def _time(cfg: FactoryConfig, name: str, text: str, end: bool = False) -> int:
+    """An RFC 3339 time, or a date (its local start; as the end of a span, the start of the next day)."""
+    zone = ZoneInfo(cfg.site.timezone)
+    try:
+        if len(text) == 10:
+            day = datetime.strptime(text, "%Y-%m-%d").date()
+            moment = datetime.combine(day, time(0), zone)
+            return int(moment.timestamp()) * NS + (86400 * NS if end else 0)
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(400, "Invalid parameter", f"{name}={text!r} is not a date or an RFC 3339 time",
+                         [{"name": name, "reason": "a date (2026-12-01) or a time (2026-12-01T08:00:00+08:00)"}]) \
+            from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone)
+    return int(moment.timestamp() * NS)
+
+
+def _lines(cfg: FactoryConfig, params: dict[str, str]) -> list[str]:
+    ids = [ln.id for ln in cfg.lines]
+    if "line" not in params:
+        return ids
+    if params["line"] not in ids:
+        raise BadRequest(404, "No such line", f"line {params['line']!r} is not in the config",
+                         [{"name": "line", "reason": "one of " + ", ".join(ids)}])
+    return [params["line"]]
+
+
+@bp.before_request
+def _auth() -> None:
+    _authorized(_ext()["cfg"])
+
+
+@bp.get("/capacity")
+def capacity() -> Response:
+    ext = _ext()
+    cfg = ext["cfg"]
+    params = _params({"line", "sku", "from", "to", "granularity"})
+    by = params.get("granularity", cfg.capacity.bucket)
+    if by not in ("shift", "day"):
+        raise BadRequest(400, "Invalid parameter", f"granularity={by!r}: expected shift or day",
+                         [{"name": "granularity", "reason": "shift or day"}])
+    lines = _lines(cfg, params)
+    sku = params.get("sku")
+    if sku is not None and sku not in {p.sku for p in cfg.products}:
+        raise BadRequest(404, "No such SKU", f"SKU {sku!r} is not one of the products",
+                         [{"name": "sku", "reason": "a SKU of the products"}])
+    start = _time(cfg, "from", params["from"]) if "from" in params else None
+    end = _time(cfg, "to", params["to"], end=True) if "to" in params else None
+    if start is not None and end is not None and end <= start:
+        raise BadRequest(400, "Invalid parameter", "to must be after from",
+                         [{"name": "to", "reason": "after from"}])
+    body = ext["capacity"].capacity(by)
+    kept = []
+    for line in body["lines"]:
+        if line["line"] not in lines:
+            continue
+        buckets = []
+        for b in line["buckets"]:
+            b_start = _time(cfg, "start", b["start"])
+            b_end = _time(cfg, "end", b["end"])
+            if (start is not None and b_end <= start) or (end is not None and b_start >= end):
+                continue
+            if sku is not None:
+                b = {**b, "available_qty": {k: v for k, v in b["available_qty"].items() if k == sku}}
+            buckets.append(b)
+        kept.append({**line, "buckets": buckets})
+    return _answer({**body, "lines": kept})
+
+
+@bp.get("/inventory")
+def inventory() -> Response:
+    _params(set())
+    ext = _ext()
+    return _answer(c2m.inventory_document(ext["cfg"], ext["now_ns"]()))
+
+
+@bp.get("/prices")
+def prices() -> Response:
+    _params(set())
+    return _answer(c2m.prices_document(_ext()["cfg"]))
+
+
+@bp.get("/orders")
+def orders() -> Response:
+    ext = _ext()
+    cfg = ext["cfg"]
+    params = _params({"line", "from", "to"})
+    lines = _lines(cfg, params)
+    now = c2m.as_of(ext["now_ns"]())
+    end = _time(cfg, "to", params["to"], end=True) if "to" in params else now + c2m.AS_OF_STEP_NS
+    start = _time(cfg, "from", params["from"]) if "from" in params else end - 7 * 86400 * NS
+    if end <= start or end - start > MAX_ORDER_DAYS * 86400 * NS:
+        raise BadRequest(400, "Invalid parameter", f"from and to must make a span of at most {MAX_ORDER_DAYS} days",
+                         [{"name": "from", "reason": f"before to, at most {MAX_ORDER_DAYS} days before it"}])
+    _, snapshots = ext["capacity"].snapshots(cfg.capacity.bucket)
+    return _answer(c2m.orders_document(cfg, ext["historian"], snapshots, start, min(end, now + c2m.AS_OF_STEP_NS),
+                                       lines))
+
+
+@bp.errorhandler(BadRequest)
+def _bad_request(exc: BadRequest) -> Response:
+    extra: dict[str, Any] = {"invalid_params": exc.invalid} if exc.invalid else {}
+    resp = problem(exc.status, exc.title, exc.detail, **extra)
+    if exc.status == 401:
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="shopfloor"'
+    return resp
+
+
+@bp.errorhandler(HistorianError)
+def _historian_down(exc: HistorianError) -> Response:
+    log.warning("feed %s: historian unavailable: %s", request.path, exc)
+    resp = problem(503, "Historian unavailable", "the figures cannot be read now; try again shortly")
+    resp.headers["Retry-After"] = "30"
+    return resp
+
+
+@bp.app_errorhandler(HTTPException)
+def _http_error(exc: HTTPException) -> Response | HTTPException:
+    """Errors Flask raises itself (no such path, wrong method) are problem documents under /v1/."""
+    if not request.path.startswith(PREFIX):
+        return exc
+    return problem(exc.code or 500, exc.name, exc.description or exc.name)
+
+
+@bp.app_errorhandler(Exception)
+def _crash(exc: Exception) -> Response:
+    if isinstance(exc, HTTPException):
+        return _http_error(exc)  # type: ignore[return-value]
+    if not request.path.startswith(PREFIX):
+        raise exc  # the rest of the dashboard keeps Flask's own handling
+    log.exception("%s %s failed", request.method, request.path)
+    return problem(500, "Internal error", "the request failed; the dashboard's log says why")
