@@ -169,7 +169,7 @@ def constraints_now(cfg: FactoryConfig, historian: Historian, line: Line, now_ns
                     history: pd.DataFrame, current: dict[str, Any]) -> list[Constraint]:
     """Known losses of capacity from `current` (the line's board history, dashboard/board.py):
     - a machine in FAULT now stops the line until its expected repair: the fault's start plus the machine's
-      mean time to repair; a fault already longer than that is expected to last half as long again;
+      mean time to repair; a fault already longer than that is expected to last another half of it from now;
     - stations short of operators against plan lose their share of the line until the shift ends;
     - a material that runs out at the current rate stops the line from then to the end of the shift."""
     out: list[Constraint] = []
