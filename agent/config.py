@@ -536,6 +536,12 @@ class CapacitySettings(Model):
     finished_goods: dict[str, Annotated[float, Field(ge=0)]] = Field(
         default={}, description="finished-goods stock per SKU, published with the capacity")
     tokens: list[FeedToken] = Field(default=[], description="bearer tokens that may read the /v1 feed")
+    frozen_hours: Annotated[float, Field(ge=0, le=720)] = Field(
+        default=0, description="a promise is not planned into the next hours: the plan there is fixed")
+    material_lead_time_h: Annotated[float, Field(ge=0, le=2160)] = Field(
+        default=0, description="hours to get material for a new promise; it is planned after them")
+    hold_ttl_s: Annotated[int, Field(ge=60, le=7 * 86400)] = Field(
+        default=3600, description="how long a hold lasts when the request does not say")
 
 
 class FactoryConfig(Model):

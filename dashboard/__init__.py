@@ -49,6 +49,7 @@ def create_app(cfg: FactoryConfig, data_dir: Path | None = None, historian: Hist
     from agent.runner import open_historian
     from dashboard import api, auth, boards, feed
     from dashboard.c2m import CapacityService
+    from dashboard.holds import HoldStore
     from dashboard.hub import BoardHub
     from dashboard.live import LiveView
 
@@ -63,7 +64,9 @@ def create_app(cfg: FactoryConfig, data_dir: Path | None = None, historian: Hist
     hub = BoardHub(cfg, historian, live, now_ns, cfg.dashboard.stream_interval_ms / 1000,
                    cfg.dashboard.kpi_refresh_s, clock_speed=clock_speed)
     app.extensions["shopfloor"] = {"cfg": cfg, "historian": historian, "live": live, "hub": hub, "now_ns": now_ns,
-                                   "streams": 0, "capacity": CapacityService(cfg, historian, now_ns)}
+                                   "streams": 0}
+    holds = HoldStore(data_dir / "c2m-holds.sqlite3")
+    app.extensions["shopfloor"].update(holds=holds, capacity=CapacityService(cfg, historian, now_ns, holds))
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.register_blueprint(boards.bp)
     app.register_blueprint(api.bp)
@@ -81,3 +84,4 @@ def shutdown(app: Flask) -> None:
     ext["hub"].stop()
     ext["live"].stop()
     ext["historian"].close()
+    ext["holds"].close()

@@ -21,6 +21,7 @@ import pandas as pd
 from agent.config import FactoryConfig, Line
 from agent.historian import Historian
 from dashboard import board, queries
+from dashboard.holds import HoldStore
 from dashboard.kpi.capacity import (
     Bucket,
     Constraint,
@@ -219,6 +220,30 @@ def buckets_for(cfg: FactoryConfig, now_ns: int, by: str) -> list[Bucket]:
     return [b for b in found if b.end_ns > now_ns and b.start_ns < end_ns]
 
 
+@dataclass(frozen=True)
+class LineBase:
+    """What a line's capacity is computed from, read from the historian once a minute: its buckets, its OEE,
+    its open orders and the constraints in force."""
+
+    line: str
+    buckets: list[Bucket]
+    basis: OeeBasis
+    orders: list[Demand]
+    constraints: list[Constraint]
+    fpy: dict[str, float | None]
+    skus: dict[str, tuple[float, float]]
+
+
+def line_base(cfg: FactoryConfig, historian: Historian, history: ShiftHistory, line: Line, now_ns: int,
+              by: str) -> LineBase:
+    past = history.frame(line, now_ns, cfg.capacity.trailing_days)
+    current = board.line_history(cfg, historian, line.id, now_ns)
+    return LineBase(line.id, [b for b in buckets_for(cfg, now_ns, by) if b.line == line.id], oee_basis(cfg, past),
+                    open_orders(cfg, historian, line, now_ns), constraints_now(cfg, historian, line, now_ns, past,
+                                                                               current),
+                    first_pass_yield(past), skus_of(cfg, line.id))
+
+
 @dataclass
 class LineSnapshot:
     """A line's capacity with what it was computed from."""
@@ -230,16 +255,11 @@ class LineSnapshot:
     fpy: dict[str, float | None]
 
 
-def line_snapshot(cfg: FactoryConfig, historian: Historian, history: ShiftHistory, line: Line, now_ns: int,
-                  by: str, holds: Sequence[Demand] = ()) -> LineSnapshot:
-    past = history.frame(line, now_ns, cfg.capacity.trailing_days)
-    basis = oee_basis(cfg, past)
-    current = board.line_history(cfg, historian, line.id, now_ns)
-    demands = open_orders(cfg, historian, line, now_ns) + [h for h in holds if h.line == line.id]
-    found = constraints_now(cfg, historian, line, now_ns, past, current)
-    capacity = line_capacity(line.id, [b for b in buckets_for(cfg, now_ns, by) if b.line == line.id], basis,
-                             demands, found, skus_of(cfg, line.id), now_ns)
-    return LineSnapshot(capacity, basis, demands, found, first_pass_yield(past))
+def line_snapshot(base: LineBase, holds: Sequence[Demand], now_ns: int) -> LineSnapshot:
+    """The line's capacity with its open orders first, then the active holds in the order they were placed."""
+    demands = base.orders + [h for h in holds if h.line == base.line]
+    capacity = line_capacity(base.line, base.buckets, base.basis, demands, base.constraints, base.skus, now_ns)
+    return LineSnapshot(capacity, base.basis, demands, base.constraints, base.fpy)
 
 
 def local_day(cfg: FactoryConfig, t_ns: int) -> date:
@@ -285,36 +305,41 @@ def capacity_document(cfg: FactoryConfig, snapshots: Sequence[LineSnapshot], as_
 
 
 class CapacityService:
-    """Capacity snapshots of every line, computed as of the start of the current minute and kept for that
-    minute (every reader of the feed in that minute gets the same figures and the same ETag)."""
+    """Capacity of every line. What comes from the historian is read as of the start of the current minute and
+    kept for that minute; the holds are applied on every read (cheap), so a hold placed counts at once. Every
+    reader within a minute and without a hold placed gets the same figures and the same ETag."""
 
     def __init__(self, cfg: FactoryConfig, historian: Historian, now_ns: Callable[[], int],
-                 holds: Callable[[int], Sequence[Demand]] | None = None) -> None:
+                 holds: HoldStore | None = None) -> None:
         self.cfg = cfg
         self.historian = historian
         self.now_ns = now_ns
-        self.holds: Callable[[int], Sequence[Demand]] = holds or (lambda at_ns: [])
+        self.holds = holds
         self.history = ShiftHistory(cfg, historian)
         self._lock = threading.Lock()
-        self._cache: dict[str, tuple[int, list[LineSnapshot]]] = {}
+        self._cache: dict[str, tuple[int, list[LineBase]]] = {}
 
-    def snapshots(self, by: str, fresh: bool = False) -> tuple[int, list[LineSnapshot]]:
-        """(as_of, one snapshot per line) at granularity `by`; `fresh` recomputes within the minute (after a
-        hold is placed or released)."""
+    def bases(self, by: str) -> tuple[int, list[LineBase]]:
         at = as_of(self.now_ns())
         with self._lock:
             kept = self._cache.get(by)
-            if kept is not None and kept[0] == at and not fresh:
+            if kept is not None and kept[0] == at:
                 return kept
-            holds = list(self.holds(at))
-            snaps = [line_snapshot(self.cfg, self.historian, self.history, line, at, by, holds)
-                     for line in self.cfg.lines]
-            self._cache[by] = (at, snaps)
-            return at, snaps
+            bases = [line_base(self.cfg, self.historian, self.history, line, at, by) for line in self.cfg.lines]
+            self._cache[by] = (at, bases)
+            return at, bases
 
-    def invalidate(self) -> None:
-        with self._lock:
-            self._cache.clear()
+    def hold_demands(self, at_ns: int) -> list[Demand]:
+        if self.holds is None:
+            return []
+        return [Demand(h.line, h.id, "hold", h.sku, h.qty, h.pru_s, h.setup_s, h.not_before_ns)
+                for h in self.holds.active(at_ns)]
+
+    def snapshots(self, by: str) -> tuple[int, list[LineSnapshot]]:
+        """(as_of, one snapshot per line) at granularity `by`, with the holds active now."""
+        at, bases = self.bases(by)
+        holds = self.hold_demands(max(at, self.now_ns()))
+        return at, [line_snapshot(base, holds, at) for base in bases]
 
     def capacity(self, by: str) -> dict[str, Any]:
         at, snaps = self.snapshots(by)

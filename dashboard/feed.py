@@ -11,6 +11,8 @@ import hashlib
 import hmac
 import json
 import logging
+import re
+import secrets
 from datetime import datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -21,6 +23,8 @@ from werkzeug.exceptions import HTTPException
 from agent.config import FactoryConfig
 from agent.historian import HistorianError
 from dashboard import c2m
+from dashboard.holds import Hold, KeyReused
+from dashboard.kpi.capacity import Promise, promise
 from dashboard.kpi.shifts import NS
 from dashboard.problems import problem
 
@@ -189,6 +193,147 @@ def orders() -> Response:
                                        lines))
 
 
+# --- capable to promise -----------------------------------------------------------------------------------
+
+MAX_QTY = 10_000_000
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+def _body(allowed: set[str]) -> dict[str, Any]:
+    if not request.is_json:
+        raise BadRequest(415, "Unsupported media type", "send the request body as application/json")
+    if (request.content_length or 0) > 16384:
+        raise BadRequest(413, "Body too large", "a promise request is at most 16 KiB")
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise BadRequest(400, "Invalid body", "the body must be a JSON object")
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise BadRequest(400, "Unknown field", f"not a field of this request: {', '.join(unknown)}",
+                         [{"name": n, "reason": "expected one of " + ", ".join(sorted(allowed))} for n in unknown])
+    return body
+
+
+def _inquiry(cfg: FactoryConfig, body: dict[str, Any]) -> tuple[str, int, int | None]:
+    """(sku, quantity, due) of a promise request."""
+    sku, qty, due = body.get("sku"), body.get("quantity"), body.get("due")
+    if not isinstance(sku, str) or sku not in {p.sku for p in cfg.products}:
+        raise BadRequest(400 if not isinstance(sku, str) else 404, "No such SKU" if isinstance(sku, str)
+                         else "Invalid field", f"sku {sku!r}: expected a SKU of the products",
+                         [{"name": "sku", "reason": "a SKU of the products"}])
+    if isinstance(qty, bool) or not isinstance(qty, int) or not 1 <= qty <= MAX_QTY:
+        raise BadRequest(400, "Invalid field", f"quantity {qty!r}: expected a whole number from 1 to {MAX_QTY}",
+                         [{"name": "quantity", "reason": f"an integer from 1 to {MAX_QTY}"}])
+    if due is not None and not isinstance(due, str):
+        raise BadRequest(400, "Invalid field", "due: expected a date or an RFC 3339 time",
+                         [{"name": "due", "reason": "a date or an RFC 3339 time"}])
+    return sku, qty, _time(cfg, "due", due, end=True) if due is not None else None
+
+
+def _promise(sku: str, qty: int, due: int | None) -> tuple[Promise, dict[str, Any], int]:
+    """The earliest completion of the request over the lines, from the capacity with every active hold:
+    (promise, its document, the earliest start it was planned from)."""
+    ext = _ext()
+    cfg = ext["cfg"]
+    service = ext["capacity"]
+    now = ext["now_ns"]()
+    earliest = now + int(max(cfg.capacity.frozen_hours, cfg.capacity.material_lead_time_h) * 3600 * NS)
+    _, snapshots = service.snapshots(cfg.capacity.bucket)
+    found = promise([s.capacity for s in snapshots], {ln.id: c2m.skus_of(cfg, ln.id) for ln in cfg.lines}, sku, qty,
+                    earliest)
+    doc = {"sku": sku, "quantity": qty, "line": found.line, "earliest_start": c2m.iso(earliest),
+           "completion": c2m.iso(found.completion_ns) if found.completion_ns is not None else None,
+           "due": c2m.iso(due) if due is not None else None,
+           "meets_due": None if due is None else (found.completion_ns is not None and found.completion_ns <= due),
+           "plan": [{"bucket": p.key, "start": c2m.iso(p.start_ns), "end": c2m.iso(p.end_ns),
+                     "seconds": round(p.seconds, 1), "quantity": p.qty} for p in found.plan]}
+    return found, doc, earliest
+
+
+@bp.post("/promises:inquire")
+def inquire() -> Response:
+    _params(set())
+    sku, qty, due = _inquiry(_ext()["cfg"], _body({"sku", "quantity", "due"}))
+    return _json(_promise(sku, qty, due)[1])
+
+
+@bp.post("/promises")
+def place_hold() -> Response:
+    _params(set())
+    ext = _ext()
+    cfg = ext["cfg"]
+    key = request.headers.get("Idempotency-Key", "")
+    if not IDEMPOTENCY_KEY.match(key):
+        raise BadRequest(400, "Idempotency-Key needed", "send a unique Idempotency-Key header (1-255 visible "
+                         "ASCII characters) with every hold, and the same one when you retry it")
+    body = _body({"sku", "quantity", "due", "ttl_s"})
+    sku, qty, due = _inquiry(cfg, body)
+    ttl = body.get("ttl_s", cfg.capacity.hold_ttl_s)
+    if isinstance(ttl, bool) or not isinstance(ttl, int) or not 60 <= ttl <= 7 * 86400:
+        raise BadRequest(400, "Invalid field", f"ttl_s {ttl!r}: expected whole seconds from 60 to 604800",
+                         [{"name": "ttl_s", "reason": "an integer from 60 to 604800"}])
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode("utf-8")).hexdigest()
+
+    def decide() -> tuple[Hold | None, dict[str, Any]]:
+        found, doc, earliest = _promise(sku, qty, due)
+        if found.line is None or found.completion_ns is None or doc["meets_due"] is False:
+            return None, doc
+        now = ext["now_ns"]()
+        hold_id, expires = f"H-{secrets.token_hex(8)}", now + ttl * NS
+        answer = {"id": hold_id, "status": "active", **doc, "created": c2m.iso(now), "expires": c2m.iso(expires)}
+        return Hold(id=hold_id, line=found.line, sku=sku, qty=qty, pru_s=found.pru_s, setup_s=found.setup_s,
+                    not_before_ns=earliest, created_ns=now, expires_ns=expires,
+                    released_ns=None, answer=answer), answer
+
+    ext["capacity"].bases(cfg.capacity.bucket)  # read the historian now, not under the holds' write lock
+    try:
+        replayed, hold, doc = ext["holds"].place(key, digest, decide)
+    except KeyReused:
+        raise BadRequest(422, "Idempotency-Key reused", "this Idempotency-Key was used for another request; use a "
+                         "new key for a new hold") from None
+    if hold is None:
+        why = ("no line can make it within the horizon" if doc["completion"] is None
+               else f"the earliest completion is {doc['completion']}, after the due time {doc['due']}")
+        resp = problem(409, "Not enough capacity", f"{qty} x {sku}: {why}", promise=doc)
+        return resp
+    resp = _json(_hold_doc(hold, ext["now_ns"]()), 200 if replayed else 201)
+    resp.headers["Location"] = f"/v1/promises/{hold.id}"
+    if replayed:
+        resp.headers["Idempotent-Replayed"] = "true"
+    return resp
+
+
+def _hold_doc(hold: Hold, now_ns: int) -> dict[str, Any]:
+    return {**hold.answer, "status": hold.status(now_ns),
+            "released": c2m.iso(hold.released_ns) if hold.released_ns is not None else None}
+
+
+@bp.get("/promises/<hold_id>")
+def get_hold(hold_id: str) -> Response:
+    _params(set())
+    ext = _ext()
+    hold = ext["holds"].get(hold_id)
+    if hold is None:
+        raise BadRequest(404, "No such hold", f"no hold {hold_id!r}")
+    return _json(_hold_doc(hold, ext["now_ns"]()))
+
+
+@bp.delete("/promises/<hold_id>")
+def release_hold(hold_id: str) -> Response:
+    _params(set())
+    ext = _ext()
+    if not ext["holds"].release(hold_id, ext["now_ns"]()):
+        raise BadRequest(404, "No such hold", f"no hold {hold_id!r}")
+    return Response(status=204)
+
+
+def _json(body: dict[str, Any], status: int = 200) -> Response:
+    resp = Response(json.dumps(body, ensure_ascii=False, separators=(",", ":")), status=status,
+                    mimetype="application/json")
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
 @bp.errorhandler(BadRequest)
 def _bad_request(exc: BadRequest) -> Response:
     extra: dict[str, Any] = {"invalid_params": exc.invalid} if exc.invalid else {}
@@ -209,7 +354,7 @@ def _historian_down(exc: HistorianError) -> Response:
 @bp.app_errorhandler(HTTPException)
 def _http_error(exc: HTTPException) -> Response | HTTPException:
     """Errors Flask raises itself (no such path, wrong method) are problem documents under /v1/."""
-    if not request.path.startswith(PREFIX):
+    if not request.path.startswith(PREFIX) or (exc.code or 500) < 400:  # a redirect stays a redirect
         return exc
     return problem(exc.code or 500, exc.name, exc.description or exc.name)
 

@@ -66,6 +66,7 @@ class Demand:
     qty: float
     pru_s: float  # ideal cycle time of the SKU on the line
     setup_s: float = 0.0  # changeover still to come (0 for an order already running)
+    not_before_ns: int = 0  # a promise is made after the frozen horizon: its work is not booked before this
 
     @property
     def seconds(self) -> float:
@@ -190,7 +191,7 @@ def line_capacity(line: str, buckets: Sequence[Bucket], basis: OeeBasis, demands
     `skus`: SKU -> (ideal cycle time PRU in seconds, setup in seconds) of the SKUs made on the line.
     """
     out = LineCapacity(line)
-    queue: list[tuple[str, float]] = [(d.ref, d.seconds) for d in demands if d.line == line and d.seconds > 0]
+    queue = [(d.ref, d.seconds, d.not_before_ns) for d in demands if d.line == line and d.seconds > 0]
     mine = [c for c in constraints if c.line == line]
     oee = max(0.0, basis.oee)
     for b in sorted((b for b in buckets if b.line == line and b.end_ns > now_ns), key=lambda x: x.start_ns):
@@ -205,21 +206,90 @@ def line_capacity(line: str, buckets: Sequence[Bucket], basis: OeeBasis, demands
                 unattainable[c.reason] = unattainable.get(c.reason, 0.0) + lost
                 room -= lost
         booked: list[tuple[str, float]] = []
-        while queue and room > 0:
-            ref, left = queue[0]
+        work_start = work[0][0] if work else b.end_ns
+        waiting: list[tuple[str, float, int]] = []
+        for ref, left, not_before in queue:  # first come, first served; one that may not start yet lets others by
             take = min(left, room)
-            booked.append((ref, take))
-            room -= take
-            if take >= left:
-                queue.pop(0)
-            else:
-                queue[0] = (ref, left - take)
+            if not_before > work_start:
+                take = min(take, oee * _overlap_s(work, not_before, b.end_ns))
+            if take > 0:
+                booked.append((ref, take))
+                room -= take
+                left -= take
+            if left > 1e-9:
+                waiting.append((ref, left, not_before))
+        queue = waiting
         committed = sum(s for _, s in booked)
         available = max(0.0, total - committed - sum(unattainable.values()))
         qty = {sku: max(0, math.floor((available - setup) / pru)) if pru > 0 else 0
                for sku, (pru, setup) in sorted(skus.items())}
         out.buckets.append(BucketCapacity(line, b.key, b.start_ns, b.end_ns, pbt, oee, basis.basis, total, committed,
                                           unattainable, available, qty, tuple(booked), work))
-    out.overbooked_s = sum(left for _, left in queue)
-    out.unbooked = tuple(queue)
+    out.overbooked_s = sum(left for _, left, _ in queue)
+    out.unbooked = tuple((ref, left) for ref, left, _ in queue)
     return out
+
+
+@dataclass(frozen=True)
+class PlanStep:
+    """Part of a promise in one bucket: `seconds` of the line's available time, making `qty` units."""
+
+    key: str
+    start_ns: int
+    end_ns: int
+    seconds: float
+    qty: int
+
+
+@dataclass(frozen=True)
+class Promise:
+    """The earliest completion of `qty` units of a SKU over the lines that make it (capable to promise)."""
+
+    sku: str
+    qty: int
+    line: str | None  # None: no line can make it within the horizon
+    completion_ns: int | None
+    plan: tuple[PlanStep, ...] = ()
+    setup_s: float = 0.0
+    pru_s: float = 0.0
+
+
+def promise(capacities: Sequence[LineCapacity], skus: dict[str, dict[str, tuple[float, float]]], sku: str, qty: int,
+            earliest_ns: int) -> Promise:
+    """Where `qty` units of `sku` fit soonest in the Available time of the lines from `earliest_ns` on (after the
+    frozen horizon and the material lead time): on each line that makes the SKU, its setup plus qty x PRU is
+    taken from the earliest buckets with Available time, and the line that finishes first is chosen. In a bucket,
+    the Available time comes after what is committed and unattainable in it, so the completion is the moment
+    the bucket's work reaches (Total - Available + taken) at the line's OEE."""
+    best = Promise(sku, qty, None, None)
+    for cap in capacities:
+        if sku not in skus.get(cap.line, {}):
+            continue
+        pru, setup = skus[cap.line][sku]
+        need = setup + qty * pru
+        steps: list[tuple[BucketCapacity, float]] = []
+        done: int | None = None
+        for b in cap.buckets:
+            if need <= 1e-9 or b.end_ns <= earliest_ns or b.oee <= 0:
+                continue
+            usable = b.available_s
+            if b.work and earliest_ns > b.work[0][0]:
+                usable = min(usable, b.oee * _overlap_s(b.work, earliest_ns, b.end_ns))
+            take = min(need, usable)
+            if take <= 1e-9:
+                continue
+            steps.append((b, take))
+            need -= take
+            if need <= 1e-9:
+                done = b.time_at((b.total_s - b.available_s + take) / b.oee) or b.end_ns
+        if done is None or (best.completion_ns is not None and done >= best.completion_ns):
+            continue
+        plan: list[PlanStep] = []
+        left_setup, made = setup, 0
+        for i, (b, take) in enumerate(steps):
+            units = qty - made if i == len(steps) - 1 else int(max(0.0, take - left_setup) // pru)
+            left_setup = max(0.0, left_setup - take)
+            made += units
+            plan.append(PlanStep(b.key, b.start_ns, b.end_ns, take, units))
+        best = Promise(sku, qty, cap.line, done, tuple(plan), setup, pru)
+    return best

@@ -1,0 +1,136 @@
+"""Capacity holds the platform places (`POST /v1/promises`): kept in a SQLite file beside the dashboard's data, so
+they survive a restart and count as Committed capacity until they expire or are released.
+
+Placing a hold is one transaction under the file's write lock: the capacity left is computed with every active
+hold and the new one is written only if it fits, so concurrent requests (threads or processes) never book the
+same time twice. Each hold is keyed by the client's Idempotency-Key: the same key with the same body gets the same
+answer, the same key with another body is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS holds (
+    id TEXT PRIMARY KEY,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    body_sha256 TEXT NOT NULL,
+    line TEXT NOT NULL,
+    sku TEXT NOT NULL,
+    qty INTEGER NOT NULL,
+    pru_s REAL NOT NULL,
+    setup_s REAL NOT NULL,
+    not_before_ns INTEGER NOT NULL,
+    created_ns INTEGER NOT NULL,
+    expires_ns INTEGER NOT NULL,
+    released_ns INTEGER,
+    answer TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS holds_active ON holds (expires_ns) WHERE released_ns IS NULL;
+"""
+
+
+@dataclass(frozen=True)
+class Hold:
+    id: str
+    line: str
+    sku: str
+    qty: int
+    pru_s: float
+    setup_s: float
+    not_before_ns: int
+    created_ns: int
+    expires_ns: int
+    released_ns: int | None
+    answer: dict[str, Any]
+
+    def status(self, now_ns: int) -> str:
+        if self.released_ns is not None:
+            return "released"
+        return "active" if self.expires_ns > now_ns else "expired"
+
+
+class KeyReused(Exception):
+    """The Idempotency-Key was used before with another body."""
+
+
+_COLUMNS = "id, line, sku, qty, pru_s, setup_s, not_before_ns, created_ns, expires_ns, released_ns, answer"
+
+
+def _hold(row: tuple[Any, ...]) -> Hold:
+    return Hold(id=row[0], line=row[1], sku=row[2], qty=row[3], pru_s=row[4], setup_s=row[5], not_before_ns=row[6],
+                created_ns=row[7], expires_ns=row[8], released_ns=row[9], answer=json.loads(row[10]))
+
+
+class HoldStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()  # `decide` reads the active holds while `place` holds it
+        self._db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def active(self, at_ns: int) -> list[Hold]:
+        """Holds in force at `at_ns`, oldest first (the order they are booked in)."""
+        with self._lock:
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM holds WHERE released_ns IS NULL AND expires_ns > ? "
+                                    "ORDER BY created_ns, id", (at_ns,)).fetchall()
+        return [_hold(r) for r in rows]
+
+    def get(self, hold_id: str) -> Hold | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT {_COLUMNS} FROM holds WHERE id = ?", (hold_id,)).fetchone()
+        return _hold(row) if row else None
+
+    def place(self, key: str, body_sha256: str,
+              decide: Callable[[], tuple[Hold | None, dict[str, Any]]]) -> tuple[bool, Hold | None, dict[str, Any]]:
+        """(replayed, hold, answer). A key seen before with the same body returns its hold again
+        (`replayed`); with another body, KeyReused. Otherwise `decide` runs under the write lock (it sees every
+        active hold) and the hold it returns, if any, is written; a refusal is not kept, so the same request
+        may succeed later."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute(f"SELECT {_COLUMNS}, body_sha256 FROM holds WHERE idempotency_key = ?",
+                                       (key,)).fetchone()
+                if row is not None:
+                    if row[11] != body_sha256:
+                        raise KeyReused(key)
+                    kept = _hold(row[:11])
+                    self._db.execute("COMMIT")
+                    return True, kept, kept.answer
+                # `decide` reads the active holds through this connection, inside this transaction
+                hold, answer = decide()
+                if hold is not None:
+                    self._db.execute(
+                        "INSERT INTO holds (id, idempotency_key, body_sha256, line, sku, qty, pru_s, setup_s, "
+                        "not_before_ns, created_ns, expires_ns, released_ns, answer) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+                        (hold.id, key, body_sha256, hold.line, hold.sku, hold.qty, hold.pru_s, hold.setup_s,
+                         hold.not_before_ns, hold.created_ns, hold.expires_ns, json.dumps(answer)))
+                self._db.execute("COMMIT")
+                return False, hold, answer
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def release(self, hold_id: str, now_ns: int) -> bool:
+        """Release a hold; False when there is no such hold. Releasing twice is harmless."""
+        with self._lock:
+            cur = self._db.execute("UPDATE holds SET released_ns = ? WHERE id = ? AND released_ns IS NULL",
+                                   (now_ns, hold_id))
+            if cur.rowcount:
+                return True
+            return self._db.execute("SELECT 1 FROM holds WHERE id = ?", (hold_id,)).fetchone() is not None
