@@ -70,6 +70,12 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
                  host=args.host, port=args.port, now_ns=clock, clock_speed=args.speed if clock else 1.0)
 
 
+def cmd_sync(args: argparse.Namespace) -> int:
+    from dashboard.sync import run_sync
+
+    return run_sync(_load_or_exit(args.config), args)  # type: ignore[arg-type]
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     return int(args.simulator_run(args))
 
@@ -133,6 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_anchor_argument(p)
     p.set_defaults(func=cmd_dashboard)
 
+    p = sub.add_parser("sync", help="push capacity to the C2M platform without the dashboard")
+    p.add_argument("--config", required=True)
+    p.add_argument("--data-dir", help="where the historian, the holds and the push outboxes are "
+                                      "(default: agent.data_dir)")
+    p.add_argument("--port", type=int, default=9109, help="port of /healthz and /metrics (default 9109)")
+    p.add_argument("--feed-url", default=None, help="the dashboard URL the platform pulls the feed from")
+    p.set_defaults(func=cmd_sync)
+
     p = sub.add_parser("token", help="make a bearer token for the /v1 feed and print the line for the config")
     p.add_argument("--name", default="platform", help="who holds the token (default platform)")
     p.add_argument("--out", help="write the token to this file (mode 600) instead of printing it")
@@ -140,10 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="run a simulator")
     sims = p.add_subparsers(dest="simulator", required=True, metavar="SIMULATOR")
-    from simulators import line, plc
+    from simulators import line, platform, plc
 
     for name, module, text in (("plc", plc, "OPC UA PLC simulator for the configured machines"),
-                               ("line", line, "MQTT line simulator: badges, andon, material, orders")):
+                               ("line", line, "MQTT line simulator: badges, andon, material, orders"),
+                               ("platform", platform, "C2M platform: receives signed capacity events, pulls the "
+                                                      "feed, places holds")):
         sp = sims.add_parser(name, help=text)
         module.add_arguments(sp)
         sp.set_defaults(func=cmd_simulate, simulator_run=module.run)

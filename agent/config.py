@@ -522,6 +522,30 @@ class FeedToken(Model):
         description="SHA-256 (hex) of the token; `shopfloor token` makes a token and prints this")
 
 
+class PushEndpoint(Model):
+    name: Slug = Field(description="names the endpoint in logs, /healthz and /metrics")
+    url: Annotated[str, Field(pattern=r"^https?://[^\s/@?#]+(/[^\s#]*)?$")] = Field(
+        description="where capacity events are POSTed")
+    secrets: list[SecretRef] = Field(default=[], description="Standard Webhooks secrets (whsec_...), from the "
+                                                             "environment; every one signs (key rotation)")
+    secret_files: list[Path] = Field(default=[], description="files each holding one secret")
+    timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+
+
+class PushSettings(Model):
+    endpoints: list[PushEndpoint] = []
+    interval_min: Annotated[float, Field(gt=0, le=1440)] = Field(
+        default=5, description="every line's capacity is pushed this often")
+    check_s: Annotated[float, Field(ge=1, le=300)] = Field(
+        default=5, description="how often the job looks for a significant change (a machine down or back, an "
+                               "order started or finished) and pushes at once")
+    max_event_kb: Annotated[int, Field(ge=1, le=10240)] = Field(
+        default=256, description="a larger event is sent as a thin 'changed' event with a pull URL")
+    feed_url: Annotated[str, Field(pattern=r"^https?://[^\s/@?#]+(/[^\s?#]*)?$")] | None = Field(
+        default=None, description="base URL of the /v1 feed the platform pulls (default the dashboard's)")
+    quota_mb: Annotated[float, Field(gt=0)] = Field(default=64, description="disk for events waiting per endpoint")
+
+
 class CapacitySettings(Model):
     horizon_days: Annotated[int, Field(ge=1, le=92)] = Field(default=14, description="days of capacity published")
     bucket: Literal["shift", "day"] = Field(default="shift", description="the feed's default granularity")
@@ -542,6 +566,7 @@ class CapacitySettings(Model):
         default=0, description="hours to get material for a new promise; it is planned after them")
     hold_ttl_s: Annotated[int, Field(ge=60, le=7 * 86400)] = Field(
         default=3600, description="how long a hold lasts when the request does not say")
+    push: PushSettings = PushSettings()
 
 
 class FactoryConfig(Model):
@@ -802,6 +827,17 @@ def _cross_check(cfg: FactoryConfig, resolve_secrets: bool) -> list[tuple[tuple[
             out.append((("capacity", "finished_goods", sku), sku,
                         "a SKU of the products: " + (", ".join(sorted(product_skus)) or "(none)")))
     unique([t.name for t in cfg.capacity.tokens], ("capacity", "tokens"), "name", "token name")
+    unique([e.name for e in cfg.capacity.push.endpoints], ("capacity", "push", "endpoints"), "name", "endpoint name")
+    for ei, endpoint in enumerate(cfg.capacity.push.endpoints):
+        at = ("capacity", "push", "endpoints", ei)
+        if not endpoint.secrets and not endpoint.secret_files:
+            out.append((at, endpoint.name, "secrets or secret_files: the key the platform verifies events with"))
+        for si, secret_ref in enumerate(endpoint.secrets):
+            if resolve_secrets and resolve_secret(secret_ref, None) is None:
+                out.append((at + ("secrets", si), str(secret_ref), f"environment variable {secret_ref[2:-1]} to be set"))
+        for si, path in enumerate(endpoint.secret_files):
+            if resolve_secrets and not (path.is_file() and os.access(path, os.R_OK)):
+                out.append((at + ("secret_files", si), str(path), "a readable file"))
     unique([u.name for u in cfg.dashboard.users], ("dashboard", "users"), "name", "user name")
     if cfg.live.mqtt is not None and cfg.live.mqtt not in mqtt_ids:
         out.append((("live", "mqtt"), cfg.live.mqtt, "the id of an MQTT source: " + ", ".join(sorted(mqtt_ids))))

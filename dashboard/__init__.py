@@ -10,12 +10,13 @@ import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-from flask import Flask
+from typing import TYPE_CHECKING, Any
 
 from agent.config import FactoryConfig, resolve_secret
 from agent.historian import Historian
+
+if TYPE_CHECKING:  # the capacity push and `shopfloor sync` import this package and never load Flask
+    from flask import Flask
 
 
 def wall_clock_ns() -> int:
@@ -38,16 +39,20 @@ def session_key(cfg: FactoryConfig, data_dir: Path) -> str:
 
 def create_app(cfg: FactoryConfig, data_dir: Path | None = None, historian: Historian | None = None,
                now_ns: Callable[[], int] = wall_clock_ns, start_live: bool = True,
-               test_config: dict[str, Any] | None = None, clock_speed: float = 1.0) -> Flask:
+               test_config: dict[str, Any] | None = None, clock_speed: float = 1.0,
+               feed_url: str | None = None) -> Flask:
     """The dashboard app for a factory config.
 
     `historian` defaults to the one the config names (the agent's SQLite file under `data_dir`, or InfluxDB);
     `now_ns` is the clock every board uses (the demo passes its simulated clock); `start_live=False` leaves the
-    MQTT live view and the board thread stopped (for tests of pages without a broker); `clock_speed` is how much
-    faster than real time that clock runs (a lag is judged in real seconds).
+    MQTT live view, the board thread and the capacity push stopped (for tests of pages without a broker);
+    `clock_speed` is how much faster than real time that clock runs (a lag is judged in real seconds);
+    `feed_url` is where the platform reaches this dashboard's /v1 feed (named in thin push events).
     """
+    from flask import Flask
+
     from agent.runner import open_historian
-    from dashboard import api, auth, boards, feed
+    from dashboard import api, auth, boards, feed, status
     from dashboard.c2m import CapacityService
     from dashboard.holds import HoldStore
     from dashboard.hub import BoardHub
@@ -66,21 +71,32 @@ def create_app(cfg: FactoryConfig, data_dir: Path | None = None, historian: Hist
     app.extensions["shopfloor"] = {"cfg": cfg, "historian": historian, "live": live, "hub": hub, "now_ns": now_ns,
                                    "streams": 0}
     holds = HoldStore(data_dir / "c2m-holds.sqlite3")
-    app.extensions["shopfloor"].update(holds=holds, capacity=CapacityService(cfg, historian, now_ns, holds))
+    capacity = CapacityService(cfg, historian, now_ns, holds)
+    push = None
+    if cfg.capacity.push.endpoints:
+        from dashboard.push import PushJob
+
+        push = PushJob(cfg, capacity, data_dir, feed_url, now_ns)
+    app.extensions["shopfloor"].update(holds=holds, capacity=capacity, push=push)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.register_blueprint(boards.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(feed.bp)
+    app.register_blueprint(status.bp)
     if start_live:
         live.start()
         hub.start()
+        if push is not None:
+            push.start()
     return app
 
 
 def shutdown(app: Flask) -> None:
     """Stop the live view and the board thread and close the historian."""
     ext = app.extensions["shopfloor"]
+    if ext.get("push") is not None:
+        ext["push"].stop()
     ext["hub"].stop()
     ext["live"].stop()
     ext["historian"].close()

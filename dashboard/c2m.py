@@ -319,7 +319,12 @@ class CapacityService:
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[int, list[LineBase]]] = {}
 
-    def bases(self, by: str) -> tuple[int, list[LineBase]]:
+    def bases(self, by: str, exact: bool = False) -> tuple[int, list[LineBase]]:
+        """(as of, what each line's capacity is computed from): as of the minute and kept for it, or with
+        `exact` as of now and not kept (the push, right after a significant change)."""
+        if exact:
+            now = self.now_ns()
+            return now, [line_base(self.cfg, self.historian, self.history, line, now, by) for line in self.cfg.lines]
         at = as_of(self.now_ns())
         with self._lock:
             kept = self._cache.get(by)
@@ -335,9 +340,9 @@ class CapacityService:
         return [Demand(h.line, h.id, "hold", h.sku, h.qty, h.pru_s, h.setup_s, h.not_before_ns)
                 for h in self.holds.active(at_ns)]
 
-    def snapshots(self, by: str) -> tuple[int, list[LineSnapshot]]:
+    def snapshots(self, by: str, exact: bool = False) -> tuple[int, list[LineSnapshot]]:
         """(as_of, one snapshot per line) at granularity `by`, with the holds active now."""
-        at, bases = self.bases(by)
+        at, bases = self.bases(by, exact)
         holds = self.hold_demands(max(at, self.now_ns()))
         return at, [line_snapshot(base, holds, at) for base in bases]
 

@@ -26,9 +26,10 @@ def serve(cfg: FactoryConfig, data_dir: Path | None = None, host: str | None = N
 
     from dashboard import create_app, shutdown, wall_clock_ns
 
-    app = create_app(cfg, data_dir=data_dir, now_ns=now_ns or wall_clock_ns, clock_speed=clock_speed)
     host = host or cfg.dashboard.host
     port = cfg.dashboard.port if port is None else port
+    app = create_app(cfg, data_dir=data_dir, now_ns=now_ns or wall_clock_ns, clock_speed=clock_speed,
+                     feed_url=f"http://{host}:{port}")
     try:
         server: Any = waitress.create_server(
             app, host=host, port=port, threads=cfg.dashboard.max_streams + REQUEST_THREADS,
