@@ -7,6 +7,7 @@ processes, prints where everything is, and stops all of it on Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import hashlib
 import os
@@ -41,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second")
     parser.add_argument("--mqtt", help="use this broker (mqtt://host:port) instead of starting one")
     parser.add_argument("--opcua-port", type=int, default=4840, help="PLC simulator port (default 4840)")
+    parser.add_argument("--platform-port", type=int, default=8090,
+                        help="simulated C2M platform port (default 8090; a free one when it is taken)")
     parser.add_argument("--historian", metavar="URL",
                         help="write to this InfluxDB instead of the embedded SQLite historian: "
                              "influxdb://[user@]host:port/database[?rp=POLICY] (1.x; password from "
@@ -101,7 +104,7 @@ def historian_from_url(url: str) -> dict[str, Any]:
 
 
 def demo_config(config: Path, data_dir: Path, mqtt_url: str, opcua_port: int, agent_port: int,
-                historian_url: str | None = None) -> Path:
+                historian_url: str | None = None, platform_url: str | None = None) -> Path:
     """A copy of the factory config pointed at the demo's broker, simulator, data dir and historian."""
     data: dict[str, Any] = yaml.safe_load(config.read_text(encoding="utf-8"))
     if historian_url:
@@ -129,6 +132,17 @@ def demo_config(config: Path, data_dir: Path, mqtt_url: str, opcua_port: int, ag
             token_file.chmod(0o600)
         digest = hashlib.sha256(token_file.read_text(encoding="utf-8").strip().encode("utf-8")).hexdigest()
         capacity["tokens"] = [{"name": "demo-platform", "sha256": digest}]
+    push = capacity.setdefault("push", {})
+    if platform_url and not push.get("endpoints"):
+        # the simulated platform verifies the pushed events with a key made for this demo
+        secret_file = data_dir / "platform-secret"
+        if not secret_file.exists():
+            secret_file.write_text("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode("ascii"),
+                                   encoding="utf-8")
+            secret_file.chmod(0o600)
+        push["endpoints"] = [{"name": "demo-platform", "url": f"{platform_url}/events",
+                              "secret_files": [str(secret_file)]}]
+        push.setdefault("interval_min", 1)
     out = data_dir / "demo-config.yaml"
     out.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
     load(out, resolve_secrets=False)  # the derived file must be as valid as the original
@@ -217,8 +231,11 @@ def run_demo(args: argparse.Namespace) -> int:
     opcua_port = args.opcua_port if _port_free(args.opcua_port) else _free_port()
     agent_port = args.agent_port if _port_free(args.agent_port) else _free_port()
     dashboard_port = args.port if _port_free(args.port) else _free_port()
+    platform_port = args.platform_port if _port_free(args.platform_port) else _free_port()
+    platform_url = f"http://127.0.0.1:{platform_port}"
     try:
-        cfg_path = demo_config(Path(args.config), data_dir, mqtt_url, opcua_port, agent_port, args.historian)
+        cfg_path = demo_config(Path(args.config), data_dir, mqtt_url, opcua_port, agent_port, args.historian,
+                               platform_url)
         cfg = load(cfg_path)
     except (ValueError, ConfigError) as exc:
         if broker is not None:
@@ -271,6 +288,13 @@ def run_demo(args: argparse.Namespace) -> int:
         spawn("line simulator", ["simulate", "line", "--config", str(cfg_path), "--mqtt", mqtt_url, *start,
                                  "--truth-file", str(data_dir / "line-truth.json")])
         spawn("dashboard", ["dashboard", "--config", str(cfg_path), "--port", str(dashboard_port), *sim_clock])
+        platform = any(e.name == "demo-platform" for e in cfg.capacity.push.endpoints)
+        if platform:
+            spawn("platform simulator", [
+                "simulate", "platform", "--port", str(platform_port),
+                "--secret-file", str(data_dir / "platform-secret"), "--feed", f"http://127.0.0.1:{dashboard_port}",
+                "--token-file", str(data_dir / "feed-token"), "--pull-every", "10",
+                "--state-file", str(data_dir / "platform-state.json")])
         print(
             "\nShopfloor demo is running:\n"
             f"  MQTT broker      {mqtt_url}{' (started by the demo)' if broker else ''}\n"
@@ -286,7 +310,9 @@ def run_demo(args: argparse.Namespace) -> int:
             f"  stop reasons     log in as {DEMO_USER} with the password in {data_dir / 'dashboard-password'}\n"
             + (f"  C2M feed token   in {data_dir / 'feed-token'}: curl -H \"Authorization: Bearer $(cat "
                f"{data_dir / 'feed-token'})\" http://127.0.0.1:{dashboard_port}/v1/capacity\n"
-               if any(t.name == "demo-platform" for t in cfg.capacity.tokens) else "") +
+               if any(t.name == "demo-platform" for t in cfg.capacity.tokens) else "")
+            + (f"  C2M platform     {platform_url}  (simulated: receives the signed capacity events, pulls the "
+               "feed, places holds)\n" if platform else "") +
             "Press Ctrl-C to stop everything.\n", flush=True)
         while not stop:
             for name, child in children:

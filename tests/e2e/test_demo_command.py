@@ -23,8 +23,10 @@ def rows(path, table):
 
 def test_demo_fills_the_historian_within_30s_and_stops_cleanly(tmp_path):
     agent_port, dashboard_port = free_port(), free_port()
+    platform_port = free_port()
     demo = Proc("demo", ["demo", "--data-dir", str(tmp_path / "demo"), "--agent-port", str(agent_port),
-                         "--opcua-port", str(free_port()), "--port", str(dashboard_port), "--speed", "60"], tmp_path)
+                         "--opcua-port", str(free_port()), "--port", str(dashboard_port), "--speed", "60",
+                         "--platform-port", str(platform_port)], tmp_path)
     demo.start(ready="Press Ctrl-C to stop everything.", timeout=30)
     try:
         historian = tmp_path / "demo" / "agent" / "historian.sqlite3"
@@ -50,6 +52,18 @@ def test_demo_fills_the_historian_within_30s_and_stops_cleanly(tmp_path):
             capacity = json.loads(r.read())
         assert [x["line"] for x in capacity["lines"]] == ["line-1", "line-2"]
         assert all(x["buckets"] and x["oee"]["basis"] == "configured" for x in capacity["lines"])
+        # the simulated platform the banner names receives verified capacity events and pulls the feed
+        assert f"C2M platform     http://127.0.0.1:{platform_port}" in out
+
+        def platform():
+            with urllib.request.urlopen(f"http://127.0.0.1:{platform_port}/state", timeout=5) as r:
+                return json.loads(r.read())
+
+        state = wait_until(lambda: (s := platform())["pulls"]["200"] >= 1 and len(s["lines"]) == 2 and s, 60,
+                           "the platform to hold both lines and to have pulled the feed")
+        assert not state["rejected"] and {held["version"] for held in state["lines"].values()} >= {1}
+        health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{dashboard_port}/healthz", timeout=5).read())
+        assert health["push"]["endpoints"][0]["delivered"] >= 2
     finally:
         code = demo.stop(signal.SIGINT, timeout=30)
     assert code == 0, demo.log()[-3000:]
