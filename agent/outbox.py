@@ -96,6 +96,10 @@ class Outbox:
         self._write = _connect(path)
         self._write.executescript(_SCHEMA)
         self._read = _connect(path)
+        # One thread at a time on the read connection: the drainer claims and settles on it while /healthz and
+        # /metrics read the outbox's age from HTTP threads; a read open on the connection when the settle
+        # begins its write transaction fails the settle with "database is locked".
+        self._reader = threading.Lock()
         self._lock = threading.Lock()  # guards the in-memory tallies below
         # Writers take this before BEGIN IMMEDIATE: waiting on a Python lock is immediate, while SQLite's busy
         # handler sleeps in steps of up to 100 ms and would stall the ingest and drain threads.
@@ -226,16 +230,18 @@ class Outbox:
         """The oldest batches not yet handed out, up to about `max_points` points (at least one batch)."""
         out: list[Batch] = []
         total = 0
-        rows = self._read.execute(
-            "SELECT id, oldest_ns, n_points FROM batch WHERE id > ? ORDER BY id LIMIT 200",
-            (self._claimed_up_to,)).fetchall()
+        with self._reader:
+            rows = self._read.execute(
+                "SELECT id, oldest_ns, n_points FROM batch WHERE id > ? ORDER BY id LIMIT 200",
+                (self._claimed_up_to,)).fetchall()
         for batch_id, oldest, n_points in rows:
             if out and total + n_points > max_points:
                 break
             with self._lock:
                 points = self._recent.get(batch_id)
             if points is None:
-                row = self._read.execute("SELECT body FROM batch WHERE id = ?", (batch_id,)).fetchone()
+                with self._reader:
+                    row = self._read.execute("SELECT body FROM batch WHERE id = ?", (batch_id,)).fetchone()
                 if row is None:  # dropped by the quota since the listing
                     continue
                 points = decode_points(row[0])
@@ -256,7 +262,7 @@ class Outbox:
             return
         conn = self._read
         marks = ",".join("?" * len(ids))
-        with self._tx:
+        with self._tx, self._reader:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 if rejected:
@@ -287,13 +293,15 @@ class Outbox:
 
     def oldest_ns(self) -> int | None:
         """When the oldest waiting batch was committed (the outbox's age, not the data's)."""
-        row = self._read.execute("SELECT MIN(created_ns) FROM batch").fetchone()
+        with self._reader:
+            row = self._read.execute("SELECT MIN(created_ns) FROM batch").fetchone()
         return row[0] if row else None
 
     def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
-        rows = self._read.execute(
-            "SELECT received_ns, source, topic, reason, payload, payload_bytes FROM dead_letter "
-            "ORDER BY id DESC LIMIT ?", (limit,))
+        with self._reader:
+            rows = self._read.execute(
+                "SELECT received_ns, source, topic, reason, payload, payload_bytes FROM dead_letter "
+                "ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
         return [{"received_ns": r[0], "source": r[1], "topic": r[2], "reason": r[3],
                  "payload": r[4], "payload_bytes": r[5]} for r in rows]
 

@@ -1,3 +1,7 @@
+import sqlite3
+import threading
+import time
+
 from agent.core.mapping import DeadLetter
 from agent.core.schema import Point
 from agent.outbox import Outbox
@@ -62,3 +66,40 @@ def test_batch_committed_after_settling_the_newest_is_still_claimed(tmp_path):
     box.settle(box.claim(10))  # the table is empty again
     box.enqueue(pts(1, 1))
     assert [p.fields["value"] for b in box.claim(10) for p in b.points] == [1]
+
+
+def test_health_reads_while_the_drainer_settles_never_fail_the_settle(tmp_path):
+    # /healthz and /metrics read the outbox's age from HTTP threads while the drainer settles and the ingest
+    # side commits: a settle must never meet "database is locked" (it stopped the agent once, mid-drain)
+    outbox = Outbox(tmp_path / "o.sqlite3", 10**9)
+    stop = threading.Event()
+    errors = []
+
+    def ingest():
+        while not stop.is_set():
+            outbox.enqueue(pts(50))
+
+    def inspect():
+        while not stop.is_set():
+            try:
+                outbox.oldest_ns()
+                outbox.dead_letters(5)
+            except sqlite3.Error as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=ingest), *(threading.Thread(target=inspect) for _ in range(3))]
+    for th in threads:
+        th.start()
+    settled = 0
+    deadline = time.monotonic() + 2.5
+    try:
+        while time.monotonic() < deadline:
+            batches = outbox.claim(500)
+            outbox.settle(batches)
+            settled += len(batches)
+    finally:
+        stop.set()
+        for th in threads:
+            th.join()
+    assert settled > 100 and errors == []
+    outbox.close()

@@ -115,7 +115,8 @@ def test_too_large_requests_are_split_until_the_server_takes_them(influx_server,
     d.send(counts(5000))
     d.wait_empty()
     statuses = [r.status for r in proxy.requests if r.path.startswith("/write")]
-    assert statuses[0] == 413 and statuses.count(204) >= 2
+    # (a heartbeat of the pipeline may be written first: it is small and taken)
+    assert 413 in statuses and statuses.count(204) >= 2
     assert all(r.body_len <= 4_000 for r in proxy.requests if r.status == 204)
     assert stored_total(historian) == 5000 and d.outbox.dead_letters() == []
 
