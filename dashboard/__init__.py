@@ -78,6 +78,8 @@ def create_app(cfg: FactoryConfig, data_dir: Path | None = None, historian: Hist
 
         push = PushJob(cfg, capacity, data_dir, feed_url, now_ns)
     app.extensions["shopfloor"].update(holds=holds, capacity=capacity, push=push)
+    if push is not None:
+        hub.platform = push.summary
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.register_blueprint(boards.bp)
     app.register_blueprint(api.bp)

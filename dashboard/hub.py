@@ -91,6 +91,8 @@ class BoardHub:
         self.rebuilds = 0
         self.history_reads = 0
         self.failing: str | None = None  # why the last rebuild failed, while it fails
+        # what the overview says of the capacity push (its last delivery to the platform); None: no push
+        self.platform: Callable[[], dict[str, Any] | None] = lambda: None
         live.on_change = self.live_changed
 
     @staticmethod
@@ -238,7 +240,8 @@ class BoardHub:
                 boards[line_id] = board.with_live(self.cfg, line, history, self.live, now_ns)
             built = {f"line/{k}": v for k, v in boards.items()}
             if "overview" in scopes:
-                built["overview"] = board.overview(self.cfg, [boards[ln.id] for ln in self.cfg.lines], now_ns)
+                built["overview"] = {**board.overview(self.cfg, [boards[ln.id] for ln in self.cfg.lines], now_ns),
+                                     "platform": self.platform()}
             self.rebuilds += 1
             if self.failing is not None and all("history_error" not in b for b in boards.values()):
                 log.info("boards: the historian answers again")

@@ -188,6 +188,12 @@ _PAIRS: dict[str, tuple[str, str]] = {
     "ov.shortages": ("缺料预警", "Shortage risk"),
     "ov.headcount": ("人员", "Staff"),
     "ov.open_line": ("打开产线看板", "Open the line board"),
+    "ov.platform": ("C2M 平台 {name}", "C2M platform {name}"),
+    "ov.platform_last": ("上次送达 {time}", "last delivery {time}"),
+    "ov.platform_never": ("尚未送达", "nothing delivered yet"),
+    "ov.platform_waiting": ("{n} 条待发送", "{n} waiting"),
+    "ov.platform_failing": ("发送失败，重试中", "failing, retrying"),
+    "ov.platform_disabled": ("已停用（平台答复 410）", "disabled (the platform answered 410)"),
     # --- machine detail charts
     "chart.timeline": ("状态时间线", "State timeline"),
     "chart.hourly": ("每小时产量与计划", "Output per hour vs plan"),

@@ -337,6 +337,15 @@ class PushJob:
             endpoint.outbox.close()
         self.http.clear()
 
+    def summary(self) -> dict[str, Any]:
+        """What the overview board shows: per endpoint, the last delivery, what waits and whether it fails."""
+        out = []
+        for e in self.endpoints:
+            s = e.state
+            out.append({"name": s.name, "queue": e.depth(), "failing": bool(s.last_error), "disabled": bool(s.disabled),
+                        "last_delivery_ms": None if s.last_delivery is None else int(s.last_delivery * 1000)})
+        return {"endpoints": out}
+
     def health(self) -> dict[str, Any]:
         out = []
         for e in self.endpoints:

@@ -975,7 +975,23 @@
       card.append(el("h2", "card-title", line.name));
       return card;
     }, updateCard);
+    renderPlatform(board.platform);
     tick();
+  }
+
+  /** The capacity push's last delivery to the C2M platform, per endpoint (hidden without a push). */
+  function renderPlatform(platform) {
+    const node = byId("platform-status");
+    if (!node) return;
+    const endpoints = (platform && platform.endpoints) || [];
+    show(node, endpoints.length > 0);
+    setText(node, endpoints.map((e) => [
+      t("ov.platform", { name: e.name }),
+      isNum(e.last_delivery_ms) ? t("ov.platform_last", { time: fmt.dayTime(e.last_delivery_ms) }) : t("ov.platform_never"),
+      e.queue > 0 ? t("ov.platform_waiting", { n: fmt.num(e.queue) }) : "",
+      e.disabled ? t("ov.platform_disabled") : e.failing ? t("ov.platform_failing") : "",
+    ].filter(Boolean).join(" · ")).join("   "));
+    node.classList.toggle("alert", endpoints.some((e) => e.disabled || e.failing));
   }
 
   // --- kiosk (TV) ------------------------------------------------------------------------------------------

@@ -64,6 +64,9 @@ def test_demo_fills_the_historian_within_30s_and_stops_cleanly(tmp_path):
         assert not state["rejected"] and {held["version"] for held in state["lines"].values()} >= {1}
         health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{dashboard_port}/healthz", timeout=5).read())
         assert health["push"]["endpoints"][0]["delivered"] >= 2
+        # the overview board says when the platform last got an event
+        wait_until(lambda: overview()["platform"]["endpoints"][0]["last_delivery_ms"], 30,
+                   "the overview to show the last delivery")
     finally:
         code = demo.stop(signal.SIGINT, timeout=30)
     assert code == 0, demo.log()[-3000:]
