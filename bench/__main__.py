@@ -11,7 +11,8 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
-from bench import dashboard, influx, report, scenarios
+from bench import capacity, dashboard, influx, report, scenarios
+from bench.capacity import CapacityOptions
 from bench.dashboard import DashboardOptions
 from bench.influx import InfluxOptions
 from bench.scenarios import Options
@@ -22,8 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true",
                         help="short runs: a smoke check in about 2 minutes (2 more for the InfluxDB scenarios, "
                              "2-3 more for the dashboard)")
-    parser.add_argument("--only", choices=("mqtt", "opcua", "influx", "dashboard"),
-                        help="run only the MQTT, the OPC UA, the InfluxDB or the dashboard scenarios")
+    parser.add_argument("--only", choices=("mqtt", "opcua", "influx", "dashboard", "capacity"),
+                        help="run only the MQTT, the OPC UA, the InfluxDB, the dashboard or the C2M capacity "
+                             "scenarios")
     parser.add_argument("--seconds", type=float, metavar="N",
                         help="length of each measurement (default 25 s; the MQTT latency run 15 s)")
     parser.add_argument("--hold-seconds", type=float, metavar="N",
@@ -115,6 +117,12 @@ def plan(args: argparse.Namespace, opts: Options,
         dopts = dashboard_options(args)
         steps.append((f"dashboard: PLC change -> DOM latency, {dopts.streams} streams held {dopts.hold_s:.0f} s, "
                       f"board API under load", lambda: _dashboard_step(dopts)))
+    if args.only in (None, "capacity"):
+        copts = CapacityOptions(keep=args.keep)
+        if args.quick:
+            copts.truth_days, copts.truth_warmup_days, copts.changes, copts.feed_s = 5, 2, 4, 5.0
+        steps.append((f"C2M: capacity model, line down -> verified event, feed under {copts.feed_clients} clients, "
+                      f"capacity truth over {copts.truth_days} simulated days", lambda: capacity.run(copts)))
     return steps
 
 
@@ -161,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(report.table(results))
     for line in report.dashboard_tables(results):
         print(line)
+    for line in report.capacity_lines(results):
+        print(f"- {line}")
     if report.query_rows(results):
         print()
         print(report.query_table(results))

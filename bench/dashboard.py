@@ -163,11 +163,14 @@ def system_config(path: Path, broker_url: str, opcua_port: int, agent_port: int,
     return path
 
 
-def _start(ws: Workspace) -> _System:
+def _start(ws: Workspace, prepare: Callable[[Path], None] | None = None) -> _System:
+    """The whole system on free ports; `prepare` may change its config file before anything starts."""
     broker = ws.broker()
     opcua_port, agent_port, port = free_port(), free_port(), free_port()
     endpoint = f"opc.tcp://127.0.0.1:{opcua_port}/shopfloor/plc"
     config = system_config(ws.dir / "factory.yaml", broker.url, opcua_port, agent_port, ws.dir / "agent")
+    if prepare is not None:
+        prepare(config)
     data = yaml.safe_load(config.read_text(encoding="utf-8"))
     machines = [m["id"] for ln in data["lines"] if ln["id"] == LINE for m in ln["machines"]]
     system = _System(ws, broker, config, data["site"]["id"], machines, endpoint, agent_port, port)

@@ -518,6 +518,24 @@ def _end(marker: str) -> str:
     return END if marker == "results" else f"<!-- bench:{marker}:end -->"
 
 
+def capacity_lines(results: list[dict[str, Any]]) -> list[str]:
+    from bench.capacity import summary
+
+    return [line for r in results if r.get("scenario") == "capacity" for line in summary(r)]
+
+
+def _capacity_section(results: list[dict[str, Any]], info: dict[str, Any], argv: list[str],
+                      when: datetime) -> list[str]:
+    from bench.capacity import __doc__ as method
+
+    return [_start("capacity"), "", f"## C2M results ({when.strftime('%Y-%m-%d %H:%M')} UTC)", "",
+            (method or "").split("\n\n", 1)[1].strip(), "",
+            f"Command: `python -m bench{''.join(' ' + a for a in argv)}`", "",
+            f"Machine: {info['cpu']}, {info['cores']} cores, {info['ram_gb']} GB RAM; {info['os']}; "
+            f"Python {info['python']}.", "",
+            *(f"- {line}" for line in capacity_lines(results)), "", _end("capacity")]
+
+
 def record(results: list[dict[str, Any]], info: dict[str, Any], argv: list[str], when: datetime) -> Path:
     """Rewrite the results sections of docs/benchmarks.md that this run has figures for (the agent's MQTT and
     OPC UA scenarios; the InfluxDB ones; the dashboard's), creating the file with its intro if missing. A run
@@ -526,11 +544,13 @@ def record(results: list[dict[str, Any]], info: dict[str, Any], argv: list[str],
     agent = agent_results(results)
     groups = [("results", "Results", [r for r in agent if not r.get("scenario", "").startswith("influx")]),
               ("influx", "InfluxDB results", [r for r in agent if r.get("scenario", "").startswith("influx")]),
-              ("dashboard", "Dashboard results", dashboard_results(results))]
+              ("dashboard", "Dashboard results", dashboard_results(results)),
+              ("capacity", "C2M results", [r for r in results if r.get("scenario") == "capacity"])]
     for marker, title, group in groups:
         if not group:
             continue
         lines = (_dashboard_section(group, info, argv, when) if marker == "dashboard"
+                 else _capacity_section(group, info, argv, when) if marker == "capacity"
                  else _section(marker, title, group, info, argv, when))
         section = "\n".join(lines)
         head_marker = _start(marker).split(" (")[0]  # "<!-- bench:<marker>:start", without the note after it

@@ -59,6 +59,8 @@ class ShiftRecord:
     pbt_s: float
     coverage: float | None
     oee: float | None
+    planned_s: float  # the calendar's planned busy time: the shift minus its breaks
+    realized: float | None  # ideal time of the good units over planned_s: the OEE capacity is planned with
     good: dict[str, int]  # per SKU
     produced: dict[str, int]  # per SKU
     fault_s: dict[str, float]  # per machine of the line: FAULT time
@@ -98,18 +100,23 @@ class ShiftHistory:
                     with self._lock:
                         self._kept[(line.id, key)] = record
             rows.append({"key": key, "start_ns": record.start_ns, "pbt_s": record.pbt_s,
-                         "coverage": record.coverage, "oee": record.oee, "good": sum(record.good.values()),
+                         "coverage": record.coverage, "oee": record.oee, "realized": record.realized,
+                         "good": sum(record.good.values()),
                          "produced": sum(record.produced.values()), "record": record})
-        return pd.DataFrame(rows, columns=["key", "start_ns", "pbt_s", "coverage", "oee", "good", "produced",
-                                           "record"])
+        return pd.DataFrame(rows, columns=["key", "start_ns", "pbt_s", "coverage", "oee", "realized", "good",
+                                           "produced", "record"])
 
     def _read(self, line: Line, window: ShiftWindow, key: str) -> ShiftRecord:
         kpis = queries.line_shift_oee(self.historian, self.cfg, line.id, window)
         last = kpis[-1] if kpis else None
+        planned = window.seconds - sum(b - a for a, b in window.breaks) / NS
+        pru = queries.ideal_cycles(self.cfg, line.id)
+        good_ideal = sum(s.good * pru.get(s.sku, 0.0) for s in last.by_sku) if last else 0.0
         return ShiftRecord(
             line=line.id, key=key, start_ns=window.start_ns, end_ns=window.end_ns,
             pbt_s=last.pbt_s if last else 0.0, coverage=last.coverage if last else None,
-            oee=last.oee if last else None,
+            oee=last.oee if last else None, planned_s=planned,
+            realized=good_ideal / planned if planned > 0 and last else None,
             good={s.sku: s.good for s in last.by_sku} if last else {},
             produced={s.sku: s.produced for s in last.by_sku} if last else {},
             fault_s={k.machine: k.state_s.get("FAULT", 0.0) for k in kpis},
@@ -117,13 +124,16 @@ class ShiftHistory:
 
 
 def oee_basis(cfg: FactoryConfig, history: pd.DataFrame) -> OeeBasis:
-    """The trailing median OEE of the finished shifts whose data covers them, or the configured efficiency when
-    there are fewer than `capacity.min_shifts` of them (a cold start); never a blend of the two."""
-    usable = history[(history["coverage"].fillna(0) >= MIN_COVERAGE) & history["oee"].notna()
+    """The OEE a line's capacity is planned with: the median, over the finished shifts whose data covers at least
+    90 % of their busy time, of the ideal time of the good units made over the calendar's planned busy time (the
+    shift minus its breaks: the same PBT the capacity applies it to, so changeovers, waiting for orders and
+    every other loss count as they will in the promise). With fewer than `capacity.min_shifts` such shifts, a
+    cold start: the configured efficiency. Never a blend of the two."""
+    usable = history[(history["coverage"].fillna(0) >= MIN_COVERAGE) & history["realized"].notna()
                      & (history["pbt_s"] > 0)] if len(history) else history
     if len(usable) < cfg.capacity.min_shifts:
         return OeeBasis(cfg.capacity.cold_start_oee, "configured", len(usable))
-    return OeeBasis(float(usable["oee"].astype(float).median()), "trailing_median", len(usable))
+    return OeeBasis(float(usable["realized"].astype(float).median()), "trailing_median", len(usable))
 
 
 def first_pass_yield(history: pd.DataFrame) -> dict[str, float | None]:
@@ -155,15 +165,17 @@ def skus_of(cfg: FactoryConfig, line: str) -> dict[str, tuple[float, float]]:
 
 
 def open_orders(cfg: FactoryConfig, historian: Historian, line: Line, now_ns: int) -> list[Demand]:
-    """The order running on the line: its remaining quantity at its SKU's ideal cycle time (its setup is done)."""
+    """The order running on the line: its remaining quantity at its SKU's ideal cycle time, plus what is left of
+    its changeover (the SKU's setup from the order's start) while the line's last machine has made none of it."""
     order = queries.running_order(historian, line.id, now_ns)
     if order is None or not line.machines:
         return []
     skus = skus_of(cfg, line.id)
-    pru = skus.get(order["sku"], (0.0, 0.0))[0]
+    pru, setup = skus.get(order["sku"], (0.0, 0.0))
     made = queries.counts_since(historian, line.id, order["start_ns"], now_ns + 1).get(line.machines[-1].id, {})
     left = max(0, int(order["target_qty"] or 0) - made.get("good", 0))
-    return [Demand(line.id, order["order_id"], "order", order["sku"], left, pru)]
+    setup_left = max(0.0, setup - (now_ns - order["start_ns"]) / NS) if not made.get("good") else 0.0
+    return [Demand(line.id, order["order_id"], "order", order["sku"], left, pru, setup_left)]
 
 
 def constraints_now(cfg: FactoryConfig, historian: Historian, line: Line, now_ns: int,

@@ -161,9 +161,9 @@ def test_bad_orders_span_and_unknown_paths_get_problems(feed_app, get):
 
 
 def test_the_oee_is_the_median_of_the_finished_shifts_with_data(feed_app, get):
-    # line 1's packer (its last machine) ran KT-100 through the day shifts of Thursday to Saturday at 50 %, 80 %
-    # and 70 % of its ideal rate over the 12 hours (it ran through the breaks, so they are busy time), with 100
-    # rejects a shift; the nights were planned stops
+    # line 1's packer (its last machine) made KT-100 in the day shifts of Thursday to Saturday: good units worth
+    # 50 %, 80 % and 70 % of the shifts' planned busy time (12 h less the 1 h of breaks) at the ideal cycle, with
+    # 100 rejects a shift; the nights were planned stops
     from datetime import date
 
     from tests.kpi.test_oee_golden import at
@@ -172,7 +172,7 @@ def test_the_oee_is_the_median_of_the_finished_shifts_with_data(feed_app, get):
     points = [Point("order_event", {**SITE, "line": "line-1", "event": "start"},
                     {"order_id": "PO-0", "sku": "KT-100", "target_qty": 99999}, at(date(2026, 11, 19), "07:00"))]
     for day, share in ((19, 0.5), (20, 0.8), (21, 0.7)):
-        good = int(share * 43200 / 6)
+        good = int(share * 39600 / 6)
         points += [
             Point("machine_state", tags, {"state": "RUNNING", "raw": "r"}, at(date(2026, 11, day), "08:00")),
             Point("machine_state", tags, {"state": "PLANNED_STOP", "raw": "r"}, at(date(2026, 11, day), "20:00")),
@@ -184,8 +184,8 @@ def test_the_oee_is_the_median_of_the_finished_shifts_with_data(feed_app, get):
     historian.write(points)
     one = line(get("/v1/capacity?line=line-1").get_json(), "line-1")
     assert (one["oee"]["basis"], one["oee"]["shifts"]) == ("trailing_median", 3)
-    assert one["oee"]["value"] == pytest.approx(0.7, abs=1e-3)  # Saturday's, the middle of 0.5, 0.7 and 0.8
-    made = sum(int(s * 43200 / 6) for s in (0.5, 0.8, 0.7))
+    assert one["oee"]["value"] == 0.7  # Saturday's, the middle of 0.5, 0.7 and 0.8
+    made = sum(int(s * 39600 / 6) for s in (0.5, 0.8, 0.7))
     assert one["first_pass_yield"]["KT-100"] == round(made / (made + 300), 4)
     night = one["buckets"][1]
-    assert night["total_s"] == pytest.approx(one["oee"]["value"] * 39600, rel=1e-4)  # the value is rounded
+    assert night["total_s"] == pytest.approx(0.7 * 39600)
