@@ -181,7 +181,18 @@ def measure(days: int = 21, warmup_days: int = 7, seed: int = 1, step_s: int = 3
                       if with_promise else None),
         "times_met": (sum(o["done_ns"] <= o["promised_ns"] for o in with_promise) / len(with_promise)
                       if with_promise else None),
+        # how much earlier than promised the orders finished, in minutes (negative: late)
+        "margin_min": _quartiles([(o["promised_ns"] - o["done_ns"]) / NS / 60 for o in with_promise]),
+        "duration_min": _quartiles([(o["done_ns"] - o["start_ns"]) / NS / 60 for o in with_promise]),
     }
+
+
+def _quartiles(values: list[float]) -> dict[str, float] | None:
+    if len(values) < 4:
+        return None
+    q = statistics.quantiles(values, n=4)
+    return {"min": round(min(values), 1), "q1": round(q[0], 1), "median": round(q[1], 1), "q3": round(q[2], 1),
+            "max": round(max(values), 1)}
 
 
 if __name__ == "__main__":

@@ -184,7 +184,8 @@ def constraints_now(cfg: FactoryConfig, historian: Historian, line: Line, now_ns
     - a machine in FAULT now stops the line until its expected repair: the fault's start plus the machine's
       mean time to repair; a fault already longer than that is expected to last another half of it from now;
     - stations short of operators against plan lose their share of the line until the shift ends;
-    - a material that runs out at the current rate stops the line from then to the end of the shift."""
+    - a material that runs out at the current rate, with no material call open for it, stops the line from then
+      to the end of the shift."""
     out: list[Constraint] = []
     window, on = board.current_shift(cfg, now_ns)
     shift_end = window.end_ns if window is not None and on else now_ns
@@ -202,8 +203,9 @@ def constraints_now(cfg: FactoryConfig, historian: Historian, line: Line, now_ns
     if shift_end > now_ns and heads["planned"] > 0 and heads["present"] < heads["planned"]:
         out.append(Constraint(line.id, "operators_missing", now_ns, shift_end,
                               (heads["planned"] - heads["present"]) / heads["planned"]))
+    called = {c["material"] for c in current["materials"]["calls"]}  # a delivery is on its way
     short = [i["minutes_to_shortage"] for i in current["materials"]["items"]
-             if i["in_bom"] and i["minutes_to_shortage"] is not None]
+             if i["in_bom"] and i["minutes_to_shortage"] is not None and i["id"] not in called]
     if short and shift_end > now_ns:
         at = now_ns + int(min(short) * 60 * NS)
         if at < shift_end:

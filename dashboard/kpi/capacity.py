@@ -101,15 +101,6 @@ class BucketCapacity:
     committed: tuple[tuple[str, float], ...] = ()  # (ref, seconds) booked into this bucket
     work: tuple[tuple[int, int], ...] = ()  # the bucket's working time from now on
 
-    def time_at(self, work_s: float) -> int | None:
-        """The moment `work_s` seconds of the bucket's working time have passed; None beyond its end."""
-        left = work_s * NS
-        for a, b in self.work:
-            if left <= b - a:
-                return a + int(left)
-            left -= b - a
-        return None
-
     @property
     def unattainable_total_s(self) -> float:
         return sum(self.unattainable_s.values())
@@ -121,18 +112,39 @@ class LineCapacity:
     buckets: list[BucketCapacity] = field(default_factory=list)
     overbooked_s: float = 0.0  # demand that did not fit in the horizon
     unbooked: tuple[tuple[str, float], ...] = ()  # (ref, seconds) of that demand
+    constraints: tuple[Constraint, ...] = ()  # the line's known losses
+
+    def finish_ns(self, b: BucketCapacity, work_s: float, start_ns: int = 0) -> int:
+        """The moment `work_s` seconds of work at the ideal rate are done in bucket `b`, working from the start
+        of its working time (or `start_ns`) at the line's OEE, slowed by the constraints in force (a share lost
+        while each lasts); the end of the bucket's working time when it is not reached."""
+        left = work_s * NS
+        for a, e in b.work:
+            a = max(a, start_ns)
+            if e <= a:
+                continue
+            edges = sorted({a, e, *(t for c in self.constraints for t in (c.start_ns, c.end_ns) if a < t < e)})
+            for x, y in zip(edges, edges[1:], strict=False):
+                lost = min(1.0, sum(max(0.0, min(1.0, c.share)) for c in self.constraints
+                                    if c.start_ns <= x and c.end_ns >= y))
+                rate = b.oee * (1.0 - lost)
+                if rate <= 0:
+                    continue
+                if left <= rate * (y - x):
+                    return x + int(left / rate)
+                left -= rate * (y - x)
+        return b.work[-1][1] if b.work else b.end_ns
 
     def completion_ns(self, ref: str) -> int | None:
-        """When demand `ref` is expected to be done: in the last bucket it is booked into, once the working time
-        its booking, what was booked before it and the bucket's unattainable time take at the line's OEE have
-        passed. None when it does not fit in the horizon (or is not booked)."""
+        """When demand `ref` is expected to be done: in the last bucket it is booked into, once its booking and
+        what was booked before it there are made (`finish_ns`). None when it does not fit in the horizon (or is
+        not booked)."""
         if any(r == ref for r, _ in self.unbooked):
             return None
         for b in reversed(self.buckets):
             refs = [r for r, _ in b.committed]
             if ref in refs and b.oee > 0:
-                upto = sum(s for _, s in b.committed[:refs.index(ref) + 1]) + b.unattainable_total_s
-                return b.time_at(upto / b.oee) or (b.work[-1][1] if b.work else b.end_ns)
+                return self.finish_ns(b, sum(s for _, s in b.committed[:refs.index(ref) + 1]))
         return None
 
 
@@ -225,6 +237,7 @@ def line_capacity(line: str, buckets: Sequence[Bucket], basis: OeeBasis, demands
                for sku, (pru, setup) in sorted(skus.items())}
         out.buckets.append(BucketCapacity(line, b.key, b.start_ns, b.end_ns, pbt, oee, basis.basis, total, committed,
                                           unattainable, available, qty, tuple(booked), work))
+    out.constraints = tuple(mine)
     out.overbooked_s = sum(left for _, left, _ in queue)
     out.unbooked = tuple((ref, left) for ref, left, _ in queue)
     return out
@@ -281,7 +294,7 @@ def promise(capacities: Sequence[LineCapacity], skus: dict[str, dict[str, tuple[
             steps.append((b, take))
             need -= take
             if need <= 1e-9:
-                done = b.time_at((b.total_s - b.available_s + take) / b.oee) or b.end_ns
+                done = max(cap.finish_ns(b, b.committed_s + take), cap.finish_ns(b, take, earliest_ns))
         if done is None or (best.completion_ns is not None and done >= best.completion_ns):
             continue
         plan: list[PlanStep] = []

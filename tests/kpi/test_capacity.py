@@ -132,3 +132,17 @@ def test_total_is_committed_plus_available_plus_unattainable_in_every_bucket(
         assert b.total_s == pytest.approx(b.committed_s + b.available_s + b.unattainable_total_s, abs=1e-6)
         assert all(q >= 0 for q in b.available_qty.values())
     assert sum(b.committed_s for b in cap.buckets) + cap.overbooked_s == pytest.approx(asked, abs=1e-6)
+
+
+def test_an_order_finishes_later_while_a_constraint_slows_the_line():
+    # from 08:00 at 60 %: 3 operators of 5 missing (share 0.6) until 10:00, so 0.24 of the ideal rate;
+    # an order of 1,500 units at 6 s (9,000 s of work) and no setup:
+    #   08:00-10:00 makes 0.24 x 7,200 = 1,728 s; the remaining 7,272 s at 0.6 take 12,120 s from 10:00,
+    #   and the 12:00-12:45 lunch falls in them: 10:00 + 12,120 s + 45 min = 14:07:00
+    short = Constraint("line-1", "operators_missing", at(MON, "08:00"), at(MON, "10:00"), 0.6)
+    order = Demand("line-1", "PO-1", "order", "KT-100", 1500, 6.0)
+    cap = line_capacity("line-1", day_buckets(), COLD, [order], [short], SKUS, at(MON, "08:00"))
+    assert cap.completion_ns("PO-1") == at(MON, "14:07")
+    # without the constraint: 9,000 s at 0.6 = 15,000 s from 08:00, plus lunch: 12:55
+    free = line_capacity("line-1", day_buckets(), COLD, [order], [], SKUS, at(MON, "08:00"))
+    assert free.completion_ns("PO-1") == at(MON, "12:55")
