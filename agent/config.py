@@ -564,6 +564,8 @@ class CapacitySettings(Model):
         default=0, description="a promise is not planned into the next hours: the plan there is fixed")
     material_lead_time_h: Annotated[float, Field(ge=0, le=2160)] = Field(
         default=0, description="hours to get material for a new promise; it is planned after them")
+    constraint_horizon_min: Annotated[float, Field(gt=0, le=1440)] = Field(
+        default=60, description="operators missing and material running short are expected to last this long")
     hold_ttl_s: Annotated[int, Field(ge=60, le=7 * 86400)] = Field(
         default=3600, description="how long a hold lasts when the request does not say")
     push: PushSettings = PushSettings()

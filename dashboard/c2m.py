@@ -33,6 +33,8 @@ from dashboard.kpi.capacity import (
 )
 from dashboard.kpi.shifts import NS, ShiftWindow, shift_windows
 
+# Operators badge in over the first minutes of a shift: staffing is not judged before this.
+BADGE_IN_S = 15 * 60
 # A finished shift counts towards a line's OEE only when its data covers this share of its planned busy time.
 MIN_COVERAGE = 0.9
 # The repair of a machine down now is expected this long after its fault began when its history has no repair.
@@ -183,12 +185,16 @@ def constraints_now(cfg: FactoryConfig, historian: Historian, line: Line, now_ns
     """Known losses of capacity from `current` (the line's board history, dashboard/board.py):
     - a machine in FAULT now stops the line until its expected repair: the fault's start plus the machine's
       mean time to repair; a fault already longer than that is expected to last another half of it from now;
-    - stations short of operators against plan lose their share of the line until the shift ends;
-    - a material that runs out at the current rate, with no material call open for it, stops the line from then
-      to the end of the shift."""
+    - stations short of operators against plan lose their share of the line for the next
+      `capacity.constraint_horizon_min` (not in a break, nor in a shift's first 15 minutes, while people
+      badge in);
+    - a material of the running SKU that runs out within that horizon at the current rate, with no material
+      call open for it, stops the line from then to the end of the horizon.
+    Every constraint ends with the shift at the latest."""
     out: list[Constraint] = []
     window, on = board.current_shift(cfg, now_ns)
     shift_end = window.end_ns if window is not None and on else now_ns
+    horizon_end = min(shift_end, now_ns + int(cfg.capacity.constraint_horizon_min * 60 * NS))
     for machine in line.machines:
         state = (current["machines"].get(machine.id) or {}).get("current") or {}
         if state.get("state") != "FAULT":
@@ -200,16 +206,18 @@ def constraints_now(cfg: FactoryConfig, historian: Historian, line: Line, now_ns
             end = now_ns + int(mttr * NS / 2)
         out.append(Constraint(line.id, "machine_down", now_ns, end, 1.0))
     heads = current["people"]["headcount"]
-    if shift_end > now_ns and heads["planned"] > 0 and heads["present"] < heads["planned"]:
-        out.append(Constraint(line.id, "operators_missing", now_ns, shift_end,
+    settled = window is not None and on and now_ns >= window.start_ns + BADGE_IN_S * NS \
+        and not any(a <= now_ns < b for a, b in window.breaks)
+    if settled and horizon_end > now_ns and heads["planned"] > 0 and heads["present"] < heads["planned"]:
+        out.append(Constraint(line.id, "operators_missing", now_ns, horizon_end,
                               (heads["planned"] - heads["present"]) / heads["planned"]))
     called = {c["material"] for c in current["materials"]["calls"]}  # a delivery is on its way
     short = [i["minutes_to_shortage"] for i in current["materials"]["items"]
              if i["in_bom"] and i["minutes_to_shortage"] is not None and i["id"] not in called]
-    if short and shift_end > now_ns:
+    if short:
         at = now_ns + int(min(short) * 60 * NS)
-        if at < shift_end:
-            out.append(Constraint(line.id, "material_short", at, shift_end, 1.0))
+        if at < horizon_end:
+            out.append(Constraint(line.id, "material_short", at, horizon_end, 1.0))
     return out
 
 

@@ -7,8 +7,8 @@ Time model, per bucket of a line:
 - Total = OEE x PBT: the time the line can be expected to spend producing at its ideal rate, with OEE the
   line's trailing median (or a configured efficiency on a cold start: `OeeBasis.basis` says which);
 - Unattainable = what known constraints take, by reason: a machine down (until its expected repair), operators
-  missing against plan, material short; each constraint takes `share` x OEE x its overlap with the working
-  time, and together they take at most Total;
+  missing against plan, material short; at each moment the constraints in force take their shares together
+  (at most the whole line), each in turn taking its share of what is left, at the line's OEE;
 - Committed = open orders (the setup still to come + remaining quantity x ideal cycle time PRU) and active holds
   (the same for a held quantity), booked first come first served into the earliest buckets, each bucket up to
   Total - Unattainable; what does not fit in the horizon is `overbooked_s`;
@@ -119,20 +119,14 @@ class LineCapacity:
         of its working time (or `start_ns`) at the line's OEE, slowed by the constraints in force (a share lost
         while each lasts); the end of the bucket's working time when it is not reached."""
         left = work_s * NS
-        for a, e in b.work:
-            a = max(a, start_ns)
-            if e <= a:
+        work = [(max(a, start_ns), e) for a, e in b.work if e > max(a, start_ns)]
+        for x, y, lost, _ in _slices(work, self.constraints):
+            rate = b.oee * (1.0 - lost)
+            if rate <= 0:
                 continue
-            edges = sorted({a, e, *(t for c in self.constraints for t in (c.start_ns, c.end_ns) if a < t < e)})
-            for x, y in zip(edges, edges[1:], strict=False):
-                lost = min(1.0, sum(max(0.0, min(1.0, c.share)) for c in self.constraints
-                                    if c.start_ns <= x and c.end_ns >= y))
-                rate = b.oee * (1.0 - lost)
-                if rate <= 0:
-                    continue
-                if left <= rate * (y - x):
-                    return x + int(left / rate)
-                left -= rate * (y - x)
+            if left <= rate * (y - x):
+                return x + int(left / rate)
+            left -= rate * (y - x)
         return b.work[-1][1] if b.work else b.end_ns
 
     def completion_ns(self, ref: str) -> int | None:
@@ -195,6 +189,33 @@ def _overlap_s(work: Sequence[tuple[int, int]], start_ns: int, end_ns: int) -> f
     return sum(max(0, min(b, end_ns) - max(a, start_ns)) for a, b in work) / NS
 
 
+def _slices(work: Sequence[tuple[int, int]], constraints: Sequence[Constraint]) -> list[tuple[int, int, float,
+                                                                                              list[Constraint]]]:
+    """The working time cut at every constraint's start and end: (start, end, share lost, constraints in force)
+    per slice, the share lost being the constraints' shares together, at most 1."""
+    out = []
+    for a, e in work:
+        edges = sorted({a, e, *(t for c in constraints for t in (c.start_ns, c.end_ns) if a < t < e)})
+        for x, y in zip(edges, edges[1:], strict=False):
+            active = [c for c in constraints if c.start_ns <= x and c.end_ns >= y]
+            out.append((x, y, min(1.0, sum(max(0.0, min(1.0, c.share)) for c in active)), active))
+    return out
+
+
+def _losses(work: Sequence[tuple[int, int]], constraints: Sequence[Constraint], oee: float) -> dict[str, float]:
+    """What the constraints take of the working time at `oee`, by reason: in each slice their shares together
+    (at most the whole line), each constraint in turn taking its share of what is left."""
+    out: dict[str, float] = {}
+    for x, y, _, active in _slices(work, constraints):
+        left = 1.0
+        for c in active:
+            take = min(left, max(0.0, min(1.0, c.share)))
+            if take > 0:
+                out[c.reason] = out.get(c.reason, 0.0) + take * oee * (y - x) / NS
+                left -= take
+    return out
+
+
 def line_capacity(line: str, buckets: Sequence[Bucket], basis: OeeBasis, demands: Sequence[Demand],
                   constraints: Sequence[Constraint], skus: dict[str, tuple[float, float]],
                   now_ns: int) -> LineCapacity:
@@ -210,13 +231,8 @@ def line_capacity(line: str, buckets: Sequence[Bucket], basis: OeeBasis, demands
         work = tuple((max(a, now_ns), e) for a, e in b.work if e > now_ns)
         pbt = sum(e - a for a, e in work) / NS
         total = oee * pbt
-        unattainable: dict[str, float] = {}
-        room = total
-        for c in mine:
-            lost = min(room, max(0.0, min(1.0, c.share)) * oee * _overlap_s(work, c.start_ns, c.end_ns))
-            if lost > 0:
-                unattainable[c.reason] = unattainable.get(c.reason, 0.0) + lost
-                room -= lost
+        unattainable = _losses(work, mine, oee)
+        room = max(0.0, total - sum(unattainable.values()))
         booked: list[tuple[str, float]] = []
         work_start = work[0][0] if work else b.end_ns
         waiting: list[tuple[str, float, int]] = []

@@ -68,20 +68,25 @@ def test_capacity_of_a_cold_start_worked_out_by_hand(get):
     day, night, tuesday = one["buckets"][:3]
     # Monday day shift from 10:00: 10 h to 20:00 minus the 12:00 and 16:00 breaks (1 h) = 9 h
     assert (day["key"], day["pbt_s"], day["total_s"]) == ("2026-11-23/day", 32400.0, 19440.0)
-    # 2 of the 5 planned operators are in: 3/5 of the line's time is lost for the rest of the shift;
-    # resin-pp (84 kg at 0.42 kg a unit, 10 units a minute) runs out at 10:20 and stops the line for the rest
+    # 2 of the 5 planned operators are in: 3/5 of the line is lost for the next hour; resin-pp (84 kg at 0.42 kg
+    # a unit, 10 units a minute, no call open) runs out at 10:20 and stops the line to the end of that hour
     assert one["constraints"] == [
-        {"reason": "operators_missing", "from": "2026-11-23T02:00:00Z", "to": "2026-11-23T12:00:00Z", "share": 0.6},
-        {"reason": "material_short", "from": "2026-11-23T02:20:00Z", "to": "2026-11-23T12:00:00Z", "share": 1.0}]
-    assert day["unattainable_s"] == {"operators_missing": 11664.0, "material_short": 7776.0}
-    assert (day["committed_s"], day["available_s"], day["available_qty"]) == (0.0, 0.0, {"KT-100": 0, "KT-200": 0})
-    # PO-1: 900 to make, 150 good so far at the packer: 750 x 6 s = 4500 s, booked into the night shift
+        {"reason": "operators_missing", "from": "2026-11-23T02:00:00Z", "to": "2026-11-23T03:00:00Z", "share": 0.6},
+        {"reason": "material_short", "from": "2026-11-23T02:20:00Z", "to": "2026-11-23T03:00:00Z", "share": 1.0}]
+    # 10:00-11:00 at 60 %: the operators take 0.6 of it (1,296 s); 10:20-11:00 the resin takes the rest (0.4 x
+    # 0.6 x 2,400 = 576 s): the line is down, not more than down
+    assert day["unattainable_s"] == {"operators_missing": 1296.0, "material_short": 576.0}
+    # PO-1: 900 to make, 150 good so far at the packer: 750 x 6 s = 4,500 s, booked into the day shift
+    assert (day["committed_s"], day["available_s"]) == (4500.0, 19440.0 - 1872.0 - 4500.0)
+    assert day["available_qty"] == {"KT-100": (13068 - 1500) // 6, "KT-200": (13068 - 1500) // 5}
+    # PO-1 is done at 13:42: 10:00-10:20 at 0.24 (288 s), nothing until 11:00, 11:00-12:00 at 0.6 (2,160 s),
+    # the lunch, then the last 2,052 s at 0.6 from 12:45
     assert one["committed"] == [{"ref": "PO-1", "kind": "order", "sku": "KT-100", "qty": 750, "seconds": 4500.0,
-                                 "completion": "2026-11-23T14:05:00Z"}]  # 20:00 + 4500 s / 0.6 = 22:05
+                                 "completion": "2026-11-23T05:42:00Z"}]
     assert (night["pbt_s"], night["total_s"], night["committed_s"], night["available_s"]) == \
-        (39600.0, 23760.0, 4500.0, 19260.0)
+        (39600.0, 23760.0, 0.0, 23760.0)
     # per SKU: (available - setup 25 min) / ideal cycle
-    assert night["available_qty"] == {"KT-100": (19260 - 1500) // 6, "KT-200": (19260 - 1500) // 5}
+    assert night["available_qty"] == {"KT-100": (23760 - 1500) // 6, "KT-200": (23760 - 1500) // 5}
     assert tuesday["available_s"] == tuesday["total_s"] == 23760.0
     for b in one["buckets"]:
         assert b["total_s"] == pytest.approx(b["committed_s"] + b["available_s"] + sum(b["unattainable_s"].values()))
@@ -123,7 +128,7 @@ def test_orders_with_progress_and_genealogy(get):
     (po,) = get("/v1/orders").get_json()["orders"]
     assert po == {"order_id": "PO-1", "line": "line-1", "sku": "KT-100", "target_qty": 900, "status": "running",
                   "start": "2026-11-22T23:30:00Z", "stop": None, "good": 150, "rejected": 0,
-                  "estimated_completion": "2026-11-23T14:05:00Z",
+                  "estimated_completion": "2026-11-23T05:42:00Z",
                   "lots": [{"material": "resin-pp", "lot": "L-7", "station": "mold-1",
                             "loaded": "2026-11-23T01:00:00Z"}]}
     assert get("/v1/orders?line=line-2").get_json()["orders"] == []

@@ -21,23 +21,26 @@ def call(feed_app):  # noqa: F811
     return call
 
 
-def night(call, line_id="line-1"):
-    return line(call("GET", "/v1/capacity").get_json(), line_id)["buckets"][1]
+def day(call, line_id="line-1"):
+    return line(call("GET", "/v1/capacity").get_json(), line_id)["buckets"][0]
 
 
 def test_an_inquiry_answers_the_earliest_completion_and_the_plan(call):
     answer = call("POST", "/v1/promises:inquire", {"sku": "KT-100", "quantity": 1000}).get_json()
-    # 25 min setup + 1000 x 6 s = 7500 s; Monday's day shift has nothing available (operators missing, resin
-    # short), the night shift has 19260 s after PO-1: its work reaches 4500 + 7500 s at 60 % = 20000 s after
-    # 20:00, plus the 00:00 break: 02:18:20 local
-    assert answer["line"] == "line-1" and answer["completion"] == "2026-11-23T18:18:20Z"
-    assert answer["plan"] == [{"bucket": "2026-11-23/night", "start": "2026-11-23T12:00:00Z",
-                               "end": "2026-11-24T00:00:00Z", "seconds": 7500.0, "quantity": 1000}]
-    assert answer["meets_due"] is None
-    late = call("POST", "/v1/promises:inquire", {"sku": "KT-100", "quantity": 1000, "due": "2026-11-23"}).get_json()
-    assert late["meets_due"] is False  # the due date's end is Monday 24:00 local, 16:00Z
+    # 25 min setup + 1000 x 6 s = 7,500 s fit in Monday's day shift after PO-1 (13,068 s available). The line's
+    # work reaches 4,500 + 7,500 s at 17:25:20: 288 s by 10:20 (operators missing), nothing to 11:00 (resin
+    # short), 2,160 s to the lunch, 7,020 s from 12:45 to the tea break, the last 2,532 s from 16:15 at 0.6
+    assert answer["line"] == "line-1" and answer["completion"] == "2026-11-23T09:25:20Z"
+    assert answer["plan"] == [{"bucket": "2026-11-23/day", "start": "2026-11-23T00:00:00Z",
+                               "end": "2026-11-23T12:00:00Z", "seconds": 7500.0, "quantity": 1000}]
+    assert answer["meets_due"] is None and answer["earliest_start"] == "2026-11-23T02:00:00Z"
+    late = call("POST", "/v1/promises:inquire",
+                {"sku": "KT-100", "quantity": 1000, "due": "2026-11-23T08:00:00Z"}).get_json()
+    assert late["meets_due"] is False  # due at 16:00 local
+    on_time = call("POST", "/v1/promises:inquire", {"sku": "KT-100", "quantity": 1000, "due": "2026-11-23"})
+    assert on_time.get_json()["meets_due"] is True  # a date: the end of Monday, local
     # an inquiry books nothing
-    assert night(call)["committed_s"] == 4500.0
+    assert day(call)["committed_s"] == 4500.0
 
 
 def test_a_hold_counts_as_committed_until_it_is_released(call):
@@ -45,17 +48,19 @@ def test_a_hold_counts_as_committed_until_it_is_released(call):
                   status=201)
     hold = placed.get_json()
     assert placed.headers["Location"] == f"/v1/promises/{hold['id']}" and hold["status"] == "active"
-    assert hold["completion"] == "2026-11-23T18:18:20Z" and hold["expires"] == "2026-11-23T03:00:00Z"
-    assert (night(call)["committed_s"], night(call)["available_s"]) == (12000.0, 11760.0)
-    # a second identical inquiry now lands behind the hold: 4500 + 7500 + 7500 s at 60 % = 32500 s after 20:00,
-    # plus the breaks at 00:00 (45 min) and 04:00 (15 min): 06:01:40 local
+    assert hold["completion"] == "2026-11-23T09:25:20Z" and hold["expires"] == "2026-11-23T03:00:00Z"
+    assert (day(call)["committed_s"], day(call)["available_s"]) == (12000.0, 5568.0)
+    # a second identical inquiry now gets what is left of the day shift (5,568 s: 678 units after the setup)
+    # and the rest (1,932 s) at the start of the night shift: 20:00 + 1,932 s / 0.6 = 20:53:40
     again = call("POST", "/v1/promises:inquire", {"sku": "KT-100", "quantity": 1000}).get_json()
-    assert again["completion"] == "2026-11-23T22:01:40Z"
+    assert again["completion"] == "2026-11-23T12:53:40Z"
+    assert [(p["bucket"], p["seconds"], p["quantity"]) for p in again["plan"]] == [
+        ("2026-11-23/day", 5568.0, 678), ("2026-11-23/night", 1932.0, 322)]
     assert call("GET", f"/v1/promises/{hold['id']}").get_json()["status"] == "active"
     call("DELETE", f"/v1/promises/{hold['id']}", status=204)
     call("DELETE", f"/v1/promises/{hold['id']}", status=204)  # releasing twice is harmless
     assert call("GET", f"/v1/promises/{hold['id']}").get_json()["status"] == "released"
-    assert night(call)["committed_s"] == 4500.0
+    assert day(call)["committed_s"] == 4500.0
     call("DELETE", "/v1/promises/H-nothing", status=404)
 
 
@@ -64,7 +69,7 @@ def test_the_same_idempotency_key_gets_the_same_answer_and_another_body_is_refus
     first = call("POST", "/v1/promises", body, {"Idempotency-Key": "order-77"}, status=201).get_json()
     second = call("POST", "/v1/promises", body, {"Idempotency-Key": "order-77"}, status=200)
     assert second.get_json() == first and second.headers["Idempotent-Replayed"] == "true"
-    assert night(call)["committed_s"] == pytest.approx(4500 + 1500 + 200 * 5)  # booked once
+    assert day(call)["committed_s"] == pytest.approx(4500 + 1500 + 200 * 5)  # booked once
     other = call("POST", "/v1/promises", {**body, "quantity": 201}, {"Idempotency-Key": "order-77"}, status=422)
     assert "Idempotency-Key" in other.get_json()["title"]
 
@@ -73,9 +78,9 @@ def test_a_hold_that_does_not_fit_is_refused_with_the_promise(call):
     too_big = call("POST", "/v1/promises", {"sku": "FN-300", "quantity": 9_000_000}, {"Idempotency-Key": "big"},
                    status=409).get_json()
     assert too_big["promise"]["completion"] is None and "horizon" in too_big["detail"]
-    late = call("POST", "/v1/promises", {"sku": "KT-100", "quantity": 1000, "due": "2026-11-23T13:00:00Z"},
+    late = call("POST", "/v1/promises", {"sku": "KT-100", "quantity": 1000, "due": "2026-11-23T08:00:00Z"},
                 {"Idempotency-Key": "late"}, status=409).get_json()
-    assert late["promise"]["meets_due"] is False and "2026-11-23T18:18:20Z" in late["detail"]
+    assert late["promise"]["meets_due"] is False and "2026-11-23T09:25:20Z" in late["detail"]
     # a refusal is not kept: the same key may be used again
     call("POST", "/v1/promises", {"sku": "KT-100", "quantity": 1000}, {"Idempotency-Key": "late"}, status=201)
 

@@ -146,3 +146,12 @@ def test_an_order_finishes_later_while_a_constraint_slows_the_line():
     # without the constraint: 9,000 s at 0.6 = 15,000 s from 08:00, plus lunch: 12:55
     free = line_capacity("line-1", day_buckets(), COLD, [order], [], SKUS, at(MON, "08:00"))
     assert free.completion_ns("PO-1") == at(MON, "12:55")
+
+
+def test_overlapping_constraints_never_take_more_than_the_whole_line():
+    # a machine down 08:00-09:00 stops the line; 2 of 4 operators missing from 08:30 to 10:00 lose half of it:
+    # 08:00-09:00 the line is down (the operators take nothing more), 09:00-10:00 half of it is lost
+    down = Constraint("line-1", "machine_down", at(MON, "08:00"), at(MON, "09:00"))
+    staff = Constraint("line-1", "operators_missing", at(MON, "08:30"), at(MON, "10:00"), 0.5)
+    (b,) = line_capacity("line-1", day_buckets(), COLD, [], [down, staff], SKUS, at(MON, "08:00")).buckets
+    assert b.unattainable_s == {"machine_down": pytest.approx(0.6 * 3600), "operators_missing": pytest.approx(0.6 * 1800)}
