@@ -4,9 +4,9 @@ to the signed event the platform verified, and the capacity truth (bench/capacit
 1. Model: capacity of 20 lines x 30 SKUs over 14 days of shifts, with 10 open orders and a machine down per line
    (pure code, no historian): median and worst of 7 runs.
 2. Push latency: the whole system as in `make demo` (Mosquitto, PLC simulator, line simulator, agent, dashboard
-   with the capacity push, platform simulator), on free loopback ports. A machine of line 1 is forced to FAULT at
-   the PLC simulator, then released, in turn; each time, the time from the write at the PLC until the platform
-   simulator holds a verified event of the line that shows the change (a `machine_down` constraint, or none).
+   with the capacity push, platform simulator), on free loopback ports. A machine of line 1 is forced to RUNNING
+   at the PLC simulator and left so for a while, then forced to FAULT; the time from that write at the PLC until
+   the platform simulator holds a verified event of the line that shows it (a `machine_down` constraint).
 3. Feed: 50 client threads on keep-alive connections request `/v1/capacity` as fast as they can, first
    without `If-None-Match` (every answer a full body), then revalidating with their last ETag (mostly 304).
 
@@ -17,6 +17,7 @@ verified event p95 under 60 s, aim under 10 s; MAPE at most 10 %; 95 % of promis
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import http.client
 import json
@@ -106,12 +107,13 @@ def push_latency(system: _System, platform_port: int, opts: CapacityOptions) -> 
     latencies: list[float] = []
     misses = 0
     try:
-        for i in range(opts.changes):
-            down = i % 2 == 0
-            t0 = forces.force(LINE, machine, "FAULT" if down else "")
+        for _ in range(opts.changes):
+            forces.force(LINE, machine, "RUNNING")  # a known state to go down from
+            time.sleep(opts.gap_s)
+            t0 = forces.force(LINE, machine, "FAULT")
 
-            def arrived(t0: float = t0, down: bool = down) -> float | None:
-                return _shows(_platform_state(platform_port), t0, down)
+            def arrived(t0: float = t0) -> float | None:
+                return _shows(_platform_state(platform_port), t0, True)
 
             try:
                 seen = wait_until(arrived, 90, "the platform to hold the change", every=0.1)
@@ -120,6 +122,8 @@ def push_latency(system: _System, platform_port: int, opts: CapacityOptions) -> 
                 misses += 1
             time.sleep(opts.gap_s)
     finally:
+        with contextlib.suppress(Exception):
+            forces.force(LINE, machine, "")
         forces.close()
     p = percentiles(latencies) if latencies else {}  # the same nearest-rank percentiles, here in seconds
     return {"changes": opts.changes, "seen": len(latencies), "missed": misses,

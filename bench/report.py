@@ -170,7 +170,7 @@ def _markdown(columns: tuple[str, ...], body: list[list[str]]) -> str:
 
 def agent_results(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The results the main table shows: every scenario but the dashboard's, which has tables of its own."""
-    return [r for r in results if r.get("scenario") != "dashboard"]
+    return [r for r in results if r.get("scenario") not in ("dashboard", "capacity")]
 
 
 def table(results: list[dict[str, Any]]) -> str:

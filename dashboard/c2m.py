@@ -326,6 +326,28 @@ def capacity_document(cfg: FactoryConfig, snapshots: Sequence[LineSnapshot], as_
             "horizon_days": cfg.capacity.horizon_days, "lines": lines}
 
 
+class AnswerCache:
+    """Encoded feed answers by question; bounded, and emptied whenever the minute they are of moves on."""
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._kept: dict[Any, Any] = {}
+        self._minute: Any = None
+
+    def get(self, key: tuple[Any, ...]) -> Any:
+        with self._lock:
+            return self._kept.get(key)
+
+    def put(self, key: tuple[Any, ...], value: Any) -> Any:
+        with self._lock:
+            if key[1] != self._minute or len(self._kept) >= self.size:
+                self._kept.clear()
+                self._minute = key[1]
+            self._kept[key] = value
+        return value
+
+
 class CapacityService:
     """Capacity of every line. What comes from the historian is read as of the start of the current minute and
     kept for that minute; the holds are applied on every read (cheap), so a hold placed counts at once. Every
@@ -338,6 +360,7 @@ class CapacityService:
         self.now_ns = now_ns
         self.holds = holds
         self.history = ShiftHistory(cfg, historian)
+        self.answers = AnswerCache()
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[int, list[LineBase]]] = {}
 

@@ -67,10 +67,18 @@ def _authorized(cfg: FactoryConfig) -> str:
     return name
 
 
+def _encoded(body: dict[str, Any]) -> tuple[bytes, str]:
+    """`body` as compact JSON, and its strong ETag."""
+    data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return data, hashlib.sha256(data).hexdigest()[:32]
+
+
 def _answer(body: dict[str, Any]) -> Response:
     """`body` as JSON with a strong ETag; 304 when the client already has it."""
-    data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    etag = hashlib.sha256(data).hexdigest()[:32]
+    return _answer_encoded(*_encoded(body))
+
+
+def _answer_encoded(data: bytes, etag: str) -> Response:
     wanted = request.if_none_match
     if wanted and (wanted.contains(etag) or wanted.star_tag):
         resp = Response(status=304)
@@ -145,22 +153,30 @@ def capacity() -> Response:
     if start is not None and end is not None and end <= start:
         raise BadRequest(400, "Invalid parameter", "to must be after from",
                          [{"name": "to", "reason": "after from"}])
-    body = ext["capacity"].capacity(by)
-    kept = []
-    for line in body["lines"]:
-        if line["line"] not in lines:
-            continue
-        buckets = []
-        for b in line["buckets"]:
-            b_start = _time(cfg, "start", b["start"])
-            b_end = _time(cfg, "end", b["end"])
-            if (start is not None and b_end <= start) or (end is not None and b_start >= end):
+    service = ext["capacity"]
+    at, bases = service.bases(by)
+    holds = service.hold_demands(max(at, ext["now_ns"]()))
+    # the same figures (minute, holds) and the same question: the same answer, built once
+    key = (by, at, tuple((h.ref, h.qty, h.not_before_ns) for h in holds), tuple(lines), sku, start, end)
+    kept = service.answers.get(key)
+    if kept is None:
+        body = c2m.capacity_document(cfg, [c2m.line_snapshot(b, holds, at) for b in bases], at, by)
+        chosen = []
+        for line in body["lines"]:
+            if line["line"] not in lines:
                 continue
-            if sku is not None:
-                b = {**b, "available_qty": {k: v for k, v in b["available_qty"].items() if k == sku}}
-            buckets.append(b)
-        kept.append({**line, "buckets": buckets})
-    return _answer({**body, "lines": kept})
+            buckets = []
+            for b in line["buckets"]:
+                b_start = _time(cfg, "start", b["start"])
+                b_end = _time(cfg, "end", b["end"])
+                if (start is not None and b_end <= start) or (end is not None and b_start >= end):
+                    continue
+                if sku is not None:
+                    b = {**b, "available_qty": {k: v for k, v in b["available_qty"].items() if k == sku}}
+                buckets.append(b)
+            chosen.append({**line, "buckets": buckets})
+        kept = service.answers.put(key, _encoded({**body, "lines": chosen}))
+    return _answer_encoded(*kept)
 
 
 @bp.get("/inventory")
