@@ -77,17 +77,25 @@ class HoldStore:
         self._db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
+        self._writes = 0  # this store's own writes; PRAGMA data_version counts the other processes'
+        self._read_version: tuple[int, int] | None = None
+        self._unreleased: list[Hold] = []
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
     def active(self, at_ns: int) -> list[Hold]:
-        """Holds in force at `at_ns`, oldest first (the order they are booked in)."""
+        """Holds in force at `at_ns`, oldest first (the order they are booked in). The unreleased holds are read
+        again only when this store or another process changed the file (every feed request asks)."""
         with self._lock:
-            rows = self._db.execute(f"SELECT {_COLUMNS} FROM holds WHERE released_ns IS NULL AND expires_ns > ? "
-                                    "ORDER BY created_ns, id", (at_ns,)).fetchall()
-        return [_hold(r) for r in rows]
+            version = (self._writes, self._db.execute("PRAGMA data_version").fetchone()[0])
+            if version != self._read_version:
+                rows = self._db.execute(f"SELECT {_COLUMNS} FROM holds WHERE released_ns IS NULL "
+                                        "ORDER BY created_ns, id").fetchall()
+                self._unreleased = [_hold(r) for r in rows]
+                self._read_version = version
+            return [h for h in self._unreleased if h.expires_ns > at_ns]
 
     def get(self, hold_id: str) -> Hold | None:
         with self._lock:
@@ -121,6 +129,7 @@ class HoldStore:
                         (hold.id, key, body_sha256, hold.line, hold.sku, hold.qty, hold.pru_s, hold.setup_s,
                          hold.not_before_ns, hold.created_ns, hold.expires_ns, json.dumps(answer)))
                 self._db.execute("COMMIT")
+                self._writes += 1
                 return False, hold, answer
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -131,6 +140,7 @@ class HoldStore:
         with self._lock:
             cur = self._db.execute("UPDATE holds SET released_ns = ? WHERE id = ? AND released_ns IS NULL",
                                    (now_ns, hold_id))
+            self._writes += 1
             if cur.rowcount:
                 return True
             return self._db.execute("SELECT 1 FROM holds WHERE id = ?", (hold_id,)).fetchone() is not None
