@@ -10,8 +10,9 @@ Time model, per bucket of a line:
   missing against plan, material short; at each moment the constraints in force take their shares together
   (at most the whole line), each in turn taking its share of what is left, at the line's OEE;
 - Committed = open orders (the setup still to come + remaining quantity x ideal cycle time PRU) and active holds
-  (the same for a held quantity), booked first come first served into the earliest buckets, each bucket up to
-  Total - Unattainable; what does not fit in the horizon is `overbooked_s`;
+  (the same for a held quantity), booked first come first served: each demand's work is placed in time after
+  the one before (a hold not before its earliest start) at the line's OEE slowed by the constraints, so a
+  bucket never takes more than Total - Unattainable; what does not fit in the horizon is `overbooked_s`;
 - Available = Total - Committed - Unattainable, never below 0; per SKU, the quantity that fits in it:
   floor((Available - setup) / PRU).
 
@@ -100,10 +101,30 @@ class BucketCapacity:
     available_qty: dict[str, int]
     committed: tuple[tuple[str, float], ...] = ()  # (ref, seconds) booked into this bucket
     work: tuple[tuple[int, int], ...] = ()  # the bucket's working time from now on
+    # the working time cut where constraints start and end: (start, end, share of the line lost)
+    slices: tuple[tuple[int, int, float], ...] = ()
+    cursor_ns: int = 0  # where the work booked into the bucket ends; new work starts from here
+    finishes: tuple[tuple[str, int], ...] = ()  # (ref, when its work booked here is done)
 
     @property
     def unattainable_total_s(self) -> float:
         return sum(self.unattainable_s.values())
+
+    def advance(self, start_ns: int, work_s: float) -> tuple[int, float]:
+        """Working from `start_ns` at the line's OEE, slowed by the constraints in force: (when `work_s`
+        seconds of work at the ideal rate are done, or the end of the bucket's working time; the work done)."""
+        left = work_s * NS
+        end = start_ns
+        for x, y, lost in self.slices:
+            x = max(x, start_ns)
+            rate = self.oee * (1.0 - lost)
+            if y <= x or rate <= 0:
+                continue
+            if left <= rate * (y - x):
+                return x + int(left / rate), work_s
+            left -= rate * (y - x)
+            end = y
+        return end, work_s - left / NS
 
 
 @dataclass
@@ -114,31 +135,15 @@ class LineCapacity:
     unbooked: tuple[tuple[str, float], ...] = ()  # (ref, seconds) of that demand
     constraints: tuple[Constraint, ...] = ()  # the line's known losses
 
-    def finish_ns(self, b: BucketCapacity, work_s: float, start_ns: int = 0) -> int:
-        """The moment `work_s` seconds of work at the ideal rate are done in bucket `b`, working from the start
-        of its working time (or `start_ns`) at the line's OEE, slowed by the constraints in force (a share lost
-        while each lasts); the end of the bucket's working time when it is not reached."""
-        left = work_s * NS
-        work = [(max(a, start_ns), e) for a, e in b.work if e > max(a, start_ns)]
-        for x, y, lost, _ in _slices(work, self.constraints):
-            rate = b.oee * (1.0 - lost)
-            if rate <= 0:
-                continue
-            if left <= rate * (y - x):
-                return x + int(left / rate)
-            left -= rate * (y - x)
-        return b.work[-1][1] if b.work else b.end_ns
-
     def completion_ns(self, ref: str) -> int | None:
-        """When demand `ref` is expected to be done: in the last bucket it is booked into, once its booking and
-        what was booked before it there are made (`finish_ns`). None when it does not fit in the horizon (or is
-        not booked)."""
+        """When demand `ref` is expected to be done: where its work ends in the last bucket it is booked into.
+        None when it does not fit in the horizon (or is not booked)."""
         if any(r == ref for r, _ in self.unbooked):
             return None
         for b in reversed(self.buckets):
-            refs = [r for r, _ in b.committed]
-            if ref in refs and b.oee > 0:
-                return self.finish_ns(b, sum(s for _, s in b.committed[:refs.index(ref) + 1]))
+            for r, t in b.finishes:
+                if r == ref:
+                    return t
         return None
 
 
@@ -154,6 +159,17 @@ def _cut(pieces: list[tuple[int, int]], start_ns: int, end_ns: int) -> list[tupl
         if end_ns < b:
             out.append((end_ns, b))
     return out
+
+
+def _union(pieces: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    """Pieces of time merged where they overlap or touch (two shifts of a line overlapping are one working time)."""
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(p for p in pieces if p[1] > p[0]):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return tuple(out)
 
 
 def plan_buckets(shifts: Sequence[Shift], timezone: str, lines: Sequence[str], first_day: date, days: int,
@@ -181,12 +197,8 @@ def plan_buckets(shifts: Sequence[Shift], timezone: str, lines: Sequence[str], f
                 if m_line == line:
                     work = _cut(work, m0, m1)
             out.append(Bucket(line, key, min(w.start_ns for w in group), max(w.end_ns for w in group),
-                              tuple(sorted(p for p in work if p[1] > p[0]))))
+                              _union(work)))
     return sorted(out, key=lambda b: (b.line, b.start_ns))
-
-
-def _overlap_s(work: Sequence[tuple[int, int]], start_ns: int, end_ns: int) -> float:
-    return sum(max(0, min(b, end_ns) - max(a, start_ns)) for a, b in work) / NS
 
 
 def _slices(work: Sequence[tuple[int, int]], constraints: Sequence[Constraint]) -> list[tuple[int, int, float,
@@ -232,18 +244,22 @@ def line_capacity(line: str, buckets: Sequence[Bucket], basis: OeeBasis, demands
         pbt = sum(e - a for a, e in work) / NS
         total = oee * pbt
         unattainable = _losses(work, mine, oee)
-        room = max(0.0, total - sum(unattainable.values()))
+        slices = tuple((x, y, lost) for x, y, lost, _ in _slices(work, mine))
+        cursor = work[0][0] if work else b.end_ns
+        shell = BucketCapacity(line, b.key, b.start_ns, b.end_ns, pbt, oee, basis.basis, total, 0.0, {}, 0.0, {},
+                               (), work, slices)
         booked: list[tuple[str, float]] = []
-        work_start = work[0][0] if work else b.end_ns
+        finishes: list[tuple[str, int]] = []
         waiting: list[tuple[str, float, int]] = []
-        for ref, left, not_before in queue:  # first come, first served; one that may not start yet lets others by
-            take = min(left, room)
-            if not_before > work_start:
-                take = min(take, oee * _overlap_s(work, not_before, b.end_ns))
-            if take > 0:
-                booked.append((ref, take))
-                room -= take
-                left -= take
+        # first come, first served, each demand's work placed after the one before (and not before its own
+        # start, for a promise made after the frozen horizon); what does not fit waits for the next bucket
+        for ref, left, not_before in queue:
+            end, done = shell.advance(max(cursor, not_before), left) if oee > 0 else (cursor, 0.0)
+            if done > 1e-9:
+                booked.append((ref, done))
+                finishes.append((ref, end))
+                cursor = end
+                left -= done
             if left > 1e-9:
                 waiting.append((ref, left, not_before))
         queue = waiting
@@ -252,7 +268,8 @@ def line_capacity(line: str, buckets: Sequence[Bucket], basis: OeeBasis, demands
         qty = {sku: max(0, math.floor((available - setup) / pru)) if pru > 0 else 0
                for sku, (pru, setup) in sorted(skus.items())}
         out.buckets.append(BucketCapacity(line, b.key, b.start_ns, b.end_ns, pbt, oee, basis.basis, total, committed,
-                                          unattainable, available, qty, tuple(booked), work))
+                                          unattainable, available, qty, tuple(booked), work, slices, cursor,
+                                          tuple(finishes)))
     out.constraints = tuple(mine)
     out.overbooked_s = sum(left for _, left, _ in queue)
     out.unbooked = tuple((ref, left) for ref, left, _ in queue)
@@ -285,11 +302,10 @@ class Promise:
 
 def promise(capacities: Sequence[LineCapacity], skus: dict[str, dict[str, tuple[float, float]]], sku: str, qty: int,
             earliest_ns: int) -> Promise:
-    """Where `qty` units of `sku` fit soonest in the Available time of the lines from `earliest_ns` on (after the
-    frozen horizon and the material lead time): on each line that makes the SKU, its setup plus qty x PRU is
-    taken from the earliest buckets with Available time, and the line that finishes first is chosen. In a bucket,
-    the Available time comes after what is committed and unattainable in it, so the completion is the moment
-    the bucket's work reaches (Total - Available + taken) at the line's OEE."""
+    """Where `qty` units of `sku` fit soonest on the lines from `earliest_ns` on (after the frozen horizon and the
+    material lead time): on each line that makes the SKU, its setup plus qty x PRU is placed in the earliest
+    buckets, after the work already booked there and not before `earliest_ns`, at the line's OEE slowed by the
+    constraints; the line that finishes first is chosen."""
     best = Promise(sku, qty, None, None)
     for cap in capacities:
         if sku not in skus.get(cap.line, {}):
@@ -301,16 +317,14 @@ def promise(capacities: Sequence[LineCapacity], skus: dict[str, dict[str, tuple[
         for b in cap.buckets:
             if need <= 1e-9 or b.end_ns <= earliest_ns or b.oee <= 0:
                 continue
-            usable = b.available_s
-            if b.work and earliest_ns > b.work[0][0]:
-                usable = min(usable, b.oee * _overlap_s(b.work, earliest_ns, b.end_ns))
-            take = min(need, usable)
+            # the new work goes after what is booked in the bucket, and not before the earliest start
+            end, take = b.advance(max(b.cursor_ns, earliest_ns), need)
             if take <= 1e-9:
                 continue
             steps.append((b, take))
             need -= take
             if need <= 1e-9:
-                done = max(cap.finish_ns(b, b.committed_s + take), cap.finish_ns(b, take, earliest_ns))
+                done = end
         if done is None or (best.completion_ns is not None and done >= best.completion_ns):
             continue
         plan: list[PlanStep] = []

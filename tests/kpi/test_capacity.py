@@ -155,3 +155,18 @@ def test_overlapping_constraints_never_take_more_than_the_whole_line():
     staff = Constraint("line-1", "operators_missing", at(MON, "08:30"), at(MON, "10:00"), 0.5)
     (b,) = line_capacity("line-1", day_buckets(), COLD, [], [down, staff], SKUS, at(MON, "08:00")).buckets
     assert b.unattainable_s == {"machine_down": pytest.approx(0.6 * 3600), "operators_missing": pytest.approx(0.6 * 1800)}
+
+
+def test_work_not_before_the_frozen_horizon_is_placed_in_time_and_never_double_booked():
+    # from 10:00 the day shift has 9 h of work time (less lunch and tea) at 60 %: 19,440 s of ideal work.
+    # Hold A (3 h of work) may not start before 10:00: it takes 5 h of time plus lunch, done 15:45.
+    # Hold B (3 h) may not start before 10:01, but A is on the line until 15:45: only 8,640 s fit by 20:00.
+    a = Demand("line-1", "A", "hold", "KT-100", 1800, 6.0, 0.0, at(MON, "10:00"))
+    b = Demand("line-1", "B", "hold", "KT-100", 1800, 6.0, 0.0, at(MON, "10:01"))
+    cap = line_capacity("line-1", day_buckets(), COLD, [a, b], [], SKUS, at(MON, "08:00"))
+    (bucket,) = cap.buckets
+    assert cap.completion_ns("A") == at(MON, "15:45") and cap.completion_ns("B") is None
+    assert bucket.committed == (("A", 10800.0), ("B", pytest.approx(8640.0)))
+    assert cap.overbooked_s == pytest.approx(2160.0)
+    # 08:00-10:00 stays available (4,320 s), though nothing after 10:00 can use it
+    assert bucket.available_s == pytest.approx(23760 - 19440)
