@@ -61,7 +61,8 @@ def create_app(cfg: FactoryConfig, data_dir: Path | None = None, historian: Hist
     data_dir = Path(data_dir or cfg.agent.data_dir)
     app = Flask(__name__)
     app.config.update(SECRET_KEY=session_key(cfg, data_dir), SESSION_COOKIE_SAMESITE="Lax",
-                      SESSION_COOKIE_HTTPONLY=True, JSON_SORT_KEYS=False, SEND_FILE_MAX_AGE_DEFAULT=3600)
+                      SESSION_COOKIE_HTTPONLY=True, JSON_SORT_KEYS=False, SEND_FILE_MAX_AGE_DEFAULT=3600,
+                      MAX_CONTENT_LENGTH=1024 * 1024)  # no request body the dashboard takes is near this
     if test_config:
         app.config.update(test_config)
     historian = historian or open_historian(cfg, data_dir)

@@ -118,7 +118,9 @@ class ShiftHistory:
             line=line.id, key=key, start_ns=window.start_ns, end_ns=window.end_ns,
             pbt_s=last.pbt_s if last else 0.0, coverage=last.coverage if last else None,
             oee=last.oee if last else None, planned_s=planned,
-            realized=good_ideal / planned if planned > 0 and last else None,
+            # above 1 only if the line ran through its breaks or the ideal cycle time is too slow: capped, so
+            # capacity never exceeds the planned time
+            realized=min(1.0, good_ideal / planned) if planned > 0 and last else None,
             good={s.sku: s.good for s in last.by_sku} if last else {},
             produced={s.sku: s.produced for s in last.by_sku} if last else {},
             fault_s={k.machine: k.state_s.get("FAULT", 0.0) for k in kpis},
@@ -190,7 +192,7 @@ def constraints_now(cfg: FactoryConfig, historian: Historian, line: Line, now_ns
       badge in);
     - a material of the running SKU that runs out within that horizon at the current rate, with no material
       call open for it, stops the line from then to the end of the horizon.
-    Every constraint ends with the shift at the latest."""
+    Operators and materials end with the shift at the latest; a machine down lasts until its expected repair."""
     out: list[Constraint] = []
     window, on = board.current_shift(cfg, now_ns)
     shift_end = window.end_ns if window is not None and on else now_ns

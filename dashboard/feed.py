@@ -13,7 +13,7 @@ import json
 import logging
 import re
 import secrets
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -21,6 +21,7 @@ from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
 from agent.config import FactoryConfig
+from agent.core.schema import TIME_MAX_NS, TIME_MIN_NS
 from agent.historian import HistorianError
 from dashboard import c2m
 from dashboard.holds import Hold, KeyReused
@@ -107,16 +108,21 @@ def _time(cfg: FactoryConfig, name: str, text: str, end: bool = False) -> int:
     try:
         if len(text) == 10:
             day = datetime.strptime(text, "%Y-%m-%d").date()
-            moment = datetime.combine(day, time(0), zone)
-            return int(moment.timestamp()) * NS + (86400 * NS if end else 0)
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+            # the end of a day is the next day's start (23 or 25 hours later on a daylight-saving change)
+            moment = datetime.combine(day + timedelta(days=1) if end else day, time(0), zone)
+        else:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=zone)
+        t_ns = int(moment.timestamp() * NS)
+    except (ValueError, OverflowError):
         raise BadRequest(400, "Invalid parameter", f"{name}={text!r} is not a date or an RFC 3339 time",
                          [{"name": name, "reason": "a date (2026-12-01) or a time (2026-12-01T08:00:00+08:00)"}]) \
             from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=zone)
-    return int(moment.timestamp() * NS)
+    if not TIME_MIN_NS <= t_ns <= TIME_MAX_NS:
+        raise BadRequest(400, "Invalid parameter", f"{name}={text!r} is outside 2000-2200",
+                         [{"name": name, "reason": "a time between 2000 and 2200"}])
+    return t_ns
 
 
 def _lines(cfg: FactoryConfig, params: dict[str, str]) -> list[str]:
@@ -220,7 +226,10 @@ def _body(allowed: set[str]) -> dict[str, Any]:
         raise BadRequest(415, "Unsupported media type", "send the request body as application/json")
     if (request.content_length or 0) > 16384:
         raise BadRequest(413, "Body too large", "a promise request is at most 16 KiB")
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # JSON nested thousands deep
+        body = None
     if not isinstance(body, dict):
         raise BadRequest(400, "Invalid body", "the body must be a JSON object")
     unknown = sorted(set(body) - allowed)

@@ -79,6 +79,7 @@ class HoldStore:
         self._db.executescript(SCHEMA)
         self._writes = 0  # this store's own writes; PRAGMA data_version counts the other processes'
         self._read_version: tuple[int, int] | None = None
+        self._read_at = 0  # the time the kept holds were read for (expired ones are not read)
         self._unreleased: list[Hold] = []
 
     def close(self) -> None:
@@ -90,11 +91,11 @@ class HoldStore:
         again only when this store or another process changed the file (every feed request asks)."""
         with self._lock:
             version = (self._writes, self._db.execute("PRAGMA data_version").fetchone()[0])
-            if version != self._read_version:
-                rows = self._db.execute(f"SELECT {_COLUMNS} FROM holds WHERE released_ns IS NULL "
-                                        "ORDER BY created_ns, id").fetchall()
+            if version != self._read_version or at_ns < self._read_at:
+                rows = self._db.execute(f"SELECT {_COLUMNS} FROM holds WHERE released_ns IS NULL AND expires_ns > ? "
+                                        "ORDER BY created_ns, id", (at_ns,)).fetchall()
                 self._unreleased = [_hold(r) for r in rows]
-                self._read_version = version
+                self._read_version, self._read_at = version, at_ns
             return [h for h in self._unreleased if h.expires_ns > at_ns]
 
     def get(self, hold_id: str) -> Hold | None:

@@ -45,6 +45,8 @@ EVENT_TYPE = "com.shopfloor.capacity.v1"
 CHANGED_TYPE = "com.shopfloor.capacity.changed.v1"
 MEASUREMENT = "c2m_event"
 MAX_BACKOFF_S = 60.0
+AUTH_RETRY_S = 30.0  # how often a 401, 403 or redirect is tried again
+MAX_RETRY_AFTER_S = 600.0  # a Retry-After further away than this is waited for this long, then asked again
 
 
 def secrets_of(endpoint: PushEndpoint) -> list[str]:
@@ -65,14 +67,15 @@ def retry_after_s(value: str | None) -> float | None:
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
+        return min(MAX_RETRY_AFTER_S, max(0.0, seconds)) if seconds == seconds else None  # NaN: not a time
     except ValueError:
         pass
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return min(MAX_RETRY_AFTER_S, max(0.0, when.timestamp() - time.time()))
 
 
 class PushMetrics:
@@ -126,6 +129,7 @@ class Endpoint:
             metrics.disabled.labels(conf.name).set(1)
         self.wake = threading.Event()
         self._lock = threading.Lock()
+        self._alerted = 0  # the status last logged as needing a person
 
     def commit(self, events: list[tuple[str, int, Point]]) -> None:
         """Commit each event as a batch of its own (one delivery each), with the version it carries in the
@@ -152,17 +156,21 @@ class Endpoint:
             if self.state.disabled:
                 stop.wait(1.0)
                 continue
-            batches = self.outbox.claim(1)
-            if not batches:
-                self.wake.wait(1.0)
-                self.wake.clear()
-                continue
-            wait = self.deliver(batches)
+            try:
+                batches = self.outbox.claim(1)
+                if not batches:
+                    self.wake.wait(1.0)
+                    self.wake.clear()
+                    continue
+                wait = self.deliver(batches)
+            except Exception as exc:  # a secret file being replaced, a disk hiccup: try again, never die
+                log.exception("push endpoint %s: delivery failed", self.conf.name)
+                wait = self._failed(f"{exc.__class__.__name__}: {exc}")
             if wait is None:
                 backoff = 1.0
                 continue
             self.outbox.release()
-            stop.wait(wait if wait > 0 else random.uniform(0, backoff))
+            stop.wait(min(MAX_RETRY_AFTER_S, wait) if wait > 0 else random.uniform(0, backoff))
             backoff = min(backoff * 2, MAX_BACKOFF_S)
 
     def deliver(self, batches: list[Any]) -> float | None:
@@ -181,6 +189,7 @@ class Endpoint:
             return self._failed(f"no answer ({exc.__class__.__name__})")
         status = resp.status
         if 200 <= status < 300:
+            self._alerted = 0
             self.outbox.settle(batches)
             self.state.delivered += 1
             self.state.last_delivery = time.time()
@@ -200,6 +209,13 @@ class Endpoint:
                 self.outbox.enqueue([], state={"versions": self.versions, "disabled": {"url": self.conf.url,
                                                                                          "why": why}})
             return 0.0
+        if status in (401, 403) or status < 200 or 300 <= status < 400:
+            # a key the platform does not (yet) take, a redirect: a person has to act; the events wait
+            if status != self._alerted:
+                log.error("push endpoint %s answered %s: check the URL and the signing secrets; events wait in "
+                          "the outbox", name, status)
+                self._alerted = status
+            return self._failed(f"answered {status}", AUTH_RETRY_S)
         if status in (408, 425, 429) or status >= 500:
             return self._failed(f"answered {status}", retry_after_s(resp.headers.get("Retry-After")))
         # any other answer refuses this event for good: keep it, go on with the next
@@ -258,21 +274,24 @@ class PushJob:
     def check(self) -> bool:
         """Push at once when a line's fingerprint changed since the last look; True when it did."""
         seen = self.fingerprint()
-        before, self._fingerprint = self._fingerprint, seen
+        before = self._fingerprint
         if before is None:
+            self._fingerprint = seen
             return False
         changed = [line for line in seen if seen[line] != before.get(line)]
         if changed:
             log.info("capacity push: significant change on %s; pushing now", ", ".join(changed))
-            self.produce(exact=True)
+            self.produce()
+        self._fingerprint = seen  # only once pushed: a failed push is tried again at the next look
         return bool(changed)
 
-    def produce(self, exact: bool = False) -> int:
-        """Compute every line's capacity (as of now when `exact`, else as of the minute) and commit one event per
-        line and endpoint; the number of events committed."""
+    def produce(self) -> int:
+        """Compute every line's capacity as of now and commit one event per line and endpoint; the number of
+        events committed. Always as of now, never the feed's figures of the minute: a later version must never
+        carry older figures than the one before it."""
         by = self.cfg.capacity.bucket
         with self._produce_lock:
-            at, snapshots = self.service.snapshots(by, exact=exact)
+            at, snapshots = self.service.snapshots(by, exact=True)
             doc = c2m.capacity_document(self.cfg, snapshots, at, by)
             committed = 0
             for endpoint in self.endpoints:
@@ -348,14 +367,18 @@ class PushJob:
 
     def health(self) -> dict[str, Any]:
         out = []
-        for e in self.endpoints:
+        for i, e in enumerate(self.endpoints):
             depth = e.depth()
             self.metrics.queue.labels(e.conf.name).set(depth)
             s = e.state
+            thread = self._threads[i] if i < len(self._threads) else None
             out.append({"name": s.name, "url": s.url, "queue": depth, "delivered": s.delivered,
                         "failures": s.failures, "refused": s.refused, "last_error": s.last_error or None,
-                        "disabled": s.disabled or None,
+                        "disabled": s.disabled or None, "dropped": e.outbox.dropped_points,
+                        "delivering": thread is not None and thread.is_alive(),
                         "last_delivery": None if s.last_delivery is None else
                         datetime.fromtimestamp(s.last_delivery, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                         "versions": dict(e.versions), "delivered_versions": s.last_version or {}})
-        return {"endpoints": out}
+        started = bool(self._threads)
+        bad = any(x["disabled"] or (started and not x["delivering"]) for x in out)
+        return {"status": "degraded" if bad else "ok", "endpoints": out}

@@ -19,9 +19,8 @@ def _push() -> Any:
 @bp.get("/healthz")
 def healthz() -> Response:
     push = _push()
-    body: dict[str, Any] = {"status": "ok", "push": push.health() if push is not None else None}
-    if push is not None and any(e["disabled"] for e in body["push"]["endpoints"]):
-        body["status"] = "degraded"
+    health = push.health() if push is not None else None
+    body: dict[str, Any] = {"status": health["status"] if health else "ok", "push": health}
     return Response(json.dumps(body, indent=1), mimetype="application/json",
                     headers={"Cache-Control": "no-store"})
 

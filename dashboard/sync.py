@@ -40,7 +40,8 @@ def run_sync(cfg: FactoryConfig, args: argparse.Namespace) -> int:
             path = self.path.split("?", 1)[0]
             if path == "/healthz":
                 health = job.health()
-                self._send(200, "application/json", json.dumps({"status": "ok", "push": health}, indent=1).encode())
+                self._send(200, "application/json",
+                           json.dumps({"status": health["status"], "push": health}, indent=1).encode())
             elif path == "/metrics":
                 job.health()
                 self._send(200, CONTENT_TYPE_LATEST, generate_latest(job.metrics.registry))

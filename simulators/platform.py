@@ -1,7 +1,7 @@
 """`shopfloor simulate platform`: the C2M platform's side, to try the factory's push and feed against.
 
 - Receives capacity events (`POST /events`): verifies the Standard Webhooks signature and timestamp (a tampered
-  body, a wrong secret, or a timestamp more than 5 minutes off is refused with 400), takes each event id once (a
+  body, a wrong secret, or a timestamp more than 5 minutes off is refused with 401), takes each event id once (a
   retried id is answered 200 and not applied again), and keeps per line the event with the highest version.
 - Pulls the feed (`/v1/capacity`) with its ETag every `--pull-every` seconds, and from time to time asks for a
   promise, places a hold and releases it.
@@ -31,6 +31,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 log = logging.getLogger(__name__)
 MAX_BODY = 16 * 1024 * 1024
+SEEN_KEPT = 10_000  # event ids remembered (a retry of one of them is taken once)
 
 
 class Platform:
@@ -55,12 +56,13 @@ class Platform:
         tmp.write_text(json.dumps(self.state, ensure_ascii=False), encoding="utf-8")
         tmp.replace(self.state_file)
 
-    def _reject(self, why: str) -> tuple[int, dict[str, Any]]:
+    def _reject(self, why: str, status: int = 401) -> tuple[int, dict[str, Any]]:
+        """Refuse an event: 401 for a signature or timestamp that does not verify, 400 for a verified body that
+        is not a capacity event. Counted, not saved: a flood of refusals costs no disk."""
         with self.lock:
             self.state["rejected"][why] = self.state["rejected"].get(why, 0) + 1
-            self._save()
         log.warning("platform: event refused: %s", why)
-        return 400, {"error": why}
+        return status, {"error": why}
 
     def receive(self, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
         """Verify and take one event; (HTTP status, answer)."""
@@ -86,7 +88,7 @@ class Platform:
             data: Any = event.get_data()
             line, version = str(data["line"]), int(data["version"])
         except Exception as exc:  # a signed body that is not our event: refuse it, keep serving
-            return self._reject(f"not a capacity event ({exc.__class__.__name__})")
+            return self._reject(f"not a capacity event ({exc.__class__.__name__})", 400)
         msg_id = headers["webhook-id"]
         with self.lock:
             if msg_id in self._seen:
@@ -95,13 +97,19 @@ class Platform:
                 return 200, {"duplicate": True}
             self._seen.add(msg_id)
             self.state["seen"].append(msg_id)
-            self.state["seen"] = self.state["seen"][-10000:]
+            if len(self.state["seen"]) > SEEN_KEPT:  # ids older than this are past the 5-minute window anyway
+                for old in self.state["seen"][:-SEEN_KEPT]:
+                    self._seen.discard(old)
+                self.state["seen"] = self.state["seen"][-SEEN_KEPT:]
             self.state["accepted"] += 1
             held = self.state["lines"].get(line)
             if held is None or version > held["version"]:
                 self.state["lines"][line] = {"version": version, "type": event.get_type(), "data": data,
                                              "received": time.time()}
-                self.state["received_at"][f"{line}:{version}"] = time.time()
+                received = self.state["received_at"]
+                received[f"{line}:{version}"] = time.time()
+                while len(received) > SEEN_KEPT:
+                    del received[next(iter(received))]
             else:
                 self.state["stale"] += 1
             self._save()

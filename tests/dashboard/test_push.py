@@ -99,10 +99,10 @@ def test_the_platform_rejects_tampered_wrongly_signed_and_old_events(receiver):
     now = int(time.time())
     platform = receiver.platform
     assert platform.receive(body.encode(), sign([SECRET], "m-1", now, body))[0] == 200
-    assert platform.receive(body.replace("99", "999").encode(), sign([SECRET], "m-2", now, body))[0] == 400
-    assert platform.receive(body.encode(), sign([OLD_SECRET], "m-3", now, body))[0] == 400
-    assert platform.receive(body.encode(), sign([SECRET], "m-4", now - 600, body))[0] == 400
-    assert platform.receive(body.encode(), {"webhook-id": "m-5"})[0] == 400
+    assert platform.receive(body.replace("99", "999").encode(), sign([SECRET], "m-2", now, body))[0] == 401
+    assert platform.receive(body.encode(), sign([OLD_SECRET], "m-3", now, body))[0] == 401
+    assert platform.receive(body.encode(), sign([SECRET], "m-4", now - 600, body))[0] == 401
+    assert platform.receive(body.encode(), {"webhook-id": "m-5"})[0] == 401
     # the same message again (a retry after a lost answer) is taken once
     assert platform.receive(body.encode(), sign([SECRET], "m-1", now, body)) == (200, {"duplicate": True})
     state = platform.snapshot()
@@ -260,3 +260,34 @@ def test_healthz_and_metrics_show_the_push(app, tmp_path, receiver, jobs):
     text = client.get("/metrics").get_data(as_text=True)
     assert 'shopfloor_push_delivered_total{endpoint="platform"} 2.0' in text
     assert 'shopfloor_push_queue_events{endpoint="platform"} 0.0' in text
+
+
+def test_a_refused_key_or_a_redirect_is_retried_not_dropped(app, tmp_path, scripted, jobs, monkeypatch, caplog):
+    import dashboard.push
+
+    monkeypatch.setattr(dashboard.push, "AUTH_RETRY_S", 0.5)
+    scripted.script = [(401, {}), (401, {}), (302, {"Location": "/elsewhere"})]
+    job = push_job(app, tmp_path, f"http://127.0.0.1:{scripted.server_address[1]}/events")
+    jobs.append(job)
+    job.start()
+    wait_until(lambda: job.health()["endpoints"][0]["delivered"] == 2, 30, "both events delivered")
+    health = job.health()["endpoints"][0]
+    assert health["refused"] == 0 and health["failures"] == 3 and job.endpoints[0].outbox.dead_letters() == []
+    # one error line per kind of answer, not one per try
+    assert len([r for r in caplog.records if "check the URL and the signing secrets" in r.getMessage()]) == 2
+
+
+def test_a_missing_secret_file_or_a_huge_retry_after_does_not_stop_the_delivery(app, tmp_path, scripted, jobs):
+    import dashboard.push
+
+    assert dashboard.push.retry_after_s("1e12") == dashboard.push.MAX_RETRY_AFTER_S
+    assert dashboard.push.retry_after_s("nan") is None
+    secret = tmp_path / "rotating-secret"
+    job = push_job(app, tmp_path, f"http://127.0.0.1:{scripted.server_address[1]}/events")
+    job.endpoints[0].conf = job.endpoints[0].conf.model_copy(update={"secrets": [], "secret_files": [secret]})
+    jobs.append(job)
+    job.start()  # the file is not there yet: the delivery fails and is tried again
+    wait_until(lambda: job.health()["endpoints"][0]["failures"] >= 1, 20, "a failed try")
+    secret.write_text(SECRET)
+    wait_until(lambda: job.health()["endpoints"][0]["delivered"] == 2, 30, "both events delivered")
+    assert job.health()["status"] == "ok" and job.health()["endpoints"][0]["delivering"]
