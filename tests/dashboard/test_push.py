@@ -117,6 +117,7 @@ def test_key_rotation_signs_with_every_secret(receiver):
     assert receiver.platform.receive(body.encode(), headers)[0] == 200
 
 
+@pytest.mark.timeout(OUTAGE_S + 240)
 def test_a_platform_outage_and_a_restart_of_the_job_lose_nothing(app, tmp_path, receiver, jobs):
     job = push_job(app, tmp_path, receiver.url)
     jobs.append(job)
