@@ -17,7 +17,7 @@ from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
 from agent.config import FactoryConfig
@@ -137,7 +137,7 @@ def _lines(cfg: FactoryConfig, params: dict[str, str]) -> list[str]:
 
 @bp.before_request
 def _auth() -> None:
-    _authorized(_ext()["cfg"])
+    g.feed_token = _authorized(_ext()["cfg"])
 
 
 @bp.get("/capacity")
@@ -312,7 +312,7 @@ def place_hold() -> Response:
 
     ext["capacity"].bases(cfg.capacity.bucket)  # read the historian now, not under the holds' write lock
     try:
-        replayed, hold, doc = ext["holds"].place(key, digest, decide)
+        replayed, hold, doc = ext["holds"].place(g.feed_token, key, digest, decide)
     except KeyReused:
         raise BadRequest(422, "Idempotency-Key reused", "this Idempotency-Key was used for another request; use a "
                          "new key for a new hold") from None
@@ -337,7 +337,7 @@ def _hold_doc(hold: Hold, now_ns: int) -> dict[str, Any]:
 def get_hold(hold_id: str) -> Response:
     _params(set())
     ext = _ext()
-    hold = ext["holds"].get(hold_id)
+    hold = ext["holds"].get(hold_id, g.feed_token)
     if hold is None:
         raise BadRequest(404, "No such hold", f"no hold {hold_id!r}")
     return _json(_hold_doc(hold, ext["now_ns"]()))
@@ -347,7 +347,7 @@ def get_hold(hold_id: str) -> Response:
 def release_hold(hold_id: str) -> Response:
     _params(set())
     ext = _ext()
-    if not ext["holds"].release(hold_id, ext["now_ns"]()):
+    if not ext["holds"].release(hold_id, g.feed_token, ext["now_ns"]()):
         raise BadRequest(404, "No such hold", f"no hold {hold_id!r}")
     return Response(status=204)
 

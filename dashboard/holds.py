@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS holds (
+CREATE TABLE IF NOT EXISTS hold (
     id TEXT PRIMARY KEY,
-    idempotency_key TEXT NOT NULL UNIQUE,
+    owner TEXT NOT NULL,  -- the feed token's name: a platform sees and releases its own holds only
+    idempotency_key TEXT NOT NULL,
     body_sha256 TEXT NOT NULL,
     line TEXT NOT NULL,
     sku TEXT NOT NULL,
@@ -31,9 +32,10 @@ CREATE TABLE IF NOT EXISTS holds (
     created_ns INTEGER NOT NULL,
     expires_ns INTEGER NOT NULL,
     released_ns INTEGER,
-    answer TEXT NOT NULL
+    answer TEXT NOT NULL,
+    UNIQUE (owner, idempotency_key)
 );
-CREATE INDEX IF NOT EXISTS holds_active ON holds (expires_ns) WHERE released_ns IS NULL;
+CREATE INDEX IF NOT EXISTS hold_active ON hold (expires_ns) WHERE released_ns IS NULL;
 """
 
 
@@ -92,18 +94,20 @@ class HoldStore:
         with self._lock:
             version = (self._writes, self._db.execute("PRAGMA data_version").fetchone()[0])
             if version != self._read_version or at_ns < self._read_at:
-                rows = self._db.execute(f"SELECT {_COLUMNS} FROM holds WHERE released_ns IS NULL AND expires_ns > ? "
+                rows = self._db.execute(f"SELECT {_COLUMNS} FROM hold WHERE released_ns IS NULL AND expires_ns > ? "
                                         "ORDER BY created_ns, id", (at_ns,)).fetchall()
                 self._unreleased = [_hold(r) for r in rows]
                 self._read_version, self._read_at = version, at_ns
             return [h for h in self._unreleased if h.expires_ns > at_ns]
 
-    def get(self, hold_id: str) -> Hold | None:
+    def get(self, hold_id: str, owner: str) -> Hold | None:
+        """`owner`'s hold `hold_id`; None when there is none (or it is another platform's)."""
         with self._lock:
-            row = self._db.execute(f"SELECT {_COLUMNS} FROM holds WHERE id = ?", (hold_id,)).fetchone()
+            row = self._db.execute(f"SELECT {_COLUMNS} FROM hold WHERE id = ? AND owner = ?",
+                                   (hold_id, owner)).fetchone()
         return _hold(row) if row else None
 
-    def place(self, key: str, body_sha256: str,
+    def place(self, owner: str, key: str, body_sha256: str,
               decide: Callable[[], tuple[Hold | None, dict[str, Any]]]) -> tuple[bool, Hold | None, dict[str, Any]]:
         """(replayed, hold, answer). A key seen before with the same body returns its hold again
         (`replayed`); with another body, KeyReused. Otherwise `decide` runs under the write lock (it sees every
@@ -112,8 +116,8 @@ class HoldStore:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                row = self._db.execute(f"SELECT {_COLUMNS}, body_sha256 FROM holds WHERE idempotency_key = ?",
-                                       (key,)).fetchone()
+                row = self._db.execute(f"SELECT {_COLUMNS}, body_sha256 FROM hold WHERE owner = ? AND "
+                                       "idempotency_key = ?", (owner, key)).fetchone()
                 if row is not None:
                     if row[11] != body_sha256:
                         raise KeyReused(key)
@@ -124,10 +128,10 @@ class HoldStore:
                 hold, answer = decide()
                 if hold is not None:
                     self._db.execute(
-                        "INSERT INTO holds (id, idempotency_key, body_sha256, line, sku, qty, pru_s, setup_s, "
+                        "INSERT INTO hold (id, owner, idempotency_key, body_sha256, line, sku, qty, pru_s, setup_s, "
                         "not_before_ns, created_ns, expires_ns, released_ns, answer) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
-                        (hold.id, key, body_sha256, hold.line, hold.sku, hold.qty, hold.pru_s, hold.setup_s,
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+                        (hold.id, owner, key, body_sha256, hold.line, hold.sku, hold.qty, hold.pru_s, hold.setup_s,
                          hold.not_before_ns, hold.created_ns, hold.expires_ns, json.dumps(answer)))
                 self._db.execute("COMMIT")
                 self._writes += 1
@@ -136,12 +140,13 @@ class HoldStore:
                 self._db.execute("ROLLBACK")
                 raise
 
-    def release(self, hold_id: str, now_ns: int) -> bool:
-        """Release a hold; False when there is no such hold. Releasing twice is harmless."""
+    def release(self, hold_id: str, owner: str, now_ns: int) -> bool:
+        """Release `owner`'s hold; False when it has no such hold. Releasing twice is harmless."""
         with self._lock:
-            cur = self._db.execute("UPDATE holds SET released_ns = ? WHERE id = ? AND released_ns IS NULL",
-                                   (now_ns, hold_id))
+            cur = self._db.execute("UPDATE hold SET released_ns = ? WHERE id = ? AND owner = ? AND released_ns IS NULL",
+                                   (now_ns, hold_id, owner))
             self._writes += 1
             if cur.rowcount:
                 return True
-            return self._db.execute("SELECT 1 FROM holds WHERE id = ?", (hold_id,)).fetchone() is not None
+            return self._db.execute("SELECT 1 FROM hold WHERE id = ? AND owner = ?",
+                                    (hold_id, owner)).fetchone() is not None

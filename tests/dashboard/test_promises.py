@@ -134,3 +134,22 @@ def test_concurrent_holds_never_book_more_than_is_available(feed_app, call):  # 
     for b in after["buckets"]:
         assert b["total_s"] == pytest.approx(b["committed_s"] + b["available_s"] + sum(b["unattainable_s"].values()))
     assert sum(b["committed_s"] for b in after["buckets"]) == pytest.approx(fits * 24000, abs=1)
+
+
+def test_a_platform_sees_and_releases_only_its_own_holds(feed_app, call):  # noqa: F811
+    import hashlib
+
+    from agent.config import FeedToken
+
+    ext = feed_app.extensions["shopfloor"]
+    other = FeedToken(name="other-platform", sha256=hashlib.sha256(b"other-token").hexdigest())
+    ext["cfg"] = ext["cfg"].model_copy(update={"capacity": ext["cfg"].capacity.model_copy(
+        update={"tokens": [*ext["cfg"].capacity.tokens, other]})})
+    body = {"sku": "KT-200", "quantity": 100}
+    mine = call("POST", "/v1/promises", body, {"Idempotency-Key": "order-1"}, status=201).get_json()
+    theirs_headers = {"Authorization": "Bearer other-token", "Idempotency-Key": "order-1"}
+    theirs = call("POST", "/v1/promises", body, theirs_headers, status=201).get_json()  # their own key space
+    assert theirs["id"] != mine["id"]
+    call("GET", f"/v1/promises/{mine['id']}", headers={"Authorization": "Bearer other-token"}, status=404)
+    call("DELETE", f"/v1/promises/{mine['id']}", headers={"Authorization": "Bearer other-token"}, status=404)
+    assert call("GET", f"/v1/promises/{mine['id']}").get_json()["status"] == "active"
