@@ -534,6 +534,7 @@ class PushEndpoint(Model):
 
 class PushSettings(Model):
     endpoints: list[PushEndpoint] = []
+    in_dashboard: bool = Field(default=True, description="the dashboard pushes (false: leave it to shopfloor sync)")
     interval_min: Annotated[float, Field(gt=0, le=1440)] = Field(
         default=5, description="every line's capacity is pushed this often")
     check_s: Annotated[float, Field(ge=1, le=300)] = Field(

@@ -6,6 +6,7 @@ serves it with waitress (dashboard/server.py).
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from collections.abc import Callable
@@ -17,6 +18,9 @@ from agent.historian import Historian
 
 if TYPE_CHECKING:  # the capacity push and `shopfloor sync` import this package and never load Flask
     from flask import Flask
+
+
+log = logging.getLogger(__name__)
 
 
 def wall_clock_ns() -> int:
@@ -74,10 +78,13 @@ def create_app(cfg: FactoryConfig, data_dir: Path | None = None, historian: Hist
     holds = HoldStore(data_dir / "c2m-holds.sqlite3")
     capacity = CapacityService(cfg, historian, now_ns, holds)
     push = None
-    if cfg.capacity.push.endpoints:
-        from dashboard.push import PushJob
+    if cfg.capacity.push.endpoints and cfg.capacity.push.in_dashboard:
+        from dashboard.push import PushBusy, PushJob
 
-        push = PushJob(cfg, capacity, data_dir, feed_url, now_ns)
+        try:
+            push = PushJob(cfg, capacity, data_dir, feed_url, now_ns)
+        except PushBusy as exc:
+            log.error("capacity push: not from this dashboard: %s", exc)
     app.extensions["shopfloor"].update(holds=holds, capacity=capacity, push=push)
     if push is not None:
         hub.platform = push.summary

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import os
 import random
 import threading
 import time
@@ -111,12 +112,39 @@ class EndpointState:
     disabled: str = ""
 
 
+class PushBusy(Exception):
+    """Another process pushes to this endpoint from the same data dir."""
+
+
+def _lock(path: Path) -> Any:
+    """An exclusive lock on `path` held while the returned file is open; PushBusy when another process has it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+b")  # noqa: SIM115 - lives as long as the endpoint
+    try:
+        if os.name == "nt":
+            import msvcrt
+
+            handle.seek(0)
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
+        else:
+            import fcntl
+
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise PushBusy(f"{path.with_suffix('.sqlite3')} is pushed by another process (a dashboard or "
+                       "shopfloor sync on the same data dir); one of them pushes, set capacity.push.in_dashboard: "
+                       "false to leave it to shopfloor sync") from None
+    return handle
+
+
 class Endpoint:
     """One platform endpoint: its outbox and its delivery thread."""
 
     def __init__(self, conf: PushEndpoint, data_dir: Path, quota_bytes: int, metrics: PushMetrics,
                  http: urllib3.PoolManager) -> None:
         self.conf = conf
+        self.lock = _lock(data_dir / f"c2m-push-{conf.name}.lock")
         self.outbox = Outbox(data_dir / f"c2m-push-{conf.name}.sqlite3", quota_bytes)
         self.metrics = metrics
         self.http = http
@@ -142,8 +170,10 @@ class Endpoint:
         self.wake.set()
 
     def next_version(self, line: str) -> int:
+        """One more than the line's last version, and never below the wall clock in milliseconds: versions keep
+        growing even when this outbox is lost (a reinstalled edge PC) and start again from nothing."""
         with self._lock:
-            return self.versions.get(line, 0) + 1
+            return max(self.versions.get(line, 0) + 1, time.time_ns() // 1_000_000)
 
     def depth(self) -> int:
         return self.outbox.depth()[1]
@@ -249,8 +279,14 @@ class PushJob:
                          f"http://{cfg.dashboard.host}:{cfg.dashboard.port}").rstrip("/")
         self.metrics = PushMetrics()
         self.http = urllib3.PoolManager(num_pools=4, maxsize=2)
-        self.endpoints = [Endpoint(e, data_dir, int(settings.quota_mb * 1024 * 1024), self.metrics, self.http)
-                          for e in settings.endpoints]
+        self.endpoints: list[Endpoint] = []
+        try:
+            for e in settings.endpoints:
+                self.endpoints.append(Endpoint(e, data_dir, int(settings.quota_mb * 1024 * 1024), self.metrics,
+                                               self.http))
+        except PushBusy:
+            self.close()
+            raise
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._produce_lock = threading.Lock()
@@ -352,8 +388,14 @@ class PushJob:
             endpoint.wake.set()
         for t in self._threads:
             t.join(timeout=15)
+        self.close()
+
+    def close(self) -> None:
+        """Close the outboxes and let go of their locks."""
         for endpoint in self.endpoints:
             endpoint.outbox.close()
+            endpoint.lock.close()
+        self.endpoints = []
         self.http.clear()
 
     def summary(self) -> dict[str, Any]:

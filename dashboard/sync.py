@@ -25,7 +25,7 @@ def run_sync(cfg: FactoryConfig, args: argparse.Namespace) -> int:
     from agent.runner import open_historian
     from dashboard.c2m import CapacityService
     from dashboard.holds import HoldStore
-    from dashboard.push import PushJob
+    from dashboard.push import PushBusy, PushJob
 
     if not cfg.capacity.push.endpoints:
         print("shopfloor sync: capacity.push.endpoints is empty: there is nowhere to push to", file=sys.stderr)
@@ -33,7 +33,13 @@ def run_sync(cfg: FactoryConfig, args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir or cfg.agent.data_dir)
     historian = open_historian(cfg, data_dir)
     holds = HoldStore(data_dir / "c2m-holds.sqlite3")
-    job = PushJob(cfg, CapacityService(cfg, historian, wall_clock_ns, holds), data_dir, args.feed_url)
+    try:
+        job = PushJob(cfg, CapacityService(cfg, historian, wall_clock_ns, holds), data_dir, args.feed_url)
+    except PushBusy as exc:
+        print(f"shopfloor sync: {exc}", file=sys.stderr)
+        holds.close()
+        historian.close()
+        return 2
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - the http.server API
