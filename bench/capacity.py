@@ -251,7 +251,10 @@ def summary(r: dict[str, Any]) -> list[str]:
         lines.append(f"capacity truth over {t['days'] - t['warmup_days']} scored days ({t['days']} simulated, "
                      f"{t['warmup_days']} of warm-up): {per} (target MAPE at most 10 %); promised completion "
                      f"dates met {t['dates_met'] * 100:.1f} %, times met {t['times_met'] * 100:.1f} % of "
-                     f"{t['orders_with_promise']} orders (target 95 % of dates)")
+                     f"{t['orders_with_promise']} orders (target 95 % of dates); orders finished a median "
+                     f"{t['margin_min']['median']:.0f} min before their promised time (quartiles "
+                     f"{t['margin_min']['q1']:.0f}-{t['margin_min']['q3']:.0f} min, worst {t['margin_min']['min']:.0f}"
+                     f" min) and took a median {t['duration_min']['median']:.0f} min")
     for part, error in (r.get("errors") or {}).items():
         lines.append(f"{part}: failed: {error}")
     return lines
