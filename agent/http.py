@@ -6,6 +6,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -66,16 +67,18 @@ def refresh_gauges(state: AgentState, outbox: Outbox) -> None:
     m.dropped.set(outbox.dropped_points)
 
 
-class AgentHttpServer:
-    """Serves /healthz and /metrics from a daemon thread."""
+# A GET route: () -> (status, content type, body)
+Route = Callable[[], tuple[int, str, bytes]]
 
-    def __init__(self, state: AgentState, outbox: Outbox, host: str, port: int) -> None:
-        self.state = state
-        self.outbox = outbox
-        handler = self._handler()
+
+class StatusServer:
+    """A small HTTP server on a daemon thread answering GET on fixed paths (health and metrics endpoints)."""
+
+    def __init__(self, host: str, port: int, routes: dict[str, Route], name: str = "shopfloor-http") -> None:
+        handler = self._handler(routes)
         self.server = ThreadingHTTPServer((host, port), handler)
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, name="shopfloor-http", daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, name=name, daemon=True)
 
     @property
     def port(self) -> int:
@@ -88,22 +91,14 @@ class AgentHttpServer:
         self.server.shutdown()
         self.server.server_close()
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        state, outbox = self.state, self.outbox
+    @staticmethod
+    def _handler(routes: dict[str, Route]) -> type[BaseHTTPRequestHandler]:
+        missing = json.dumps({"error": "not found: try " + " or ".join(routes)}).encode()
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - the http.server API
-                path = self.path.split("?", 1)[0]
-                if path == "/healthz":
-                    status, body = health_report(state, outbox)
-                    self._send(status, "application/json", json.dumps(body, indent=1).encode())
-                elif path == "/metrics":
-                    refresh_gauges(state, outbox)
-                    self._send(200, CONTENT_TYPE_LATEST, generate_latest(state.metrics.registry))
-                else:
-                    self._send(404, "application/json", b'{"error": "not found: try /healthz or /metrics"}')
-
-            def _send(self, status: int, ctype: str, body: bytes) -> None:
+                route = routes.get(self.path.split("?", 1)[0])
+                status, ctype, body = route() if route else (404, "application/json", missing)
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
@@ -114,3 +109,21 @@ class AgentHttpServer:
                 log.debug("http %s", format % args)
 
         return Handler
+
+
+class AgentHttpServer(StatusServer):
+    """Serves /healthz and /metrics from a daemon thread."""
+
+    def __init__(self, state: AgentState, outbox: Outbox, host: str, port: int) -> None:
+        self.state = state
+        self.outbox = outbox
+
+        def healthz() -> tuple[int, str, bytes]:
+            status, body = health_report(state, outbox)
+            return status, "application/json", json.dumps(body, indent=1).encode()
+
+        def metrics() -> tuple[int, str, bytes]:
+            refresh_gauges(state, outbox)
+            return 200, CONTENT_TYPE_LATEST, generate_latest(state.metrics.registry)
+
+        super().__init__(host, port, {"/healthz": healthz, "/metrics": metrics})

@@ -9,13 +9,12 @@ import logging
 import signal
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agent.config import FactoryConfig
+from agent.http import StatusServer
 from dashboard import wall_clock_ns
 
 log = logging.getLogger(__name__)
@@ -41,45 +40,30 @@ def run_sync(cfg: FactoryConfig, args: argparse.Namespace) -> int:
         historian.close()
         return 2
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the http.server API
-            path = self.path.split("?", 1)[0]
-            if path == "/healthz":
-                health = job.health()
-                self._send(200, "application/json",
-                           json.dumps({"status": health["status"], "push": health}, indent=1).encode())
-            elif path == "/metrics":
-                job.health()
-                self._send(200, CONTENT_TYPE_LATEST, generate_latest(job.metrics.registry))
-            else:
-                self._send(404, "application/json", b'{"error": "try /healthz or /metrics"}')
+    def healthz() -> tuple[int, str, bytes]:
+        health = job.health()
+        return 200, "application/json", json.dumps({"status": health["status"], "push": health}, indent=1).encode()
 
-        def _send(self, status: int, ctype: str, body: bytes) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *a: Any) -> None:  # noqa: A002
-            log.debug("sync http %s", format % a)
+    def metrics() -> tuple[int, str, bytes]:
+        job.health()  # refreshes the queue gauges
+        return 200, CONTENT_TYPE_LATEST, generate_latest(job.metrics.registry)
 
     try:
-        server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+        server = StatusServer("127.0.0.1", args.port, {"/healthz": healthz, "/metrics": metrics}, "sync-http")
     except OSError as exc:
         print(f"shopfloor sync: cannot listen on 127.0.0.1:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        job.close()
         return 3
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="sync-http", daemon=True).start()
+    server.start()
     job.start()
-    print(f"shopfloor sync: pushing capacity; health on http://127.0.0.1:{server.server_address[1]}/healthz",
+    print(f"shopfloor sync: pushing capacity; health on http://127.0.0.1:{server.port}/healthz",
           flush=True)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     stop.wait()
     job.stop()
-    server.shutdown()
+    server.stop()
     holds.close()
     historian.close()
     return 0
