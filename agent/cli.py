@@ -95,8 +95,12 @@ def cmd_token(args: argparse.Namespace) -> int:
     digest = hashlib.sha256(token.encode("utf-8")).hexdigest()
     if args.out:
         path = Path(args.out)
-        path.write_text(token + "\n", encoding="utf-8")
-        path.chmod(0o600)
+        try:
+            path.write_text(token + "\n", encoding="utf-8")
+            path.chmod(0o600)
+        except OSError as exc:
+            print(f"shopfloor token: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
         print(f"token written to {path} (give it to the platform; keep it secret)")
     else:
         print(f"token:  {token}   (give it to the platform; it is not kept anywhere)")

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,14 @@ def historian_from_url(url: str) -> dict[str, Any]:
     return section
 
 
+def _kept_secret(path: Path, make: Callable[[], str]) -> Path:
+    """A secret made for this demo, kept in its data dir (readable by its owner only) so restarts reuse it."""
+    if not path.exists():
+        path.write_text(make(), encoding="utf-8")
+        path.chmod(0o600)
+    return path
+
+
 def demo_config(config: Path, data_dir: Path, mqtt_url: str, opcua_port: int, agent_port: int,
                 historian_url: str | None = None, platform_url: str | None = None) -> Path:
     """A copy of the factory config pointed at the demo's broker, simulator, data dir and historian."""
@@ -118,28 +127,19 @@ def demo_config(config: Path, data_dir: Path, mqtt_url: str, opcua_port: int, ag
     dashboard = data.setdefault("dashboard", {})
     if not dashboard.get("users"):
         # a line lead who may give stop reasons, with a password made for this demo and kept in its data dir
-        secret = data_dir / "dashboard-password"
-        if not secret.exists():
-            secret.write_text(secrets.token_urlsafe(12), encoding="utf-8")
-            secret.chmod(0o600)
+        secret = _kept_secret(data_dir / "dashboard-password", lambda: secrets.token_urlsafe(12))
         dashboard["users"] = [{"name": DEMO_USER, "password_file": str(secret)}]
     capacity = data.setdefault("capacity", {})
     if not capacity.get("tokens"):
         # a feed token for the platform, made for this demo and kept in its data dir; the config holds its hash
-        token_file = data_dir / "feed-token"
-        if not token_file.exists():
-            token_file.write_text(secrets.token_urlsafe(32), encoding="utf-8")
-            token_file.chmod(0o600)
+        token_file = _kept_secret(data_dir / "feed-token", lambda: secrets.token_urlsafe(32))
         digest = hashlib.sha256(token_file.read_text(encoding="utf-8").strip().encode("utf-8")).hexdigest()
         capacity["tokens"] = [{"name": "demo-platform", "sha256": digest}]
     push = capacity.setdefault("push", {})
     if platform_url and not push.get("endpoints"):
         # the simulated platform verifies the pushed events with a key made for this demo
-        secret_file = data_dir / "platform-secret"
-        if not secret_file.exists():
-            secret_file.write_text("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode("ascii"),
-                                   encoding="utf-8")
-            secret_file.chmod(0o600)
+        secret_file = _kept_secret(data_dir / "platform-secret",
+                                   lambda: "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode("ascii"))
         push["endpoints"] = [{"name": "demo-platform", "url": f"{platform_url}/events",
                               "secret_files": [str(secret_file)]}]
         push.setdefault("interval_min", 1)

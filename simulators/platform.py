@@ -264,16 +264,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    secrets = [Path(f).read_text(encoding="utf-8").strip() for f in args.secret_file]
+    try:
+        secrets = [Path(f).read_text(encoding="utf-8").strip() for f in args.secret_file]
+        token = Path(args.token_file).read_text(encoding="utf-8").strip() if args.token_file else None
+        platform = Platform(secrets, Path(args.state_file) if args.state_file else None)
+    except (OSError, ValueError) as exc:  # a file missing or unreadable, a secret that is not base64
+        print(f"shopfloor simulate platform: {exc}", file=sys.stderr)
+        return 2
     if not secrets:
         print("shopfloor simulate platform: give at least one --secret-file", file=sys.stderr)
         return 2
-    platform = Platform(secrets, Path(args.state_file) if args.state_file else None)
     server = make_server(platform, args.host, args.port)
     threading.Thread(target=server.serve_forever, name="platform-http", daemon=True).start()
     client = None
-    if args.feed and args.token_file:
-        token = Path(args.token_file).read_text(encoding="utf-8").strip()
+    if args.feed and token:
         client = FeedClient(platform, args.feed, token, args.pull_every)
         threading.Thread(target=client.run, name="platform-pull", daemon=True).start()
     print(f"platform simulator listening on http://{args.host}:{server.server_address[1]} (events: POST /events)",
