@@ -256,16 +256,20 @@ class LineBase:
     constraints: list[Constraint]
     fpy: dict[str, float | None]
     skus: dict[str, tuple[float, float]]
+    data_up_to_ns: int | None = None  # how far the data of the line's machines reaches (the least of them)
 
 
 def line_base(cfg: FactoryConfig, historian: Historian, history: ShiftHistory, line: Line, now_ns: int,
               by: str) -> LineBase:
     past = history.frame(line, now_ns, cfg.capacity.trailing_days)
     current = board.line_history(cfg, historian, line.id, now_ns)
+    reach: list[int | None] = [(current["machines"].get(m.id) or {}).get("reach_ms") for m in line.machines]
+    known = [r for r in reach if r is not None]
+    up_to = min(known) * 1_000_000 if known and len(known) == len(reach) else None
     return LineBase(line.id, [b for b in buckets_for(cfg, now_ns, by) if b.line == line.id], oee_basis(cfg, past),
                     open_orders(cfg, historian, line, now_ns), constraints_now(cfg, historian, line, now_ns, past,
                                                                                current),
-                    first_pass_yield(past), skus_of(cfg, line.id))
+                    first_pass_yield(past), skus_of(cfg, line.id), up_to)
 
 
 @dataclass
@@ -277,13 +281,14 @@ class LineSnapshot:
     demands: list[Demand]
     constraints: list[Constraint]
     fpy: dict[str, float | None]
+    data_up_to_ns: int | None = None
 
 
 def line_snapshot(base: LineBase, holds: Sequence[Demand], now_ns: int) -> LineSnapshot:
     """The line's capacity with its open orders first, then the active holds in the order they were placed."""
     demands = base.orders + [h for h in holds if h.line == base.line]
     capacity = line_capacity(base.line, base.buckets, base.basis, demands, base.constraints, base.skus, now_ns)
-    return LineSnapshot(capacity, base.basis, demands, base.constraints, base.fpy)
+    return LineSnapshot(capacity, base.basis, demands, base.constraints, base.fpy, base.data_up_to_ns)
 
 
 def local_day(cfg: FactoryConfig, t_ns: int) -> date:
@@ -304,10 +309,15 @@ def _seconds(x: float) -> float:
 
 def capacity_document(cfg: FactoryConfig, snapshots: Sequence[LineSnapshot], as_of_ns: int, by: str) -> dict[str, Any]:
     lines = []
+    lag_ns = int(cfg.kpi.watermark_lag_s * NS)
     for snap in snapshots:
         cap = snap.capacity
+        up_to = snap.data_up_to_ns
         lines.append({
             "line": cap.line,
+            # the constraints now are read from the line's data: where it does not reach now, they may be missing
+            "data_up_to": iso(up_to) if up_to is not None else None,
+            "data_lags": up_to is None or up_to < as_of_ns - lag_ns,
             "oee": {"value": round(snap.basis.oee, 4), "basis": snap.basis.basis, "shifts": snap.basis.shifts},
             "first_pass_yield": {sku: None if v is None else round(v, 4) for sku, v in snap.fpy.items()},
             "constraints": [{"reason": c.reason, "from": iso(c.start_ns), "to": iso(c.end_ns),

@@ -194,3 +194,10 @@ def test_the_oee_is_the_median_of_the_finished_shifts_with_data(feed_app, get):
     assert one["first_pass_yield"]["KT-100"] == round(made / (made + 300), 4)
     night = one["buckets"][1]
     assert night["total_s"] == pytest.approx(0.7 * 39600)
+
+
+def test_a_line_whose_data_does_not_reach_now_says_so(get):
+    doc = get("/v1/capacity").get_json()
+    # line 1's machines all sent data 1 ms before 10:00; line 2's have none at all
+    assert (line(doc, "line-1")["data_up_to"], line(doc, "line-1")["data_lags"]) == ("2026-11-23T01:59:59Z", False)
+    assert (line(doc, "line-2")["data_up_to"], line(doc, "line-2")["data_lags"]) == (None, True)
