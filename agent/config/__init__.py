@@ -20,55 +20,14 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
     model_validator,
 )
 
+from agent.config.base import HHMM, SECRET_KEYS, SLUG, Model, SecretRef, Slug, resolve_secret
 from agent.core.states import BitRule, BoardState, StateMapper
-
-SLUG = r"^[a-z0-9][a-z0-9_-]{0,47}$"
-Slug = Annotated[str, Field(pattern=SLUG, description="short id: lower-case letters, digits, '-' or '_'")]
-HHMM = Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="local time HH:MM")]
-SECRET_KEYS = frozenset({"password", "token"})
-ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
-
-
-class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-# --- secrets -----------------------------------------------------------------------------------------------
-
-
-class SecretRef(str):
-    """A secret given as `${ENV_VAR}`; resolved by `resolve_secret` at start-up, never stored in YAML."""
-
-    @classmethod
-    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
-        from pydantic_core import core_schema
-
-        def check(value: str) -> SecretRef:
-            if not ENV_REF.match(value):
-                raise ValueError("an environment reference like ${PLC_PASSWORD} (secrets are never inline)")
-            return cls(value)
-
-        return core_schema.no_info_after_validator_function(check, core_schema.str_schema())
-
-
-def resolve_secret(ref: SecretRef | None, file: Path | None) -> str | None:
-    """The secret's value from the environment or the file; None when neither is configured."""
-    if ref is not None:
-        m = ENV_REF.match(ref)
-        assert m
-        return os.environ.get(m.group(1))
-    if file is not None:
-        return file.read_text(encoding="utf-8").strip()
-    return None
-
 
 # --- site, calendar, products, people, materials ---------------------------------------------------------
 
