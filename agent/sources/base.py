@@ -62,8 +62,6 @@ class TagRef:
     sampling_ms: float = 100.0
     queue_size: int = 10
     deadband: tuple[str, float] | None = None  # ("absolute" | "percent", value)
-    scale: float = 1.0  # process values: value * scale + offset
-    offset: float = 0.0
 
 
 class Ingest(Protocol):
