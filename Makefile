@@ -33,7 +33,7 @@ demo: install system-deps
 	$(BIN)/shopfloor demo
 
 lint: install
-	$(BIN)/ruff check agent dashboard simulators tests bench
+	$(BIN)/ruff check agent dashboard simulators shopfloor tests bench
 	$(BIN)/mypy
 
 # Two workers: the 10-minute InfluxDB outage test (marked `long`, collected first) holds one while the other

@@ -31,11 +31,11 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str, every: f
 
 
 class Proc:
-    """One `python -m agent.cli ...` child with its output in a log file."""
+    """One `python -m shopfloor ...` child with its output in a log file."""
 
     def __init__(self, name: str, argv: list[str], log_dir: Path) -> None:
         self.name = name
-        self.argv = [sys.executable, "-m", "agent.cli", *argv]
+        self.argv = [sys.executable, "-m", "shopfloor", *argv]
         self.log_path = log_dir / f"{name}.log"
         self.popen: subprocess.Popen[bytes] | None = None
         self._ps: psutil.Process | None = None

@@ -35,7 +35,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"{args.file}: valid")
     if not args.connect:
         return 0
-    from agent.connect import check_connections
+    from shopfloor.connect import check_connections
 
     problems = check_connections(cfg)  # type: ignore[arg-type]
     for problem in problems:
@@ -81,7 +81,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from agent.demo import run_demo
+    from shopfloor.demo import run_demo
 
     return run_demo(args)
 
@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(func=cmd_simulate, simulator_run=module.run)
 
     p = sub.add_parser("demo", help="run simulators, a broker and the agent on this machine")
-    from agent.demo import add_arguments as demo_arguments
+    from shopfloor.demo import add_arguments as demo_arguments
 
     demo_arguments(p)
     p.set_defaults(func=cmd_demo)

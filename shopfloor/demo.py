@@ -250,7 +250,7 @@ def run_demo(args: argparse.Namespace) -> int:
     else:
         where = f"{data_dir / 'agent' / 'historian.sqlite3'} (SQLite)"
     endpoint = f"opc.tcp://127.0.0.1:{opcua_port}/shopfloor/plc"
-    cli = [sys.executable, "-m", "agent.cli", "--log-level", args.log_level]
+    cli = [sys.executable, "-m", "shopfloor", "--log-level", args.log_level]
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
 
     def spawn(name: str, argv: list[str]) -> None:

@@ -3,7 +3,7 @@
 import hashlib
 import re
 
-from agent.cli import main
+from shopfloor.cli import main
 
 
 def test_token_prints_the_config_entry_of_its_hash(tmp_path, capsys):

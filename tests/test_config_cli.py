@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from agent.cli import main
+from shopfloor.cli import main
 from tests.conftest import FACTORY_YAML, ROOT
 
 
@@ -26,7 +26,7 @@ def check(capsys):
 def test_command_line_exit_code(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("site: 1\n", encoding="utf-8")
-    r = subprocess.run([sys.executable, "-m", "agent.cli", "check-config", str(bad)], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "shopfloor", "check-config", str(bad)], capture_output=True, text=True,
                        cwd=ROOT)
     assert r.returncode == 2 and "bad.yaml:1: site" in r.stderr
 

@@ -80,7 +80,7 @@ def test_a_bad_node_id_names_its_key_and_the_forms(tmp_path, node_id, expected):
 
 
 def test_node_id_mistakes_in_the_command_line_message(tmp_path, capsys):
-    from agent.cli import main
+    from shopfloor.cli import main
 
     path = press_1(tmp_path, PRESS_1.removesuffix("}") + ', node_ids: {StateCode: "ns=3;i=x"}')
     with pytest.raises(SystemExit) as exited:

@@ -3,7 +3,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent.demo import demo_config, simulated_start
+from shopfloor.demo import demo_config, simulated_start
 
 SH = ZoneInfo("Asia/Shanghai")
 

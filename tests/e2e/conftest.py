@@ -34,7 +34,7 @@ class Proc:
 
     def __init__(self, name: str, argv: list[str], log_dir: Path, env: dict[str, str] | None = None) -> None:
         self.name = name
-        self.argv = [sys.executable, "-m", "agent.cli", *argv]
+        self.argv = [sys.executable, "-m", "shopfloor", *argv]
         self.log_path = log_dir / f"{name}.log"
         self.env = {**os.environ, **(env or {})}
         self.popen: subprocess.Popen[bytes] | None = None
