@@ -1,0 +1,1 @@
+"""Modbus TCP simulator: the machines of one Modbus source of a factory config, served by pymodbus."""
