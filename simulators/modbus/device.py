@@ -36,6 +36,8 @@ class RegisterImage:
     values: dict[tuple[int, str], dict[int, int]] = field(default_factory=dict)  # (unit, table) -> offset -> value
     failures: dict[tuple[int, str, int], int] = field(default_factory=dict)  # (unit, table, offset) -> code
     silent: set[int] = field(default_factory=set)
+    fail_all: int = 0  # every read of every unit but `exempt` answers this exception code (0: none)
+    exempt: int | None = None  # a unit that always answers (the simulator's control unit)
 
     def set_raw(self, unit: int, table: str, offset: int, words: list[int]) -> None:
         cells = self.values.setdefault((unit, table), {})
@@ -104,6 +106,8 @@ class ModbusDevice:
             return ExcCodes.ILLEGAL_FUNCTION
         if unit in self.image.silent:
             await asyncio.sleep(SILENT_S)  # the client gives up first
+        if self.image.fail_all and unit != self.image.exempt:
+            return ExcCodes(self.image.fail_all)
         cells = self.image.values.get((unit, table), {})
         bits = table in BIT_TABLES
         # for coils and discrete inputs pymodbus passes the first bit and the count of 16-bit words holding them
@@ -114,7 +118,10 @@ class ModbusDevice:
                 return ExcCodes(code)
             if self.strict and not bits and offset not in cells:
                 return ExcCodes.ILLEGAL_ADDRESS
-        if written is not None:
+        if written is not None:  # a client wrote: the image shows it from now on
+            cells = self.image.values.setdefault((unit, table), {})
+            for i, value in enumerate(written):
+                cells[address + i] = int(value)
             return None
         if bits:
             words = [0] * len(registers)
