@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.config import FactoryConfig, resolve_secret
-from agent.historian import Historian
+from agent.historian import Historian, open_historian
 
 if TYPE_CHECKING:  # the capacity push and `shopfloor sync` import this package and never load Flask
     from flask import Flask
@@ -55,7 +55,6 @@ def create_app(cfg: FactoryConfig, data_dir: Path | None = None, historian: Hist
     """
     from flask import Flask
 
-    from agent.runner import open_historian
     from dashboard import api, auth, boards, feed, status
     from dashboard.c2m import CapacityService
     from dashboard.holds import HoldStore

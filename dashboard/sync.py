@@ -14,6 +14,7 @@ from pathlib import Path
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agent.config import FactoryConfig
+from agent.historian import open_historian
 from agent.http import StatusServer
 from dashboard import wall_clock_ns
 
@@ -21,7 +22,6 @@ log = logging.getLogger(__name__)
 
 
 def run_sync(cfg: FactoryConfig, args: argparse.Namespace) -> int:
-    from agent.runner import open_historian
     from dashboard.c2m import CapacityService
     from dashboard.holds import HoldStore
     from dashboard.push import PushBusy, PushJob

@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from agent.config import FactoryConfig
-from agent.historian import HistorianError
+from agent.historian import HistorianError, open_historian
 
 CONNECT_TIMEOUT_S = 5.0
 
@@ -31,8 +31,6 @@ def check_connections(cfg: FactoryConfig) -> list[str]:
     problems: list[str] = []
     h = cfg.historian
     if h.kind == "influxdb":
-        from agent.runner import open_historian
-
         historian = open_historian(cfg, Path(tempfile.gettempdir()))
         try:
             problems += [f"historian: {p}" for p in historian.check_connection()]  # type: ignore[attr-defined]

@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo
 import yaml
 
 from agent.config import ConfigError, FactoryConfig, load
-from agent.historian import HistorianError
+from agent.historian import HistorianError, open_historian
 from agent.sinks.influx_protocol import quote_ident
 
 DEMO_USER = "lead"
@@ -168,7 +168,6 @@ def simulated_start(cfg: FactoryConfig, now: float | None = None, lead_s: float 
 
 def _prepare_influxdb(cfg: FactoryConfig) -> None:
     """Say what is wrong with the demo's InfluxDB before starting; create a missing 1.x database."""
-    from agent.runner import open_historian
     from agent.sinks.influx import InfluxHistorian
 
     historian = open_historian(cfg, Path("."))
