@@ -65,6 +65,8 @@ def test_size_and_canonical_text(text: str, size: int, shown: str) -> None:
 
 @pytest.mark.parametrize(("text", "says"), [
     ("StateCode", "is not understood: expected e.g. DB1.DBX0.0, DB1.DBW2"),
+    ("StateCode", "it looks like a tag name: a machine read over S7 gives each tag's address in node_ids, e.g. "
+                  "StateCode: DB1.DBW0"),
     ("", "is not understood"),
     ("DB1", "names a whole DB: add the place in it, e.g. DB1.DBW0"),
     ("DBW2", "is not understood"),

@@ -148,7 +148,11 @@ def parse_address(text: str) -> S7Address:
         if whole_db:
             raise ValueError(f"S7 address {text!r} names a whole DB: add the place in it, e.g. "
                              f"DB{whole_db[1]}.DBW0 or DB{whole_db[1]}.DBX0.0")
-        raise ValueError(f"S7 address {text!r} is not understood: expected e.g. {EXAMPLES}")
+        hint = ""
+        if re.fullmatch(r"[A-Za-z_][A-Za-z_.]*", text.strip()):
+            hint = ("; it looks like a tag name: a machine read over S7 gives each tag's address in node_ids, "
+                    "e.g. StateCode: DB1.DBW0")
+        raise ValueError(f"S7 address {text!r} is not understood: expected e.g. {EXAMPLES}{hint}")
     area: Area = "DB" if m["db"] is not None else AREAS[m["area"]]  # type: ignore[assignment]
     db = _number(m["db"], MAX_DB, "DB number", text) if m["db"] is not None else 0
     if area == "DB" and db == 0:
