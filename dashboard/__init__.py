@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.config import FactoryConfig, resolve_secret
-from agent.historian import Historian, open_historian
+from agent.historian import Historian
+from agent.sinks import open_historian
 
 if TYPE_CHECKING:  # the capacity push and `shopfloor sync` import this package and never load Flask
     from flask import Flask

@@ -14,8 +14,8 @@ from pathlib import Path
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agent.config import FactoryConfig
-from agent.historian import open_historian
 from agent.http import StatusServer
+from agent.sinks import open_historian
 from dashboard import wall_clock_ns
 
 log = logging.getLogger(__name__)

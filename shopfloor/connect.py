@@ -13,7 +13,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from agent.config import FactoryConfig
-from agent.historian import HistorianError, open_historian
+from agent.historian import HistorianError
+from agent.sinks import open_historian
 
 CONNECT_TIMEOUT_S = 5.0
 

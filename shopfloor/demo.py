@@ -27,7 +27,8 @@ from zoneinfo import ZoneInfo
 import yaml
 
 from agent.config import ConfigError, FactoryConfig, load
-from agent.historian import HistorianError, open_historian
+from agent.historian import HistorianError
+from agent.sinks import open_historian
 from agent.sinks.influx_protocol import quote_ident
 
 DEMO_USER = "lead"
