@@ -1,57 +1,28 @@
 """Who may give stop reasons: the users of `dashboard.users`, logged in with a form (a signed session cookie)
-or, for scripts, with HTTP Basic. Pages that change data also check a per-session CSRF token."""
+or, for scripts, with HTTP Basic. Pages that change data also check a per-session CSRF token.
+
+The login and logout routes and the guards of views live here; who the user is comes from users.py.
+"""
 
 from __future__ import annotations
 
 import functools
 import hmac
 import logging
-import secrets
 import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
 
-from flask import Blueprint, Response, current_app, redirect, render_template, request, session, url_for
+from flask import Blueprint, Response, redirect, render_template, request, session, url_for
 
-from agent.config import resolve_secret
+from dashboard.pages import page_context
 from dashboard.problems import problem
+from dashboard.users import check_password, csrf_token, current_user
 
 log = logging.getLogger(__name__)
 bp = Blueprint("auth", __name__)
-
-
-def _passwords() -> dict[str, str]:
-    cfg = current_app.extensions["shopfloor"]["cfg"]
-    out = {}
-    for user in cfg.dashboard.users:
-        secret = resolve_secret(user.password, user.password_file)
-        if secret:
-            out[user.name] = secret
-    return out
-
-
-def check_password(name: str, password: str) -> bool:
-    known = _passwords()
-    # compare against something even for unknown names, so timing does not tell which names exist
-    expected = known.get(name, secrets.token_hex(16))
-    return hmac.compare_digest(expected.encode(), password.encode()) and name in known
-
-
-def current_user() -> str | None:
-    """The logged-in user of this request (session or HTTP Basic), or None."""
-    auth = request.authorization
-    if auth is not None and auth.type == "basic" and auth.username and auth.password is not None:
-        return auth.username if check_password(auth.username, auth.password) else None
-    name = session.get("user")
-    return name if isinstance(name, str) and name in _passwords() else None
-
-
-def csrf_token() -> str:
-    token = session.get("csrf")
-    if not isinstance(token, str):
-        token = session["csrf"] = secrets.token_urlsafe(24)
-    return token
+__all__ = ["api_login_required", "bp", "check_password", "csrf_token", "current_user", "page_login_required"]
 
 
 def api_login_required(view: Callable[..., Any]) -> Callable[..., Any]:
@@ -99,8 +70,6 @@ def _safe_next(target: str | None) -> str:
 
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Any:
-    from dashboard.boards import page_context
-
     error = None
     next_url = _safe_next(request.values.get("next"))
     if request.method == "POST":

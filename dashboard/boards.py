@@ -7,45 +7,15 @@ kept current by the live stream (static/board.js).
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlencode
 
 from flask import Blueprint, abort, current_app, make_response, render_template, request, url_for
 
-from dashboard import i18n
-from dashboard.auth import csrf_token, current_user, page_login_required
+from dashboard.auth import page_login_required
 from dashboard.board import find_line
+from dashboard.pages import LANG_COOKIE, page_context
+from dashboard.users import csrf_token
 
 bp = Blueprint("boards", __name__)
-LANG_COOKIE = "shopfloor_lang"
-
-
-def screen_language() -> str:
-    """?lang= (remembered per screen in a cookie), else the cookie, else the site's language."""
-    cfg = current_app.extensions["shopfloor"]["cfg"]
-    return i18n.normalize(request.args.get("lang") or request.cookies.get(LANG_COOKIE), cfg.site.language)
-
-
-def page_context(page: str, **extra: Any) -> dict[str, Any]:
-    cfg = current_app.extensions["shopfloor"]["cfg"]
-    lang = screen_language()
-    args = {k: v for k, v in request.args.items() if k != "lang"}
-    lang_urls = {code: f"{request.path}?{urlencode({**args, 'lang': code})}" for code in i18n.LANGUAGES}
-    return {
-        "page": page, "lang": lang, "t": lambda key: i18n.t(lang, key), "labels": i18n.LABELS[lang],
-        "site": {"id": cfg.site.id, "name": cfg.site.name, "timezone": cfg.site.timezone,
-                 "language": cfg.site.language},
-        "lines": [{"id": ln.id, "name": ln.name} for ln in cfg.lines], "kiosk": None, "user": current_user(),
-        "lang_urls": lang_urls, "api": {}, "urls": page_urls(), **extra,
-    }
-
-
-def page_urls() -> dict[str, str]:
-    """Where each page is; the templates fill in `{line}` and `{machine}`."""
-    urls = {"overview": url_for("boards.overview"), "line": url_for("boards.line_board", line_id="LINE"),
-            "machine": url_for("boards.machine", line_id="LINE", machine_id="MACHINE"),
-            "stops": url_for("boards.stops", line_id="LINE"), "kiosk": url_for("boards.kiosk") + "?start=LINE",
-            "login": url_for("auth.login"), "logout": url_for("auth.logout")}
-    return {name: url.replace("LINE", "{line}").replace("MACHINE", "{machine}") for name, url in urls.items()}
 
 
 def render(template: str, ctx: dict[str, Any]) -> Any:
