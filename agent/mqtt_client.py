@@ -1,4 +1,5 @@
-"""paho's Client, tuned for a QoS 1 subscriber that takes tens of thousands of messages a second.
+"""The MQTT client every part of Shopfloor uses (the source, the live publisher, the dashboard's live view):
+make_client configures it from a source's settings. paho's Client, tuned for a QoS 1 subscriber that takes tens of thousands of messages a second.
 
 Three changes, all inside paho's own hooks, so the protocol handling stays paho's:
 - Reads: paho asks the socket for a packet a few bytes at a time (one system call for the command byte, one
@@ -12,11 +13,16 @@ Three changes, all inside paho's own hooks, so the protocol handling stays paho'
 
 from __future__ import annotations
 
+import ssl
 import struct
 from collections.abc import Sequence
+from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.client import PUBACK, MQTTErrorCode
+from paho.mqtt.enums import CallbackAPIVersion
+
+from agent.config import MqttTls
 
 READ_CHUNK = 65536
 _PUBACK = struct.Struct("!BBH")
@@ -74,3 +80,30 @@ class BufferedClient(mqtt.Client):
             return
         packet = b"".join(_PUBACK.pack(PUBACK, 2, mid) for mid in mids)
         self._packet_queue(PUBACK, packet, 0, 1)
+
+
+def make_client(client_id: str, url: str, protocol: str, username: str | None, password: str | None,
+                tls: MqttTls | None, manual_ack: bool = False, clean: bool = True,
+                will: tuple[str, bytes] | None = None) -> tuple[BufferedClient, str, int]:
+    """A configured paho client plus the host and port to connect to (shared by the source and the publisher)."""
+    parsed = urlparse(url)
+    secure = parsed.scheme == "mqtts"
+    host = parsed.hostname or "127.0.0.1"
+    port = parsed.port or (8883 if secure else 1883)
+    v5 = protocol == "5"
+    client = BufferedClient(CallbackAPIVersion.VERSION2, client_id=client_id,
+                            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+                            clean_session=None if v5 else clean, manual_ack=manual_ack)
+    if username:
+        client.username_pw_set(username, password)
+    if secure or tls is not None:
+        tls = tls or MqttTls()
+        client.tls_set(ca_certs=str(tls.ca_file) if tls.ca_file else None,
+                       certfile=str(tls.cert_file) if tls.cert_file else None,
+                       keyfile=str(tls.key_file) if tls.key_file else None,
+                       cert_reqs=ssl.CERT_REQUIRED)
+        client.tls_insecure_set(tls.insecure)
+    if will is not None:
+        client.will_set(will[0], will[1], qos=1, retain=True)
+    client.reconnect_delay_set(min_delay=1, max_delay=10)
+    return client, host, port

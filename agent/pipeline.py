@@ -1,8 +1,9 @@
 """The agent's two worker threads.
 
 Ingest: source readings -> mapper -> one outbox commit per batch -> acknowledgements to the sources (MQTT
-PUBACK is sent only after the commit). Drain: outbox -> historian -> settle -> live topics. Sources only call
-the thread-safe methods `opcua_samples`, `mqtt_message`, `source_down` and `source_up`.
+PUBACK is sent only after the commit). Drain: outbox -> historian -> settle -> live topics. The pipeline is
+the sources' `Ingest` (agent/sources/base.py): they only call its thread-safe methods `readings`, `message`,
+`register_acknowledger`, `down` and `up`.
 """
 
 from __future__ import annotations
@@ -21,14 +22,13 @@ from agent.core.schema import Point
 from agent.health import AgentState
 from agent.historian import Historian, HistorianError, WriteResult
 from agent.outbox import Outbox
+from agent.sources.base import Reading
 
 log = logging.getLogger(__name__)
 
-# (binding index, value, status code, status name, source time ns, server time ns or None)
-OpcUaSample = tuple[int, Any, int, str, int, int | None]
 RETENTION_EVERY_S = 3600.0
 DRAIN_BATCH_FACTOR = 4
-# How often the agent writes each OPC UA source's heartbeat: a machine whose values do not change sends no
+# How often the agent writes each PLC source's heartbeat: a machine whose values do not change sends no
 # points, and its board must still know that its data reaches now (dashboard watermark, docs/kpi.md).
 HEARTBEAT_EVERY_S = 5.0
 
@@ -41,14 +41,15 @@ class Pipeline:
     """Owns the mapper, the outbox and the sinks; runs the ingest and drain threads."""
 
     def __init__(self, cfg: FactoryConfig, outbox: Outbox, historian: Historian, state: AgentState,
-                 live: LivePublisher | None = None, now_ns: Callable[[], int] = time.time_ns) -> None:
+                 live: LivePublisher | None = None, now_ns: Callable[[], int] = time.time_ns,
+                 heartbeat_sources: Sequence[str] = ()) -> None:
         self.cfg = cfg
         self.outbox = outbox
         self.historian = historian
         self.live = live
         self.state = state
         self.now_ns = now_ns
-        self.mapper = Mapper(cfg, outbox.load_state())
+        self.mapper = Mapper(cfg.mapping_plan(), outbox.load_state())
         self.bindings = self.mapper.bindings
         self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._stop = threading.Event()
@@ -59,13 +60,14 @@ class Pipeline:
         self.fatal: BaseException | None = None
         self._acknowledgers: dict[str, Callable[[list[Any]], None]] = {}
         self._next_heartbeat = 0.0
+        self.heartbeat_sources = list(heartbeat_sources)
 
-    # --- source-facing API (any thread) ---
+    # --- source-facing API, the sources' Ingest (any thread) ---
 
-    def opcua_samples(self, source: str, samples: list[OpcUaSample]) -> None:
-        self._queue.put(("opcua", source, samples))
+    def readings(self, source: str, readings: list[Reading]) -> None:
+        self._queue.put(("tags", source, readings))
 
-    def mqtt_message(self, source: str, topic: str, payload: bytes, received_ns: int, ack: Any = None) -> None:
+    def message(self, source: str, topic: str, payload: bytes, received_ns: int, ack: Any = None) -> None:
         """`ack` is the source's token for this message (None: nothing to acknowledge); after the commit the
         pipeline hands all tokens of a source to the acknowledger registered for it, in one call."""
         self._queue.put(("mqtt", source, topic, payload, received_ns, ack))
@@ -73,10 +75,10 @@ class Pipeline:
     def register_acknowledger(self, source: str, acknowledge: Callable[[list[Any]], None]) -> None:
         self._acknowledgers[source] = acknowledge
 
-    def source_down(self, source: str, reason: str) -> None:
+    def down(self, source: str, reason: str) -> None:
         self._queue.put(("down", source, reason, self.now_ns()))
 
-    def source_up(self, source: str) -> None:
+    def up(self, source: str) -> None:
         """The source has a working session again. Call it before the session's first reading is handed over:
         readings are mapped in the order they were queued, and older source timestamps are stamped at this
         time after an outage (see agent/core/mapping.py)."""
@@ -172,18 +174,18 @@ class Pipeline:
                 self._heartbeat()
 
     def _heartbeat(self) -> None:
-        """Every HEARTBEAT_EVERY_S, while nothing waits to be mapped: each OPC UA source's heartbeat, stamped now.
+        """Every HEARTBEAT_EVERY_S, while nothing waits to be mapped: each PLC source's heartbeat, stamped now.
         It goes through the outbox after everything received before it, so a historian holding it holds all
         the source's readings up to its time (less a publishing interval in flight)."""
-        if time.monotonic() < self._next_heartbeat or not self.cfg.sources.opcua:
+        if time.monotonic() < self._next_heartbeat or not self.heartbeat_sources:
             return
         self._next_heartbeat = time.monotonic() + HEARTBEAT_EVERY_S
         now = self.now_ns()
         site = self.cfg.site.id
         points = []
-        for source in self.cfg.sources.opcua:
-            health = self.state.sources.get(source.id)
-            points.append(Point("source_heartbeat", {"site": site, "source": source.id},
+        for source in self.heartbeat_sources:
+            health = self.state.sources.get(source)
+            points.append(Point("source_heartbeat", {"site": site, "source": source},
                                 {"connected": bool(health and health.connected)}, now))
         self.outbox.enqueue(points, [], {}, now)
         self._drain_wake.set()
@@ -191,16 +193,16 @@ class Pipeline:
     def _map(self, item: tuple[Any, ...], result: MappingResult, acks: dict[str, list[Any]],
              received: dict[str, int], newest: dict[str, int], flushes: list[threading.Event]) -> None:
         kind = item[0]
-        if kind == "opcua":
-            _, source, samples = item
+        if kind == "tags":
+            _, source, readings = item
             bindings = self.bindings
-            opcua_value = self.mapper.opcua_value
+            reading = self.mapper.reading
             newest_here = 0
-            for index, value, status, status_name, source_ns, server_ns in samples:
-                opcua_value(bindings[index], value, status, status_name, source_ns, server_ns, result)
+            for index, value, quality, status, status_name, source_ns, server_ns in readings:
+                reading(bindings[index], value, quality, status, status_name, source_ns, server_ns, result)
                 if source_ns > newest_here:
                     newest_here = source_ns
-            received[source] = received.get(source, 0) + len(samples)
+            received[source] = received.get(source, 0) + len(readings)
             newest[source] = max(newest.get(source, 0), newest_here)
         elif kind == "mqtt":
             _, source, topic, payload, received_ns, ack = item

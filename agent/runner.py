@@ -20,8 +20,8 @@ from agent.outbox import Outbox
 from agent.pipeline import LivePublisher, Pipeline
 from agent.sinks.live import MqttLivePublisher
 from agent.sinks.sqlite_historian import SqliteHistorian
-from agent.sources.mqtt import MqttSource
-from agent.sources.opcua import OpcUaSource
+from agent.sources.base import Source, SourceContext, TagRef
+from agent.sources.registry import KINDS
 
 log = logging.getLogger(__name__)
 
@@ -62,15 +62,17 @@ class Agent:
             self.live = MqttLivePublisher(cfg.site.id, cfg.agent.id, broker, cfg.live.min_interval_ms,
                                           [f"{line.id}/{machine.id}" for line, machine in cfg.machines()])
         live: LivePublisher | None = self.live
-        self.pipeline = Pipeline(cfg, self.outbox, self.historian, self.state, live, now_ns=now_ns or time.time_ns)
+        clock = now_ns or time.time_ns
+        entries = [(KINDS[kind], entry) for kind, entry in cfg.sources.entries()]
+        self.pipeline = Pipeline(cfg, self.outbox, self.historian, self.state, live, now_ns=clock,
+                                 heartbeat_sources=[e.id for k, e in entries if k.reads_tags])
         self.http = AgentHttpServer(self.state, self.outbox, cfg.agent.http_host,
                                     cfg.agent.http_port if http_port is None else http_port)
-        probe_base = f"shopfloor/v1/{cfg.site.id}/_agents/{cfg.agent.id}/probe"
-        self.mqtt_sources = [MqttSource(s, self.pipeline, self.state, f"{probe_base}/{s.id}")
-                             for s in cfg.sources.mqtt]
-        app_uri = f"urn:shopfloor:agent:{cfg.site.id}:{cfg.agent.id}"
-        self.opcua_sources = [OpcUaSource(s, self.pipeline, self.state, self.data_dir / "pki", app_uri)
-                              for s in cfg.sources.opcua]
+        tags = tag_refs(self.pipeline)
+        self.sources: list[Source] = [
+            kind.build(entry, SourceContext(self.pipeline, self.state, tags.get(entry.id, []), self.data_dir,
+                                            cfg.site.id, cfg.agent.id, clock))
+            for kind, entry in entries]
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -86,11 +88,9 @@ class Agent:
         self.http.start()
         if self.live is not None:
             self.live.start()
-        for mqtt_source in self.mqtt_sources:
-            mqtt_source.start()
         log.info("agent %s running: data in %s, health on http://%s:%s/healthz", self.cfg.agent.id,
                  self.data_dir, self.cfg.agent.http_host, self.http.port)
-        tasks = [asyncio.create_task(s.run(self._stop)) for s in self.opcua_sources]
+        tasks = [asyncio.create_task(s.run(self._stop)) for s in self.sources]
         watcher = asyncio.create_task(self._watch_pipeline())
         await self._stop.wait()
         watcher.cancel()
@@ -99,8 +99,14 @@ class Agent:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        for s in self.opcua_sources:
-            await s._disconnect()
+        # Commit and acknowledge what has arrived while the broker connections are still up, so the broker
+        # does not redeliver it on the next start; then disconnect and drain.
+        for source in self.sources:
+            source.pause()
+        self.pipeline.flush()
+        for source in self.sources:
+            with contextlib.suppress(Exception):
+                await source.close()
         return self._shutdown()
 
     async def _watch_pipeline(self) -> None:
@@ -111,13 +117,6 @@ class Agent:
         self._stop.set()
 
     def _shutdown(self) -> int:
-        # Commit and acknowledge what has arrived while the MQTT connections are still up, so the broker
-        # does not redeliver it on the next start; then disconnect and drain.
-        for mqtt_source in self.mqtt_sources:
-            mqtt_source.pause()
-        self.pipeline.flush()
-        for mqtt_source in self.mqtt_sources:
-            mqtt_source.stop()
         failed = self.pipeline.fatal is not None
         self.pipeline.stop()
         if self.live is not None:
@@ -143,3 +142,14 @@ class Agent:
             signal.signal(signal.SIGINT, on_signal)
             signal.signal(signal.SIGTERM, on_signal)
         return asyncio.run(self.run_async())
+
+
+def tag_refs(pipeline: Pipeline) -> dict[str, list[TagRef]]:
+    """Per source id, the tags it reads; a reading carries the tag's index in the pipeline's bindings."""
+    out: dict[str, list[TagRef]] = {}
+    for index, b in enumerate(pipeline.bindings):
+        spec = b.spec
+        out.setdefault(b.source, []).append(TagRef(
+            index, b.node_id, b.machine, spec.signal, spec.node, spec.poll_ms, spec.sampling_ms, spec.queue_size,
+            spec.deadband))
+    return out

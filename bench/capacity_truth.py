@@ -44,7 +44,7 @@ class HistorianFeed:
         self.cfg = cfg
         self.historian = historian
         self.site = cfg.site.id
-        self.mapper = Mapper(cfg)
+        self.mapper = Mapper(cfg.mapping_plan())
         self.mqtt_source = cfg.sources.mqtt[0].id
         self.last: dict[tuple[str, str], MachineSnapshot] = {}
         self.with_product = {m.id for _, m in cfg.machines()

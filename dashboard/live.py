@@ -29,7 +29,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from agent.config import FactoryConfig, MqttSource, resolve_secret
-from agent.sources.mqtt import make_client
+from agent.mqtt_client import make_client
 
 log = logging.getLogger(__name__)
 

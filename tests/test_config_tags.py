@@ -37,20 +37,20 @@ def test_node_ids_name_a_machines_tags_instead_of_the_prefix(tmp_path):
     cfg = load(press_1(tmp_path, 'node_prefix: "ns=4;s=P1.", node_ids: {StateCode: "ns=3;i=1042", '
                                  'GoodCount: "nsu=urn:vendor:plc;g=72962b91-fa75-4ae6-8d28-b404dc7daf63", '
                                  'AlarmCode: "ns=3;b=M/RbKBsRVkePCePcx24oRA=="}'))
-    nodes = {b.spec.node: b.node_id for b in Mapper(cfg).bindings if b.machine == "press-1"}
+    nodes = {b.spec.node: b.node_id for b in Mapper(cfg.mapping_plan()).bindings if b.machine == "press-1"}
     assert nodes["StateCode"] == "ns=3;i=1042"
     assert nodes["GoodCount"] == "nsu=urn:vendor:plc;g=72962b91-fa75-4ae6-8d28-b404dc7daf63"
     assert nodes["AlarmCode"] == "ns=3;b=M/RbKBsRVkePCePcx24oRA=="
     assert nodes["TotalCount"] == "ns=4;s=P1.TotalCount"  # the others keep prefix + node
     # press-2, of the same machine type, is untouched
-    assert {b.node_id for b in Mapper(cfg).bindings if b.machine == "press-2" and b.spec.node == "StateCode"} == {
+    assert {b.node_id for b in Mapper(cfg.mapping_plan()).bindings if b.machine == "press-2" and b.spec.node == "StateCode"} == {
         "nsu=urn:shopfloor:plc-sim;s=line-1.press-2.StateCode"}
 
 
 def test_a_machine_with_every_tag_in_node_ids_needs_no_prefix(tmp_path):
     ids = ", ".join(f'{node}: "ns=3;i={1040 + i}"' for i, node in enumerate(PRESS_NODES))
     cfg = load(press_1(tmp_path, "node_ids: {" + ids + "}"))
-    assert sorted(b.node_id for b in Mapper(cfg).bindings if b.machine == "press-1") == [
+    assert sorted(b.node_id for b in Mapper(cfg.mapping_plan()).bindings if b.machine == "press-1") == [
         f"ns=3;i={1040 + i}" for i in range(8)]
 
 

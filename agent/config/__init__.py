@@ -11,7 +11,7 @@ import base64
 import os
 import re
 import zoneinfo
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -19,7 +19,6 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
-    AfterValidator,
     Field,
     ValidationError,
     field_validator,
@@ -27,7 +26,12 @@ from pydantic import (
 )
 
 from agent.config.base import HHMM, SECRET_KEYS, SLUG, Model, SecretRef, Slug, resolve_secret
+from agent.core.plan import MappingPlan, RoutePlan, TagBinding, TagPlan
 from agent.core.states import BitRule, BoardState, StateMapper
+from agent.sources.modbus.model import ModbusSourceConfig
+from agent.sources.modbus.model import parse_address as parse_modbus_address
+from agent.sources.s7.model import S7SourceConfig
+from agent.sources.s7.model import parse_address as parse_s7_address
 
 # --- site, calendar, products, people, materials ---------------------------------------------------------
 
@@ -138,23 +142,21 @@ def parse_node_id(text: str) -> tuple[int | str, str, str]:
     return namespace, kind, identifier
 
 
-def _node_id(text: str) -> str:
-    parse_node_id(text)
-    return text
-
-
-NodeIdText = Annotated[str, AfterValidator(_node_id)]
+# How each kind of PLC source reads a tag's address; a ValueError says what is expected.
+ADDRESS_PARSERS: dict[str, Callable[[str], object]] = {
+    "opcua": parse_node_id, "modbus": parse_modbus_address, "s7": parse_s7_address}
+ADDRESS_NAMES = {"opcua": "NodeId", "modbus": "Modbus address", "s7": "S7 address"}
 
 
 class Machine(Model):
     id: Slug
     name: str = ""
     type: str = Field(description="a key of machine_types")
-    source: str = Field(description="id of the OPC UA source that reads this machine")
+    source: str = Field(description="id of the OPC UA, Modbus or S7 source that reads this machine")
     node_prefix: str | None = Field(
         default=None, description="prepended to each tag's node of the machine type, e.g. nsu=...;s=L1.M1.; "
                                   "not needed when node_ids names every tag")
-    node_ids: dict[str, NodeIdText] = Field(
+    node_ids: dict[str, str] = Field(
         default={}, description="the full NodeId of a tag of this machine, by the tag's node in the machine type "
                                 "(e.g. StateCode: ns=3;i=1042); such a tag does not use node_prefix")
     station: str | None = None
@@ -198,6 +200,14 @@ class TagSpec(Model):
     codes: dict[int, Annotated[str, Field(min_length=1)]] | None = Field(
         default=None, description="signal product: the SKU each product code of the PLC stands for"
     )
+    scale: float = Field(default=1.0, description="signal process_value: the value stored is raw * scale + offset")
+    offset: float = 0.0
+
+    def plan(self) -> TagPlan:
+        return TagPlan(self.node, self.signal, self.bit, self.name, self.counter, self.rollover, self.poll_ms,
+                       self.sampling_ms, self.queue_size,
+                       (self.deadband.kind, self.deadband.value) if self.deadband else None,
+                       dict(self.codes) if self.codes is not None else None, self.scale, self.offset)
 
     @model_validator(mode="after")
     def _signal_fields(self) -> TagSpec:
@@ -287,6 +297,9 @@ class MqttRoute(Model):
     fields: dict[str, str] = Field(description="field -> JSON path in the payload ($.a.b[0])")
     time: str | None = Field(default="$.ts", description="JSON path of the source timestamp (ISO 8601 or epoch)")
 
+    def plan(self) -> RoutePlan:
+        return RoutePlan(self.pattern, self.signal, dict(self.tags), dict(self.fields), self.time)
+
 
 class MqttSource(Model):
     id: Slug
@@ -309,6 +322,18 @@ class MqttSource(Model):
 class Sources(Model):
     opcua: list[OpcUaSource] = []
     mqtt: list[MqttSource] = []
+    modbus: list[ModbusSourceConfig] = []
+    s7: list[S7SourceConfig] = []
+
+    def entries(self) -> Iterable[tuple[str, Any]]:
+        """(kind, entry) of every configured source, kind as under `sources:`."""
+        for kind in ("opcua", "mqtt", "modbus", "s7"):
+            for entry in getattr(self, kind):
+                yield kind, entry
+
+    def tag_kinds(self) -> dict[str, str]:
+        """The kind of each source that reads machine tags (every kind but mqtt), by source id."""
+        return {entry.id: kind for kind, entry in self.entries() if kind != "mqtt"}
 
 
 # --- agent, outbox, historian, live -------------------------------------------------------------------------
@@ -557,6 +582,29 @@ class FactoryConfig(Model):
     def state_mapper(self, machine_type: str) -> StateMapper:
         return self.state_maps[self.machine_types[machine_type].state_map].mapper()
 
+    def mapping_plan(self) -> MappingPlan:
+        """What the mapper (agent/core) needs of this config, as plain data."""
+        bindings = []
+        for line, machine in self.machines():
+            mtype = self.machine_types[machine.type]
+            mapper = self.state_mapper(machine.type)
+            for spec in mtype.tags:
+                pv_tags = {"site": self.site.id, "line": line.id, "machine": machine.id,
+                           "name": spec.name or spec.node}
+                bindings.append(TagBinding(machine.source, machine.node_id(spec), line.id, machine.id, spec.plan(),
+                                           mapper, dict(mtype.alarm_texts), pv_tags))
+        return MappingPlan(
+            site=self.site.id,
+            stations={ln.id: frozenset(s.id for s in ln.stations) for ln in self.lines},
+            machines={m.id: (ln.id, m.source) for ln, m in self.machines()},
+            materials=frozenset(m.id for m in self.materials),
+            skus=frozenset(p.sku for p in self.products),
+            badges={o.badge: o.id for o in self.operators},
+            routes={s.id: [r.plan() for r in s.routes] for s in self.sources.mqtt},
+            max_payload={s.id: s.max_payload_bytes for s in self.sources.mqtt},
+            bindings=bindings,
+            microstop_s=self.kpi.microstop_s)
+
 
 # --- loading and errors -------------------------------------------------------------------------------------
 
@@ -676,7 +724,7 @@ def _cross_check(cfg: FactoryConfig, resolve_secrets: bool) -> list[tuple[tuple[
     line_ids = [ln.id for ln in cfg.lines]
     material_ids = {m.id for m in cfg.materials}
     product_skus = {p.sku for p in cfg.products}
-    opcua_ids = {s.id for s in cfg.sources.opcua}
+    tag_kinds = cfg.sources.tag_kinds()
     mqtt_ids = {s.id for s in cfg.sources.mqtt}
 
     def unique(items: list[str], loc: tuple[Any, ...], key: str, what: str) -> None:
@@ -692,8 +740,13 @@ def _cross_check(cfg: FactoryConfig, resolve_secrets: bool) -> list[tuple[tuple[
     unique([o.badge for o in cfg.operators], ("operators",), "badge", "badge id")
     unique([o.id for o in cfg.operators], ("operators",), "id", "operator id")
     unique([m.id for m in cfg.materials], ("materials",), "id", "material id")
-    unique([s.id for s in cfg.sources.opcua], ("sources", "opcua"), "id", "OPC UA source id")
-    unique([s.id for s in cfg.sources.mqtt], ("sources", "mqtt"), "id", "MQTT source id")
+    seen_source: set[str] = set()
+    for kind in ("opcua", "mqtt", "modbus", "s7"):
+        for si, entry in enumerate(getattr(cfg.sources, kind)):
+            if entry.id in seen_source:
+                out.append((("sources", kind, si, "id"), entry.id,
+                            "a source id not used before (ids are unique across all kinds of source)"))
+            seen_source.add(entry.id)
     for li, line in enumerate(cfg.lines):
         unique([s.id for s in line.stations], ("lines", li, "stations"), "id", "station id on this line")
     seen_machine: set[str] = set()
@@ -707,14 +760,16 @@ def _cross_check(cfg: FactoryConfig, resolve_secrets: bool) -> list[tuple[tuple[
             if machine.type not in cfg.machine_types:
                 out.append((loc + ("type",), machine.type,
                             "one of the machine_types: " + ", ".join(sorted(cfg.machine_types))))
-            if machine.source not in opcua_ids:
+            if machine.source not in tag_kinds:
                 out.append((loc + ("source",), machine.source,
-                            "the id of an OPC UA source: " + (", ".join(sorted(opcua_ids)) or "(none defined)")))
+                            "the id of an OPC UA, Modbus or S7 source: "
+                            + (", ".join(sorted(tag_kinds)) or "(none defined)")))
             if machine.station is not None and machine.station not in station_ids:
                 out.append((loc + ("station",), machine.station,
                             f"a station of line {line.id}: " + ", ".join(sorted(station_ids))))
             if machine.type in cfg.machine_types:
-                out += _check_node_ids(machine, cfg.machine_types[machine.type], loc)
+                out += _check_node_ids(machine, cfg.machine_types[machine.type], loc,
+                                       tag_kinds.get(machine.source, "opcua"))
     for name, mtype in cfg.machine_types.items():
         if mtype.state_map not in cfg.state_maps:
             out.append((("machine_types", name, "state_map"), mtype.state_map,
@@ -762,7 +817,7 @@ def _cross_check(cfg: FactoryConfig, resolve_secrets: bool) -> list[tuple[tuple[
     for si, mqtt_source in enumerate(cfg.sources.mqtt):
         for ri, route in enumerate(mqtt_source.routes):
             try:
-                compile_route(route)
+                compile_route(route.plan())
             except ValueError as exc:
                 out.append((("sources", "mqtt", si, "routes", ri), route.pattern, str(exc)))
     if cfg.dashboard.mqtt is not None and cfg.dashboard.mqtt not in mqtt_ids:
@@ -832,25 +887,35 @@ def _cross_check(cfg: FactoryConfig, resolve_secrets: bool) -> list[tuple[tuple[
     return out
 
 
-def _check_node_ids(machine: Machine, mtype: MachineType, loc: tuple[Any, ...]) -> list[tuple[tuple[Any, ...], Any, str]]:
-    """Every tag of the machine has a NodeId: from node_ids, or node_prefix + the tag's node."""
+def _check_node_ids(machine: Machine, mtype: MachineType, loc: tuple[Any, ...],
+                    kind: str) -> list[tuple[tuple[Any, ...], Any, str]]:
+    """Every tag of the machine has an address its source can read: from node_ids, or node_prefix + the tag's
+    node, in the syntax of the source's kind (an OPC UA NodeId, a Modbus or an S7 address)."""
     out: list[tuple[tuple[Any, ...], Any, str]] = []
+    parse = ADDRESS_PARSERS[kind]
     nodes = list(dict.fromkeys(t.node for t in mtype.tags))
-    for node in machine.node_ids:
+    for node, address in machine.node_ids.items():
         if node not in nodes:
             out.append((loc + ("node_ids", node), node, f"the node of a tag of machine type {machine.type}: "
                         + ", ".join(nodes)))
+            continue
+        try:
+            parse(address)
+        except ValueError as exc:
+            out.append((loc + ("node_ids", node), address, str(exc)))
     prefixed = [node for node in nodes if node not in machine.node_ids]
-    if prefixed and machine.node_prefix is None:
+    if prefixed and machine.node_prefix is None and kind == "opcua":
         out.append((loc + ("node_prefix",), "nothing (key missing)",
                     "a prefix for the tags' nodes (e.g. nsu=urn:vendor:plc;s=line-1.press-1.), or a full NodeId "
                     "in node_ids for " + ", ".join(prefixed)))
-    prefix = machine.node_prefix
-    for node in prefixed if prefix is not None else []:
+        return out
+    prefix = machine.node_prefix or ""
+    for node in prefixed:
         try:
-            parse_node_id(f"{prefix}{node}")
+            parse(f"{prefix}{node}")
         except ValueError as exc:
-            out.append((loc + ("node_prefix",), prefix,
+            where = "node_prefix" if machine.node_prefix is not None else "type"
+            out.append((loc + (where,), machine.node_prefix if machine.node_prefix is not None else machine.type,
                         f"{exc}, once a tag's node is appended (here {prefix}{node})"))
             break
     return out

@@ -4,7 +4,7 @@ The `Mapper` keeps a small state per series (last counter reading, last board st
 timestamp) that must be persisted in the same transaction as the points it produced, so that a restart
 continues exactly where the last commit left off: nothing lost, nothing counted twice.
 
-Outages: when an OPC UA source goes down its machines go OFFLINE at the time the agent noticed. When it comes
+Outages: when a PLC source goes down its machines go OFFLINE at the time the agent noticed. When it comes
 back, the server re-sends unchanged values with their old source timestamps, older than that OFFLINE point.
 Stamped at their source time they would end the outage before it began, so the first state, count, alarm or
 product reading of each tag after the reconnect, when its source timestamp is before the reconnect, is stamped
@@ -15,16 +15,16 @@ their own time (a PLC clock behind the agent's must not pile every change onto t
 from __future__ import annotations
 
 import json
+import math
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from agent.config import FactoryConfig, MqttRoute, TagSpec
 from agent.core.counters import counter_step
+from agent.core.plan import MappingPlan, RoutePlan, TagBinding
 from agent.core.schema import INT64_MAX, TIME_MAX_NS, TIME_MIN_NS, Point, SchemaError, validate
-from agent.core.states import BoardState, StateMapper
+from agent.core.states import BoardState
 
 
 @dataclass(frozen=True)
@@ -36,20 +36,6 @@ class DeadLetter:
     reason: str
     payload: bytes
     time_ns: int
-
-
-@dataclass(frozen=True)
-class TagBinding:
-    """One PLC tag of one machine, as the OPC UA source subscribes to it."""
-
-    source: str
-    node_id: str
-    line: str
-    machine: str
-    spec: TagSpec
-    mapper: StateMapper
-    alarm_texts: dict[int, str]
-    pv_tags: dict[str, str]  # the tags of this tag's process_value points, shared by all of them
 
 
 @dataclass
@@ -157,14 +143,14 @@ def parse_timestamp_ns(value: Any) -> int:
 
 @dataclass(frozen=True)
 class CompiledRoute:
-    route: MqttRoute
+    route: RoutePlan
     regex: re.Pattern[str]
     tag_templates: tuple[tuple[str, str, Any], ...]  # (tag, kind "capture"|"path"|"const", arg)
     field_paths: tuple[tuple[str, tuple[str | int, ...]], ...]
     time_path: tuple[str | int, ...] | None
 
 
-def compile_route(route: MqttRoute) -> CompiledRoute:
+def compile_route(route: RoutePlan) -> CompiledRoute:
     pieces = []
     captures: list[str] = []
     levels = route.pattern.split("/")
@@ -217,42 +203,31 @@ class InputError(ValueError):
 class Mapper:
     """Turns source readings into points, keeping the per-series state that makes deltas and dedup right."""
 
-    def __init__(self, cfg: FactoryConfig, state: dict[str, Any] | None = None) -> None:
-        self.cfg = cfg
-        self.site = cfg.site.id
+    def __init__(self, plan: MappingPlan, state: dict[str, Any] | None = None) -> None:
+        self.plan = plan
+        self.site = plan.site
         self.state: dict[str, Any] = dict(state or {})
         self.dirty: set[str] = set()
-        self.lines = {ln.id: ln for ln in cfg.lines}
-        self.stations = {(ln.id, s.id) for ln in cfg.lines for s in ln.stations}
-        self.machines = {m.id: (ln.id, m) for ln, m in cfg.machines()}
-        self.materials = {m.id for m in cfg.materials}
-        self.skus = {p.sku for p in cfg.products}
+        self.lines = plan.stations
+        self.stations = {(line, station) for line, stations in plan.stations.items() for station in stations}
+        self.machines = plan.machines
+        self.materials = plan.materials
+        self.skus = plan.skus
         # per machine: the last product tag reading, so a polled unknown SKU is dead-lettered once, not per poll
         self._product_readings: dict[str, str] = {}
-        self.badges = {o.badge: o.id for o in cfg.operators}
+        self.badges = plan.badges
         self.routes: dict[str, list[CompiledRoute]] = {
-            s.id: [compile_route(r) for r in s.routes] for s in cfg.sources.mqtt
+            source: [compile_route(r) for r in routes] for source, routes in plan.routes.items()
         }
-        self.max_payload = {s.id: s.max_payload_bytes for s in cfg.sources.mqtt}
+        self.max_payload = plan.max_payload
         self._route_cache: dict[tuple[str, str], tuple[CompiledRoute, dict[str, str]]] = {}
-        self.bindings = self._bindings()
-        self.microstop_ns = int(cfg.kpi.microstop_s * 1e9)
+        self.bindings = plan.bindings
+        self.microstop_ns = int(plan.microstop_s * 1e9)
         # per source: when it came back after an outage; earlier source timestamps are stamped at this time
         self._reconnected: dict[str, int] = {k[3:]: v for k, v in self.state.items()
                                              if k.startswith("up/") and v is not None}
         # per source: the tags that gave their first reading since the reconnect (only that one is re-stamped)
         self._read_since_up: dict[str, set[str]] = {}
-
-    def _bindings(self) -> list[TagBinding]:
-        out = []
-        for line, machine in self.cfg.machines():
-            mtype = self.cfg.machine_types[machine.type]
-            mapper = self.cfg.state_mapper(machine.type)
-            for spec in mtype.tags:
-                pv_tags = {"site": self.site, "line": line.id, "machine": machine.id, "name": spec.name or spec.node}
-                out.append(TagBinding(machine.source, machine.node_id(spec), line.id, machine.id,
-                                      spec, mapper, dict(mtype.alarm_texts), pv_tags))
-        return out
 
     # -- state helpers --
 
@@ -275,18 +250,20 @@ class Mapper:
         self._set(key, time_ns)
         return time_ns
 
-    # -- OPC UA --
+    # -- PLC tags (OPC UA, Modbus, S7) --
 
-    def opcua_value(self, b: TagBinding, value: Any, status: int, status_name: str,
-                    source_ns: int, server_ns: int | None, out: MappingResult) -> None:
-        """Map one value change (or polled read) of a PLC tag. `status` is the OPC UA status code."""
+    def reading(self, b: TagBinding, value: Any, quality: int, status: int, status_name: str,
+                source_ns: int, server_ns: int | None, out: MappingResult) -> None:
+        """Map one value change (or polled read) of a PLC tag. `quality` is 0 Good, 1 Uncertain, 2 Bad (the
+        source's judgement of its protocol's status); `status` is the protocol's own code, kept with process
+        values."""
         if not TIME_MIN_NS <= source_ns < TIME_MAX_NS:
-            out.dead_letters.append(self._opcua_dead(b, f"source timestamp {source_ns} ns is outside 2000-2200",
+            out.dead_letters.append(self._tag_dead(b, f"source timestamp {source_ns} ns is outside 2000-2200",
                                                      value, TIME_MIN_NS))
             return
         if server_ns is not None and not TIME_MIN_NS <= server_ns < TIME_MAX_NS:
             server_ns = None
-        severity = status >> 30  # 0 Good, 1 Uncertain, 2/3 Bad
+        severity = quality
         spec = b.spec
         if spec.signal == "process_value":
             fields: dict[str, Any] = {"status": status, "quality": _quality(severity)}
@@ -296,10 +273,15 @@ class Mapper:
                 if isinstance(value, bool):
                     value = float(value)
                 if not isinstance(value, int | float):
-                    out.dead_letters.append(self._opcua_dead(b, f"process value has type {type(value).__name__}",
+                    out.dead_letters.append(self._tag_dead(b, f"process value has type {type(value).__name__}",
                                                              value, source_ns))
                     return
-                fields["value"] = float(value)
+                number = float(value) * spec.scale + spec.offset if spec.scale != 1.0 or spec.offset else float(value)
+                if not math.isfinite(number):
+                    out.dead_letters.append(self._tag_dead(b, f"process value {number} is not a finite number",
+                                                           value, source_ns))
+                    return
+                fields["value"] = number
             # No timestamp bump here: a re-read of the same sample (same source time) is the same point.
             out.points.append(Point("process_value", b.pv_tags, fields, source_ns))
             return
@@ -316,7 +298,7 @@ class Mapper:
                                     source_ns)
                 return
             if not isinstance(value, bool | int):
-                out.dead_letters.append(self._opcua_dead(b, f"state bit value {value!r} is not true/false",
+                out.dead_letters.append(self._tag_dead(b, f"state bit value {value!r} is not true/false",
                                                          value, source_ns))
                 return
             key = f"bits/{b.machine}"
@@ -335,13 +317,13 @@ class Mapper:
                 return
             state = b.mapper.map(value)
             if state is None:
-                out.dead_letters.append(self._opcua_dead(b, f"state value {value!r} is not in the state map",
+                out.dead_letters.append(self._tag_dead(b, f"state value {value!r} is not in the state map",
                                                          value, source_ns))
                 return
             self._machine_state(b.machine, tags, state, str(value), time_ns, out, source_ns)
             return
         if severity >= 2:
-            out.dead_letters.append(self._opcua_dead(b, f"bad status {status_name}", value, source_ns))
+            out.dead_letters.append(self._tag_dead(b, f"bad status {status_name}", value, source_ns))
             return
         if isinstance(value, float) and value.is_integer():
             value = int(value)
@@ -349,7 +331,7 @@ class Mapper:
             self._product(b, tags, value, time_ns, source_ns, out)
             return
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= INT64_MAX:
-            out.dead_letters.append(self._opcua_dead(b, f"{spec.signal} value {value!r} is not a whole number >= 0",
+            out.dead_letters.append(self._tag_dead(b, f"{spec.signal} value {value!r} is not a whole number >= 0",
                                                      value, source_ns))
             return
         if spec.signal == "count":
@@ -397,22 +379,22 @@ class Mapper:
             sku = raw
         elif isinstance(value, int) and not isinstance(value, bool):
             if b.spec.codes is None:
-                out.dead_letters.append(self._opcua_dead(
+                out.dead_letters.append(self._tag_dead(
                     b, f"product code {value}: the tag has no codes that map it to a SKU", value, source_ns))
                 return
             if value not in b.spec.codes:
-                out.dead_letters.append(self._opcua_dead(
+                out.dead_letters.append(self._tag_dead(
                     b, f"product code {value} is not in the tag's codes ({', '.join(map(str, b.spec.codes))})",
                     value, source_ns))
                 return
             sku = b.spec.codes[value]
         else:
-            out.dead_letters.append(self._opcua_dead(
+            out.dead_letters.append(self._tag_dead(
                 b, f"product value of type {type(value).__name__} is neither a SKU (text) nor a code (whole number)",
                 value, source_ns))
             return
         if sku not in self.skus:
-            out.dead_letters.append(self._opcua_dead(b, f"SKU {sku[:64]!r} is not in products", value, source_ns))
+            out.dead_letters.append(self._tag_dead(b, f"SKU {sku[:64]!r} is not in products", value, source_ns))
             return
         key = f"p/{b.machine}"
         if self.state.get(key) == sku:
@@ -447,8 +429,8 @@ class Mapper:
         out = MappingResult()
         if self.state.get("down/" + source) is None:
             self._set("down/" + source, time_ns)
-        for machine_id, (line_id, machine) in self.machines.items():
-            if machine.source == source:
+        for machine_id, (line_id, machine_source) in self.machines.items():
+            if machine_source == source:
                 tags = {"site": self.site, "line": line_id, "machine": machine_id}
                 self._machine_state(machine_id, tags, BoardState.OFFLINE, reason, time_ns, out)
         return out
@@ -464,7 +446,7 @@ class Mapper:
         self._reconnected[source] = time_ns
         self._read_since_up[source] = set()
 
-    def _opcua_dead(self, b: TagBinding, reason: str, value: Any, time_ns: int) -> DeadLetter:
+    def _tag_dead(self, b: TagBinding, reason: str, value: Any, time_ns: int) -> DeadLetter:
         return DeadLetter(b.source, b.node_id, reason, repr(value).encode()[:1024], time_ns)
 
     # -- MQTT --
@@ -563,8 +545,4 @@ def _audited(fields: dict[str, Any], time_ns: int, source_ns: int | None) -> dic
 
 
 def _quality(severity: int) -> str:
-    return ("Good", "Uncertain", "Bad", "Bad")[severity]
-
-
-def machines_of(bindings: Iterable[TagBinding], source: str) -> list[TagBinding]:
-    return [b for b in bindings if b.source == source]
+    return ("Good", "Uncertain", "Bad")[severity]

@@ -26,7 +26,7 @@ import paho.mqtt.client as mqtt
 
 from agent.config import MqttSource, resolve_secret
 from agent.core.schema import Point
-from agent.sources.mqtt import make_client
+from agent.mqtt_client import make_client
 
 log = logging.getLogger(__name__)
 

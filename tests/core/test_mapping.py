@@ -38,7 +38,7 @@ def mqtt(mapper, topic, payload, received_ns=1):
     ],
 )
 def test_mqtt_routes(factory_cfg, topic, payload, measurement, tags, fields):
-    out = mqtt(Mapper(factory_cfg), topic, payload)
+    out = mqtt(Mapper(factory_cfg.mapping_plan()), topic, payload)
     assert out.dead_letters == []
     (point,) = out.points
     assert point.measurement == measurement
@@ -77,7 +77,7 @@ def test_mqtt_routes(factory_cfg, topic, payload, measurement, tags, fields):
     ],
 )
 def test_mqtt_bad_input_becomes_dead_letter(factory_cfg, topic, payload, reason):
-    out = mqtt(Mapper(factory_cfg), topic, payload, received_ns=5)
+    out = mqtt(Mapper(factory_cfg.mapping_plan()), topic, payload, received_ns=5)
     assert out.points == []
     (dead,) = out.dead_letters
     assert reason in dead.reason
@@ -86,7 +86,7 @@ def test_mqtt_bad_input_becomes_dead_letter(factory_cfg, topic, payload, reason)
 
 
 def test_mqtt_without_timestamp_uses_receive_time(factory_cfg):
-    out = mqtt(Mapper(factory_cfg), "line/line-1/material/resin-pp/level", {"level": 3}, received_ns=TS_NS + 77)
+    out = mqtt(Mapper(factory_cfg.mapping_plan()), "line/line-1/material/resin-pp/level", {"level": 3}, received_ns=TS_NS + 77)
     assert out.points[0].time_ns == TS_NS + 77
 
 
@@ -124,25 +124,26 @@ def feed(mapper, machine, node, value, t, status=GOOD):
     """A reading `t` nanoseconds after TS_NS."""
     out = MappingResult()
     t = TS_NS + t
-    mapper.opcua_value(binding(mapper, machine, node), value, status, "Bad" if status else "Good", t, t, out)
+    quality = min(status >> 30, 2)  # an OPC UA status code's severity, as the OPC UA source judges it
+    mapper.reading(binding(mapper, machine, node), value, quality, status, "Bad" if status else "Good", t, t, out)
     return out
 
 
 def test_counter_rollover_and_restart_count_exactly_once(factory_cfg):
-    mapper = Mapper(factory_cfg)
+    mapper = Mapper(factory_cfg.mapping_plan())
     deltas = []
     for t, value in enumerate([9990, 9995, 3, 40]):
         deltas += [p.fields["delta"] for p in feed(mapper, "press-1", "TotalCount", value, t + 1).points]
     assert deltas == [0, 5, 8, 37]
     # the state that would be committed with those points lets a restarted agent continue exactly
-    restarted = Mapper(factory_cfg, mapper.take_dirty())
+    restarted = Mapper(factory_cfg.mapping_plan(), mapper.take_dirty())
     again = feed(restarted, "press-1", "TotalCount", 40, 10).points  # initial value after reconnect
     later = feed(restarted, "press-1", "TotalCount", 52, 11).points
     assert again == [] and [p.fields["delta"] for p in later] == [12]
 
 
 def test_same_source_timestamp_never_collapses_two_counts(factory_cfg):
-    mapper = Mapper(factory_cfg)
+    mapper = Mapper(factory_cfg.mapping_plan())
     feed(mapper, "cnc-1", "TotalCount", 1, 100)
     a = feed(mapper, "cnc-1", "TotalCount", 2, 100).points[0]
     b = feed(mapper, "cnc-1", "TotalCount", 3, 100).points[0]
@@ -150,7 +151,7 @@ def test_same_source_timestamp_never_collapses_two_counts(factory_cfg):
 
 
 def test_state_codes_packml_and_bad_status(factory_cfg):
-    mapper = Mapper(factory_cfg)
+    mapper = Mapper(factory_cfg.mapping_plan())
     assert feed(mapper, "press-1", "StateCode", 3, 1).points[0].fields == {"state": "FAULT", "raw": "3"}
     assert feed(mapper, "press-1", "StateCode", 3, 2).points == []  # unchanged state is not repeated
     assert feed(mapper, "packer-1", "PackMLState", "Execute", 3).points[0].fields["state"] == "RUNNING"
@@ -161,7 +162,7 @@ def test_state_codes_packml_and_bad_status(factory_cfg):
 
 
 def test_process_value_bad_status_is_quality_not_value(factory_cfg):
-    mapper = Mapper(factory_cfg)
+    mapper = Mapper(factory_cfg.mapping_plan())
     good = feed(mapper, "press-1", "Temperature", 61.5, 1).points[0]
     bad = feed(mapper, "press-1", "Temperature", 0.0, 2, status=BAD_COMM).points[0]
     assert good.fields["value"] == 61.5 and good.fields["quality"] == "Good"
@@ -169,16 +170,16 @@ def test_process_value_bad_status_is_quality_not_value(factory_cfg):
 
 
 def test_alarm_raise_change_clear(factory_cfg):
-    mapper = Mapper(factory_cfg)
+    mapper = Mapper(factory_cfg.mapping_plan())
     seen = []
     for t, code in enumerate([0, 101, 102, 0], start=1):
         seen += [(p.fields["code"], p.fields["active"]) for p in feed(mapper, "press-1", "AlarmCode", code, t).points]
     assert seen == [(101, True), (101, False), (102, True), (102, False)]
-    assert feed(Mapper(factory_cfg), "press-2", "AlarmCode", 102, 1).points[0].fields["text"] == "液压压力低 Hydraulic pressure low"
+    assert feed(Mapper(factory_cfg.mapping_plan()), "press-2", "AlarmCode", 102, 1).points[0].fields["text"] == "液压压力低 Hydraulic pressure low"
 
 
 def test_source_down_sets_its_machines_offline_once(factory_cfg):
-    mapper = Mapper(factory_cfg)
+    mapper = Mapper(factory_cfg.mapping_plan())
     feed(mapper, "press-1", "StateCode", 1, 1)
     down = mapper.source_down("plc-1", 5, "connection lost")
     assert {p.tags["machine"] for p in down.points} == {"press-1", "press-2", "packer-1", "cnc-1", "cnc-2", "packer-2"}
@@ -188,7 +189,7 @@ def test_source_down_sets_its_machines_offline_once(factory_cfg):
 
 
 def test_after_an_outage_old_readings_are_stamped_at_the_reconnect(factory_cfg):
-    mapper = Mapper(factory_cfg)
+    mapper = Mapper(factory_cfg.mapping_plan())
     feed(mapper, "press-1", "StateCode", 1, 10)
     feed(mapper, "press-1", "GoodCount", 5, 10)
     feed(mapper, "press-1", "AlarmCode", 0, 10)
@@ -214,12 +215,12 @@ def test_after_an_outage_old_readings_are_stamped_at_the_reconnect(factory_cfg):
 
 
 def test_the_reconnect_rule_survives_a_restart_and_needs_an_outage(factory_cfg):
-    mapper = Mapper(factory_cfg)
+    mapper = Mapper(factory_cfg.mapping_plan())
     mapper.source_up("plc-1", TS_NS + 500)  # a first connect is no reconnect: readings keep their time
     assert feed(mapper, "press-1", "StateCode", 1, 10).points[0].time_ns == TS_NS + 10
     mapper.source_down("plc-1", TS_NS + 100, "down")
     mapper.source_up("plc-1", TS_NS + 500)
-    restarted = Mapper(factory_cfg, mapper.take_dirty())  # the state committed with the OFFLINE points
+    restarted = Mapper(factory_cfg.mapping_plan(), mapper.take_dirty())  # the state committed with the OFFLINE points
     assert feed(restarted, "press-1", "StateCode", 1, 10).points[0].time_ns == TS_NS + 500
 
 
@@ -231,7 +232,7 @@ def test_bit_rule_machine_over_opcua(factory_cfg):
     data["machine_types"]["press"]["tags"][0] = {"node": "Run", "signal": "state_bit", "bit": "Running"}
     data["machine_types"]["press"]["tags"].append({"node": "Flt", "signal": "state_bit", "bit": "Fault"})
     from agent.config import FactoryConfig
-    mapper = Mapper(FactoryConfig.model_validate(data))
+    mapper = Mapper(FactoryConfig.model_validate(data).mapping_plan())
     assert feed(mapper, "press-1", "Run", True, 1).points[0].fields == {"state": "RUNNING", "raw": "Running=1"}
     assert feed(mapper, "press-1", "Flt", True, 2).points[0].fields["state"] == "FAULT"
     assert feed(mapper, "press-1", "Flt", False, 3).points[0].fields["state"] == "RUNNING"
@@ -239,9 +240,9 @@ def test_bit_rule_machine_over_opcua(factory_cfg):
 
 
 def test_mqtt_hash_matches_parent_level(factory_cfg):
-    from agent.config import MqttRoute
     from agent.core.mapping import compile_route
-    route = compile_route(MqttRoute(pattern="a/#", signal="order_event", fields={}))
+    from agent.core.plan import RoutePlan
+    route = compile_route(RoutePlan(pattern="a/#", signal="order_event"))
     assert route.regex.match("a") and route.regex.match("a/b/c") and not route.regex.match("ab")
 
 
@@ -251,7 +252,7 @@ def test_integer_epoch_keeps_every_digit():
 
 
 def test_bool_process_value_and_whole_float_count(factory_cfg):
-    mapper = Mapper(factory_cfg)
+    mapper = Mapper(factory_cfg.mapping_plan())
     assert feed(mapper, "press-1", "Temperature", True, 1).points[0].fields["value"] == 1.0
     feed(mapper, "press-1", "GoodCount", 5.0, 2)
     assert feed(mapper, "press-1", "GoodCount", 7.0, 3).points[0].fields["delta"] == 2
@@ -284,21 +285,21 @@ def test_bad_utc_text_is_refused(text):
      ({"order_id": "SO-1", "sku": "K", "event": "start", "ts": "1601-01-01T00:00:00Z"}, "outside 2000-2200")],
 )
 def test_out_of_range_numbers_are_dead_letters_not_crashes(factory_cfg, payload, reason):
-    out = mqtt(Mapper(factory_cfg), "line/line-1/order", payload, received_ns=TS_NS)
+    out = mqtt(Mapper(factory_cfg.mapping_plan()), "line/line-1/order", payload, received_ns=TS_NS)
     assert out.points == [] and reason in out.dead_letters[0].reason
 
 
 def test_opcua_counter_beyond_64_bits_and_null_timestamp_are_dead_letters(factory_cfg):
-    mapper = Mapper(factory_cfg)
+    mapper = Mapper(factory_cfg.mapping_plan())
     assert "not a whole number >= 0" in feed(mapper, "press-1", "GoodCount", 2**64, 1).dead_letters[0].reason
     out = MappingResult()
-    mapper.opcua_value(binding(mapper, "press-1", "GoodCount"), 5, GOOD, "Good", 0, None, out)
+    mapper.reading(binding(mapper, "press-1", "GoodCount"), 5, GOOD, GOOD, "Good", 0, None, out)
     assert out.points == [] and "outside 2000-2200" in out.dead_letters[0].reason
 
 
 def test_json_nested_too_deep_is_a_dead_letter(factory_cfg):
     payload = b"[" * 100_000 + b"]" * 100_000
-    out = mqtt(Mapper(factory_cfg), "line/line-1/order", payload, received_ns=TS_NS)
+    out = mqtt(Mapper(factory_cfg.mapping_plan()), "line/line-1/order", payload, received_ns=TS_NS)
     assert out.points == [] and out.dead_letters[0].reason == "payload cannot be read: RecursionError"
 
 
@@ -312,7 +313,7 @@ S = 1_000_000_000
     (600, 1, False),
 ])
 def test_a_stop_shorter_than_the_threshold_is_written_again_as_a_microstop(factory_cfg, stop_s, then, rewritten):
-    mapper = Mapper(factory_cfg)
+    mapper = Mapper(factory_cfg.mapping_plan())
     feed(mapper, "press-1", "StateCode", 1, 0)
     stopped = feed(mapper, "press-1", "StateCode", 0, 10 * S).points
     assert [p.fields["state"] for p in stopped] == ["STOPPED"]
@@ -327,11 +328,11 @@ def test_a_stop_shorter_than_the_threshold_is_written_again_as_a_microstop(facto
 
 
 def test_a_stop_ended_by_lost_data_is_not_called_a_microstop_and_the_rule_survives_a_restart(factory_cfg):
-    mapper = Mapper(factory_cfg)
+    mapper = Mapper(factory_cfg.mapping_plan())
     feed(mapper, "press-1", "StateCode", 0, 0)
     offline = mapper.source_down("plc-1", TS_NS + 5 * S, "connection lost").points
     assert [p.fields["state"] for p in offline if p.tags["machine"] == "press-1"] == ["OFFLINE"]
-    restarted = Mapper(factory_cfg, mapper.take_dirty())
+    restarted = Mapper(factory_cfg.mapping_plan(), mapper.take_dirty())
     feed(restarted, "packer-1", "PackMLState", "Stopped", 10 * S)
     after = feed(restarted, "packer-1", "PackMLState", "Execute", 40 * S).points
     assert [p.fields["state"] for p in after] == ["MICROSTOP", "RUNNING"]
@@ -359,7 +360,7 @@ def product_cfg(factory_cfg):
      ("packer-2", "Sku", "FN-300  \x00\x00", "FN-300", "FN-300")],  # a PLC string buffer's padding
 )
 def test_product_tag_writes_the_sku(product_cfg, machine, node, value, sku, raw):
-    (point,) = feed(Mapper(product_cfg), machine, node, value, 1).points
+    (point,) = feed(Mapper(product_cfg.mapping_plan()), machine, node, value, 1).points
     line = "line-1" if machine in ("press-1", "packer-1") else "line-2"
     assert point == Point("machine_product", {"site": "cixi-1", "line": line, "machine": machine},
                           {"sku": sku, "raw": raw}, TS_NS + 1)
@@ -380,25 +381,25 @@ NEITHER = "is neither a SKU (text) nor a code (whole number)"
 )
 def test_a_product_reading_that_names_no_known_sku_is_a_dead_letter(product_cfg, machine, node, value, status,
                                                                      reason):
-    out = feed(Mapper(product_cfg), machine, node, value, 1, status=status)
+    out = feed(Mapper(product_cfg.mapping_plan()), machine, node, value, 1, status=status)
     assert out.points == [] and [d.reason for d in out.dead_letters] == [reason]
     assert out.dead_letters[0].topic.endswith(node)
 
 
 def test_product_is_written_when_the_sku_changes(product_cfg):
-    mapper = Mapper(product_cfg)
+    mapper = Mapper(product_cfg.mapping_plan())
     skus = []
     for t, code in enumerate([1, 1, 2, 9, 9, 2, 1], start=1):  # 9: unknown, dead-lettered once
         out = feed(mapper, "press-1", "ProductCode", code, t)
         skus += [(p.fields["sku"], p.time_ns - TS_NS) for p in out.points] + [d.reason for d in out.dead_letters]
     assert skus == [("KT-100", 1), ("KT-200", 3), "product code 9 is not in the tag's codes (1, 2)", ("KT-100", 7)]
     # a restarted agent does not write the product it already wrote again
-    restarted = Mapper(product_cfg, mapper.take_dirty())
+    restarted = Mapper(product_cfg.mapping_plan(), mapper.take_dirty())
     assert feed(restarted, "press-1", "ProductCode", 1, 8).points == []
 
 
 def test_a_stop_restamped_at_a_reconnect_is_never_a_micro_stop(factory_cfg):
-    mapper = Mapper(factory_cfg)
+    mapper = Mapper(factory_cfg.mapping_plan())
     feed(mapper, "press-1", "StateCode", 0, 10 * S)  # stopped before the outage
     mapper.source_down("plc-1", TS_NS + 100 * S, "source plc-1 down: TimeoutError")
     mapper.source_up("plc-1", TS_NS + 700 * S)

@@ -73,7 +73,7 @@ def test_the_doc_shows_every_kind_of_inbound_message(factory_cfg):
         assert set(e.tags) == set(MEASUREMENTS[e.measurement].tags), e.name
     for source in factory_cfg.sources.mqtt:
         for route in source.routes:
-            regex = compile_route(route).regex
+            regex = compile_route(route.plan()).regex
             assert any(regex.match(e.topic) and e.measurement == route.signal for e in found), \
                 f"no example for the route {route.pattern}"
 

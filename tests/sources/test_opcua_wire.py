@@ -6,8 +6,8 @@ import pytest
 from asyncua import ua
 from asyncua.ua.ua_binary import struct_from_binary, struct_to_binary
 
-from agent.sources.opcua import to_ns
-from agent.sources.opcua_wire import Unsupported, parse_publish_response
+from agent.sources.opcua.source import to_ns
+from agent.sources.opcua.wire import Unsupported, parse_publish_response
 
 T1 = datetime(2026, 11, 22, 3, 59, 1, 123456, tzinfo=UTC)
 T2 = datetime(2026, 11, 22, 3, 59, 2, 654321, tzinfo=UTC)

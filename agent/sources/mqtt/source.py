@@ -12,64 +12,37 @@ is left unacknowledged; the broker delivers it again in the new session and the 
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import ssl
 import threading
 import time
 from typing import Any
-from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent.config import MqttSource as MqttSourceConfig
-from agent.config import MqttTls, resolve_secret
-from agent.health import AgentState
-from agent.pipeline import Pipeline
-from agent.sources.mqtt_client import BufferedClient
+from agent.config import resolve_secret
+from agent.mqtt_client import make_client
+from agent.sources.base import SourceContext
 
 log = logging.getLogger(__name__)
-
-
-def make_client(client_id: str, url: str, protocol: str, username: str | None, password: str | None,
-                tls: MqttTls | None, manual_ack: bool = False, clean: bool = True,
-                will: tuple[str, bytes] | None = None) -> tuple[BufferedClient, str, int]:
-    """A configured paho client plus the host and port to connect to (shared by the source and the publisher)."""
-    parsed = urlparse(url)
-    secure = parsed.scheme == "mqtts"
-    host = parsed.hostname or "127.0.0.1"
-    port = parsed.port or (8883 if secure else 1883)
-    v5 = protocol == "5"
-    client = BufferedClient(CallbackAPIVersion.VERSION2, client_id=client_id,
-                            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-                            clean_session=None if v5 else clean, manual_ack=manual_ack)
-    if username:
-        client.username_pw_set(username, password)
-    if secure or tls is not None:
-        tls = tls or MqttTls()
-        client.tls_set(ca_certs=str(tls.ca_file) if tls.ca_file else None,
-                       certfile=str(tls.cert_file) if tls.cert_file else None,
-                       keyfile=str(tls.key_file) if tls.key_file else None,
-                       cert_reqs=ssl.CERT_REQUIRED)
-        client.tls_insecure_set(tls.insecure)
-    if will is not None:
-        client.will_set(will[0], will[1], qos=1, retain=True)
-    client.reconnect_delay_set(min_delay=1, max_delay=10)
-    return client, host, port
 
 
 class MqttSource:
     """One broker connection: subscribes to the configured filters and feeds every message to the pipeline."""
 
-    def __init__(self, cfg: MqttSourceConfig, pipeline: Pipeline, state: AgentState, probe_topic: str,
-                 probe_s: float = 5.0) -> None:
+    kind = "mqtt"
+
+    def __init__(self, cfg: MqttSourceConfig, ctx: SourceContext, probe_s: float = 5.0) -> None:
         self.cfg = cfg
-        self.pipeline = pipeline
-        self.state = state
-        self.health = state.source(cfg.id, "mqtt")
-        self.probe_topic = probe_topic
+        self.id = cfg.id
+        self.ingest = ctx.ingest
+        self.now_ns = ctx.now_ns
+        self.state = ctx.state
+        self.health = ctx.health(cfg.id, "mqtt")
+        self.probe_topic = f"shopfloor/v1/{ctx.site_id}/_agents/{ctx.agent_id}/probe/{cfg.id}"
         self.probe_s = probe_s
         self._last_probe = time.monotonic()
         self._stop = threading.Event()
@@ -85,7 +58,13 @@ class MqttSource:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.max_inflight_messages_set(cfg.receive_maximum)
-        pipeline.register_acknowledger(cfg.id, self._acknowledge)
+        ctx.ingest.register_acknowledger(cfg.id, self._acknowledge)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """paho's own thread reads and reconnects; this waits for the agent's stop. The connection stays up
+        after it, so that the last commit's acknowledgements still reach the broker (see `close`)."""
+        self.start()
+        await stop.wait()
 
     def start(self) -> None:
         self._connect()
@@ -107,7 +86,12 @@ class MqttSource:
         """Stop taking new messages (they stay with the broker); acknowledgements can still be sent."""
         self._paused = True
 
+    async def close(self) -> None:
+        self.stop()
+
     def stop(self) -> None:
+        if self._stop.is_set():
+            return
         self._stop.set()
         self.client.disconnect()
         self.client.loop_stop()
@@ -148,14 +132,14 @@ class MqttSource:
         self.health.down(error)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        received = time.time_ns()
+        received = self.now_ns()
         self._last_probe = time.monotonic()
         if msg.topic == self.probe_topic:
             return
         if self._paused:
             return  # not acknowledged: the broker delivers it again in the next session
         token = (self._connection, msg.mid) if msg.qos > 0 else None
-        self.pipeline.mqtt_message(self.cfg.id, msg.topic, bytes(msg.payload), received, token)
+        self.ingest.message(self.cfg.id, msg.topic, bytes(msg.payload), received, token)
 
     def _acknowledge(self, tokens: list[tuple[int, int]]) -> None:
         """PUBACKs after the outbox commit, on the connection that delivered each message, or not at all."""

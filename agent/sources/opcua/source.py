@@ -10,10 +10,8 @@ re-create everything.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
-import random
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -31,9 +29,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from agent.config import OpcUaSource as OpcUaSourceConfig
 from agent.config import parse_node_id, resolve_secret
 from agent.core.schema import TIME_MAX_NS, TIME_MIN_NS
-from agent.health import AgentState
-from agent.pipeline import OpcUaSample, Pipeline
-from agent.sources.opcua_wire import FastPublishResult, Unsupported, parse_publish_response
+from agent.sources.base import Backoff, Quality, Reading, SourceContext, TagRef
+from agent.sources.opcua.wire import FastPublishResult, Unsupported, parse_publish_response
 
 log = logging.getLogger(__name__)
 
@@ -114,26 +111,26 @@ class _FastSubscription(Subscription):
             return
         self.last_sequence_number = int(publish_result.NotificationMessage.SequenceNumber)
         handles = self._source.handle_to_binding
-        samples: list[OpcUaSample] = []
+        samples: list[Reading] = []
+        now_ns = self._source.now_ns
         for notif in data:
             if isinstance(notif, ua.DataChangeNotification):
                 for item in notif.MonitoredItems:
                     index = handles.get(item.ClientHandle)
                     if index is not None:
-                        samples.append(_sample(index, item.Value))
+                        samples.append(_reading(index, item.Value, now_ns))
             elif isinstance(notif, ua.StatusChangeNotification):
                 log.warning("OPC UA source %s: subscription status %s", self._source.cfg.id, notif.Status)
                 self._source.subscription_lost.set()
         if samples:
-            self._source.pipeline.opcua_samples(self._source.cfg.id, samples)
-
+            self._source.ingest.readings(self._source.cfg.id, samples)
 
     def _fast(self, result: FastPublishResult) -> None:
         if not result.NotificationMessage.NotificationData:
             return
         self.last_sequence_number = result.NotificationMessage.SequenceNumber
         handles = self._source.handle_to_binding
-        samples: list[OpcUaSample] = []
+        samples: list[Reading] = []
         now = 0
         for handle, value, status, source_ns, server_ns in result.samples:
             index = handles.get(handle)
@@ -142,11 +139,14 @@ class _FastSubscription(Subscription):
             if server_ns is not None and not TIME_MIN_NS <= server_ns < TIME_MAX_NS:
                 server_ns = None
             if source_ns is None or not TIME_MIN_NS <= source_ns < TIME_MAX_NS:
-                source_ns = server_ns or now or (now := time.time_ns())
-            name = "Good" if status == 0 else ua.StatusCode(ua.UInt32(status)).name
-            samples.append((index, value, status, name, source_ns, server_ns))
+                source_ns = server_ns or now or (now := self._source.now_ns())
+            if status == 0:
+                samples.append(Reading(index, value, Quality.GOOD, 0, "Good", source_ns, server_ns))
+            else:
+                samples.append(Reading(index, value, quality_of(status), status,
+                                       ua.StatusCode(ua.UInt32(status)).name, source_ns, server_ns))
         if samples:
-            self._source.pipeline.opcua_samples(self._source.cfg.id, samples)
+            self._source.ingest.readings(self._source.cfg.id, samples)
 
 
 def install_fast_publish(session: Any, fast: Callable[[], None], fallback: Callable[[], None]) -> None:
@@ -178,36 +178,46 @@ class _NoHandler:
     """Placeholder handler: _FastSubscription consumes notifications itself."""
 
 
-def _sample(index: int, dv: ua.DataValue | None) -> OpcUaSample:
+def quality_of(status: int) -> Quality:
+    """An OPC UA status code's severity (its top two bits) as a quality: Good, Uncertain, Bad."""
+    return _QUALITIES[status >> 30]
+
+
+_QUALITIES = (Quality.GOOD, Quality.UNCERTAIN, Quality.BAD, Quality.BAD)
+
+
+def _reading(index: int, dv: ua.DataValue | None, now_ns: Callable[[], int]) -> Reading:
     if dv is None:
-        now = time.time_ns()
-        return (index, None, ua.StatusCodes.BadNoData, "BadNoData", now, None)
+        return Reading(index, None, Quality.BAD, ua.StatusCodes.BadNoData, "BadNoData", now_ns(), None)
     status = dv.StatusCode.value if dv.StatusCode is not None else 0
     name = "Good" if status == 0 else ua.StatusCode(ua.UInt32(status)).name
     value = dv.Value.Value if dv.Value is not None else None
     server_ns = to_ns(dv.ServerTimestamp)
-    source_ns = to_ns(dv.SourceTimestamp) or server_ns or time.time_ns()
-    return (index, value, status, name, source_ns, server_ns)
+    source_ns = to_ns(dv.SourceTimestamp) or server_ns or now_ns()
+    return Reading(index, value, quality_of(status), status, name, source_ns, server_ns)
 
 
 class OpcUaSource:
     """One OPC UA server connection and every tag read through it."""
 
-    def __init__(self, cfg: OpcUaSourceConfig, pipeline: Pipeline, state: AgentState, pki_dir: Path,
-                 application_uri: str) -> None:
+    kind = "opcua"
+
+    def __init__(self, cfg: OpcUaSourceConfig, ctx: SourceContext) -> None:
         self.cfg = cfg
-        self.pipeline = pipeline
-        self.state = state
-        self.health = state.source(cfg.id, "opcua")
-        self.pki_dir = pki_dir
-        self.application_uri = application_uri
-        # indexes into the pipeline's binding list, so samples carry a small int
-        self.indexes = [i for i, b in enumerate(pipeline.bindings) if b.source == cfg.id]
+        self.id = cfg.id
+        self.ingest = ctx.ingest
+        self.now_ns = ctx.now_ns
+        self.state = ctx.state
+        self.health = ctx.health(cfg.id, "opcua")
+        self.pki_dir = ctx.data_dir / "pki"
+        self.application_uri = f"urn:shopfloor:agent:{ctx.site_id}:{ctx.agent_id}"
+        # readings carry the tag's index, a small int
+        self.tags: dict[int, TagRef] = {t.index: t for t in ctx.tags}
         self.handle_to_binding: dict[int, int] = {}
         self.last_publish = 0.0
         self.subscription_lost = asyncio.Event()
         for decoder in ("fast", "asyncua"):
-            state.metrics.publish_decoded.labels(cfg.id, decoder)  # present at 0 from the start
+            self.state.metrics.publish_decoded.labels(cfg.id, decoder)  # present at 0 from the start
         self.client: Client | None = None
         self._session_was_up = False
         self._client_certificate: Path | None = None
@@ -215,7 +225,7 @@ class OpcUaSource:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Connect, read, and reconnect until `stop` is set."""
-        backoff = 0.5
+        backoff = Backoff()
         while not stop.is_set():
             self._session_was_up = False
             try:
@@ -224,7 +234,7 @@ class OpcUaSource:
                 raise
             except SecurityRefused as exc:
                 self._down(str(exc), level=logging.ERROR)
-                backoff = BACKOFF_CAP_S
+                backoff.current = backoff.cap
             except Exception as exc:  # any failure: tear down, mark OFFLINE, retry
                 self._down(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
             finally:
@@ -232,11 +242,14 @@ class OpcUaSource:
             if stop.is_set():
                 break
             if self._session_was_up:
-                backoff = 0.5  # a session that worked starts the next one's backoff afresh
-            delay = random.uniform(backoff / 2, backoff)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=delay)
-            backoff = min(backoff * 2, BACKOFF_CAP_S)
+                backoff.reset()  # a session that worked starts the next one's backoff afresh
+            await backoff.sleep(stop)
+
+    def pause(self) -> None:
+        """Nothing to hold back: OPC UA values are not acknowledged to the server."""
+
+    async def close(self) -> None:
+        await self._disconnect()
 
     def _down(self, error: str, level: int = logging.WARNING) -> None:
         was_up = self.health.connected
@@ -246,7 +259,7 @@ class OpcUaSource:
             self.state.metrics.reconnects.labels(self.cfg.id).inc()
             self.state.metrics.connected.labels(self.cfg.id).set(0)
         self.health.down(error)
-        self.pipeline.source_down(self.cfg.id, f"source {self.cfg.id} down: {error}"[:200])
+        self.ingest.down(self.cfg.id, f"source {self.cfg.id} down: {error}"[:200])
 
     async def _disconnect(self) -> None:
         client, self.client = self.client, None
@@ -271,7 +284,7 @@ class OpcUaSource:
         self.client = client
         await self._connect(client)
         # before any value of this session is handed over: values older than this are stamped at it
-        self.pipeline.source_up(self.cfg.id)
+        self.ingest.up(self.cfg.id)
         node_ids = await self._resolve_nodes(client)
         limits = await self._operation_limits(client)
         subscription = await self._subscribe(client, node_ids, limits)
@@ -408,8 +421,8 @@ class OpcUaSource:
         """NodeIds for every binding of this source; `nsu=` namespace URIs resolved against this server."""
         namespaces = await client.get_namespace_array()
         out: dict[int, ua.NodeId] = {}
-        for index in self.indexes:
-            namespace, kind, identifier = parse_node_id(self.pipeline.bindings[index].node_id)
+        for index, tag in self.tags.items():
+            namespace, kind, identifier = parse_node_id(tag.address)
             if isinstance(namespace, str):
                 if namespace not in namespaces:
                     raise LookupError(f"namespace {namespace} is not on server {self.cfg.endpoint}")
@@ -429,8 +442,8 @@ class OpcUaSource:
 
     async def _subscribe(self, client: Client, node_ids: dict[int, ua.NodeId],
                          limits: dict[str, int]) -> _FastSubscription | None:
-        bindings = self.pipeline.bindings
-        subscribed = [i for i in self.indexes if bindings[i].spec.poll_ms is None]
+        tags = self.tags
+        subscribed = [i for i, tag in tags.items() if tag.poll_ms is None]
         self.handle_to_binding = {}
         if not subscribed:
             return None
@@ -450,12 +463,12 @@ class OpcUaSource:
         self.subscription_lost.clear()
         requests = []
         for index in subscribed:
-            spec = bindings[index].spec
+            tag = tags[index]
             handle = CLIENT_HANDLE_BASE + index
             self.handle_to_binding[handle] = index
-            requests.append(_monitored_item(node_ids[index], handle, spec.sampling_ms, spec.queue_size,
-                                            spec.deadband.kind if spec.deadband else None,
-                                            spec.deadband.value if spec.deadband else 0.0))
+            requests.append(_monitored_item(node_ids[index], handle, tag.sampling_ms, tag.queue_size,
+                                            tag.deadband[0] if tag.deadband else None,
+                                            tag.deadband[1] if tag.deadband else 0.0))
         step = limits["MaxMonitoredItemsPerCall"]
         calls = -(-len(requests) // step)
         log.info("OPC UA source %s: creating %s monitored items in %s calls (server's MaxMonitoredItemsPerCall %s)",
@@ -472,7 +485,7 @@ class OpcUaSource:
                         retry.append(request)
                         continue
                     index = self.handle_to_binding.pop(request.RequestedParameters.ClientHandle)
-                    log.error("OPC UA source %s: cannot monitor %s: %s", self.cfg.id, bindings[index].node_id,
+                    log.error("OPC UA source %s: cannot monitor %s: %s", self.cfg.id, tags[index].address,
                               result.name)
             if retry:
                 log.warning("OPC UA source %s: server refused %s deadband filters; subscribing without",
@@ -481,14 +494,14 @@ class OpcUaSource:
                     if isinstance(result, ua.StatusCode):
                         index = self.handle_to_binding.pop(request.RequestedParameters.ClientHandle)
                         log.error("OPC UA source %s: cannot monitor %s: %s", self.cfg.id,
-                                  bindings[index].node_id, result.name)
+                                  tags[index].address, result.name)
         return subscription
 
     def _start_pollers(self, client: Client, node_ids: dict[int, ua.NodeId],
                        limits: dict[str, int]) -> list[tuple[int, list[tuple[int, ua.NodeId]]]]:
         groups: dict[int, list[tuple[int, ua.NodeId]]] = {}
-        for index in self.indexes:
-            poll_ms = self.pipeline.bindings[index].spec.poll_ms
+        for index, tag in self.tags.items():
+            poll_ms = tag.poll_ms
             if poll_ms is not None:
                 groups.setdefault(poll_ms, []).append((index, node_ids[index]))
         return sorted(groups.items())
@@ -510,8 +523,8 @@ class OpcUaSource:
                     rv.AttributeId = ua.AttributeIds.Value
                     params.NodesToRead.append(rv)
                 results = await client.uaclient.read(params)
-                self.pipeline.opcua_samples(self.cfg.id, [_sample(index, dv) for (index, _), dv
-                                                          in zip(chunk, results, strict=True)])
+                self.ingest.readings(self.cfg.id, [_reading(index, dv, self.now_ns) for (index, _), dv
+                                                   in zip(chunk, results, strict=True)])
             next_at += period
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
