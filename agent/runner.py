@@ -12,35 +12,17 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from agent.config import FactoryConfig, resolve_secret
+from agent.config import FactoryConfig
 from agent.health import AgentState
-from agent.historian import Historian
 from agent.http import AgentHttpServer
 from agent.outbox import Outbox
 from agent.pipeline import LivePublisher, Pipeline
+from agent.sinks import open_historian
 from agent.sinks.live import MqttLivePublisher
-from agent.sinks.sqlite_historian import SqliteHistorian
 from agent.sources.base import Source, SourceContext, TagRef
 from agent.sources.registry import KINDS
 
 log = logging.getLogger(__name__)
-
-
-def open_historian(cfg: FactoryConfig, data_dir: Path) -> Historian:
-    """The configured historian backend."""
-    h = cfg.historian
-    if h.kind == "influxdb":
-        from agent.sinks.influx import InfluxHistorian
-
-        assert h.url is not None  # the config check requires it
-        return InfluxHistorian(
-            h.url, api=h.api, database=h.database, retention_policy=h.retention_policy, username=h.username,
-            password=resolve_secret(h.password, h.password_file), org=h.org, bucket=h.bucket,
-            token=resolve_secret(h.token, h.token_file), timeout_s=h.timeout_s, batch_lines=h.batch_lines,
-            use_gzip=h.gzip, verify_tls=h.verify_tls, ca_file=str(h.ca_file) if h.ca_file else None,
-            retention_days=h.retention_days)
-    path = h.path or data_dir / "historian.sqlite3"
-    return SqliteHistorian(path, h.retention_days)
 
 
 class Agent:
