@@ -398,22 +398,8 @@ def stops(cfg: FactoryConfig, historian: Historian, line: Line, now_ns: int,
                            "stops": [], "reasons": [{"code": r.code, "name": r.name} for r in cfg.dashboard.stop_reasons]}
     if window is None:
         return out
-    part = so_far(window, now_ns)
-    micro_ns = cfg.kpi.microstop_s * NS  # an open STOPPED this young is a micro-stop so far: not listed
-    rows: list[dict[str, Any]] = []
-    for i in historian.state_intervals(part.start_ns, part.end_ns, line=line.id, machine=machine_id):
-        young = (i.state == "STOPPED" and i.end_ns >= part.end_ns and i.start_ns > part.start_ns
-                 and now_ns - i.start_ns < micro_ns)
-        if i.state in queries.STOP_STATES and i.state != "MICROSTOP" and not young:
-            if rows and rows[-1]["machine"] == i.machine and rows[-1]["state"] == i.state \
-                    and rows[-1]["end_ms"] == ms(i.start_ns):
-                # one stop written as several points
-                rows[-1].update(end_ms=ms(i.end_ns), open=i.end_ns >= part.end_ns)
-                continue
-            start_ns = i.start_ns
-            if start_ns == part.start_ns:  # in force at the shift's start: the stop began earlier
-                start_ns = queries.stop_start(historian, line.id, i.machine, i.state, start_ns)
-            rows.append({"id": str(start_ns), "machine": i.machine, "state": i.state, "start_ms": ms(start_ns),
-                         "end_ms": ms(i.end_ns), "reason": i.reason, "open": i.end_ns >= part.end_ns})
-    out["stops"] = sorted(rows, key=lambda r: -r["start_ms"])
+    stops = queries.shift_stops(historian, line.id, so_far(window, now_ns), now_ns, cfg.kpi.microstop_s, machine_id)
+    out["stops"] = [{"id": str(s.start_ns), "machine": s.machine, "state": s.state, "start_ms": ms(s.start_ns),
+                     "end_ms": ms(s.end_ns), "reason": s.reason, "open": s.open}
+                    for s in sorted(stops, key=lambda s: -s.start_ns)]
     return out
