@@ -159,8 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("simulate", help="run a simulator")
     sims = p.add_subparsers(dest="simulator", required=True, metavar="SIMULATOR")
     from simulators import line, platform, plc
+    from simulators.modbus import server as modbus
 
     for name, module, text in (("plc", plc, "OPC UA PLC simulator for the configured machines"),
+                               ("modbus", modbus, "Modbus TCP simulator for the machines of a Modbus source"),
                                ("line", line, "MQTT line simulator: badges, andon, material, orders"),
                                ("platform", platform, "C2M platform: receives signed capacity events, pulls the "
                                                       "feed, places holds")):
