@@ -197,12 +197,15 @@ async def test_an_exception_response_is_a_bad_reading_and_recovers(tmp_path: Pat
     await rig.until(lambda: rig.read_errors() > errors + 3, "more failed reads")
     assert len(rig.ingest.of(6)) == 2  # the same failure is handed (and logged) once
     assert sum("server device failure" in r.getMessage() for r in caplog.records) == 1
-    assert rig.state.sources["press-plc"].connected  # a refusal is no lost connection
+    health = rig.state.sources["press-plc"]
+    assert health.connected  # a refusal is no lost connection, but health says why tags read Bad
+    assert health.last_error == bad.status_text
     assert rig.ingest.last(0) == rig.ingest.of(0)[0]  # the other tags read on, unchanged
     image.fail(2, "hr", 100, 0)
     await rig.until(lambda: (r := rig.ingest.last(6)) and r.quality == Quality.GOOD, "the alarm tag back")
     assert rig.ingest.last(6).value == -7  # type: ignore[union-attr]
     assert any("answers hr:100-100 again" in r.getMessage() for r in caplog.records)
+    assert health.last_error == ""
 
 
 @pytest.mark.parametrize(("address", "signal", "raw", "says"), [

@@ -237,6 +237,8 @@ class ModbusSource:
         if self.failing_reads.pop(self._key(request), None) is not None:
             log.info("Modbus source %s: unit %s answers %s:%s-%s again", self.id, request.unit, request.table,
                      request.offset, request.end - 1)
+            if not self.failing_reads:
+                self.health.last_error = ""
         return [self._reading(self.tags[item.key], values[item.offset - request.offset:
                                                           item.offset - request.offset + item.count], now)
                 for item in request.items]
@@ -270,6 +272,8 @@ class ModbusSource:
         if self.failing_reads.get(self._key(request)) != text:
             self.failing_reads[self._key(request)] = text
             log.warning("Modbus source %s: %s tags read as Bad: %s", self.id, len(request.items), text)
+        # still connected, but /healthz says why some tags read Bad (until every request is answered again)
+        self.health.last_error = text
         return [Reading(item.key, None, Quality.BAD, status, text, when) for item in request.items]
 
     def _reading(self, tag: _Tag, values: list[Any], now: int) -> Reading:

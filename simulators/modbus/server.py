@@ -1,0 +1,329 @@
+"""Modbus TCP simulator: the machines of one Modbus source of a factory config, as a pymodbus server.
+
+The simulated plant (simulators/plant.py, through the protocol-neutral simulators/machines model) decides what
+each machine does; this server shows every machine tag at the address the config gives it, the same address the
+agent reads: the machine's `node_ids[node]`, else its `node_prefix` + the tag's `node` (agent/sources/modbus/
+README.md has the syntax). So the register map is the config's own:
+
+- state: the state code (an integer register); a `bits` state map: one coil, discrete input or register bit per
+  `state_bit` tag; PackML state names cannot be shown over Modbus (the simulator refuses such a machine type);
+- count: the counter, wrapping at its `rollover` (and at the width of its register type, as a PLC's would);
+- alarm: the alarm code (0 = none); product: the product code (a product tag needs `codes` over Modbus);
+- process_value: the speed or a drifting measurement, in the register type's number format; with a `scale` or
+  `offset` the raw value the agent scales back, e.g. 21.5 degC with scale 0.1 in an int16 register as 215.
+
+Addresses without a unit prefix are on the source's `unit_id`. The simulated clock, seed and origin (`--start`)
+work as for `shopfloor simulate plc`, so every simulator of a demo shows the same plant, and a restarted
+simulator carries on where the plant is.
+
+Controls, on unit 247 (holding registers; write them with any Modbus client):
+  hr:0  exception code every other unit answers to every read (0 = answer normally), e.g. 4 (device failure)
+  hr:1  1 = show an undecodable value wherever the tag's type allows one: NaN in float registers, -1 in signed
+        counters (0 = normal)
+  hr:2  1 = the simulated clock runs, 0 = it stands still
+The same on the command line: `--fail ADDRESS=CODE` (reads touching that address answer CODE), `--undecodable`,
+`--paused`, and `--strict` (reading a register no tag uses answers exception 2, as some devices do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import math
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from pymodbus.constants import ExcCodes
+
+from agent import config as agent_config
+from agent.clock import add_anchor_argument, caught_up
+from agent.config import FactoryConfig
+from agent.sources.modbus.codec import orders
+from agent.sources.modbus.model import TYPES, ModbusAddress, ModbusSourceConfig, parse_address
+from simulators.machines import Machine, MachineTags, RawValue, SimClock, save_truth
+from simulators.modbus.device import ModbusDevice, RegisterImage
+
+log = logging.getLogger(__name__)
+
+US = 1_000_000
+TICK_S = 0.1
+TRUTH_EVERY_S = 2.0
+CONTROL_UNIT = 247
+CONTROL_FAIL, CONTROL_UNDECODABLE, CONTROL_RUNNING = 0, 1, 2
+EXCEPTION_CODES = frozenset(int(code) for code in ExcCodes)
+
+
+@dataclass(frozen=True)
+class ShownTag:
+    """A machine tag and where this server shows it."""
+
+    machine: Machine
+    node: str  # the tag's node in its machine type (its key in Machine.values)
+    signal: str
+    unit: int
+    address: ModbusAddress
+    byte_order: str
+    word_order: str
+    scale: float = 1.0  # a process value is shown raw: (value - offset) / scale, what the agent scales back
+    offset: float = 0.0
+
+
+def register_value(value: RawValue, address: ModbusAddress) -> int | float | bool:
+    """A raw tag value as the address's register type holds it: integers wrap at the type's width."""
+    if address.type == "bool":
+        return bool(value)
+    if isinstance(value, str):
+        raise ValueError(f"{address} cannot show the text {value!r}")
+    fmt, registers = TYPES[address.type]
+    if fmt in "fd":
+        return float(value)
+    bits = 16 * registers
+    number = round(value) % (1 << bits)
+    return number - (1 << bits) if fmt.islower() and number >= 1 << (bits - 1) else number
+
+
+def undecodable_value(tag: ShownTag) -> int | float | None:
+    """A value the agent cannot use for this tag, where its register type has one."""
+    if tag.address.type in ("float32", "float64"):
+        return math.nan
+    if tag.signal == "count" and TYPES.get(tag.address.type, ("H", 1))[0].islower():
+        return -1
+    return None
+
+
+class ModbusSimulator:
+    """A pymodbus server showing the machines of one Modbus source of a config, driven by the simulated plant."""
+
+    def __init__(self, cfg: FactoryConfig, *, host: str = "127.0.0.1", port: int = 5020, source: str | None = None,
+                 speed: float = 1.0, seed: int = 1, paused: bool = False, start_time: datetime | None = None,
+                 origin: datetime | None = None, truth_file: Path | None = None, strict: bool = False,
+                 failures: Sequence[tuple[int, ModbusAddress, int]] = (), undecodable: bool = False) -> None:
+        sources = {s.id: s for s in cfg.sources.modbus}
+        source = source or next(iter(sources), None)
+        if source not in sources:
+            raise ValueError(f"no Modbus source {source!r} in sources.modbus "
+                             f"({', '.join(sources) or 'none defined'})")
+        if speed <= 0:
+            raise ValueError("speed must be positive")
+        self.cfg = cfg
+        self.source: ModbusSourceConfig = sources[source]
+        self.clock = SimClock(int(start_time.timestamp() * US) if start_time is not None else None, speed,
+                              running=not paused)
+        origin_us = int(origin.timestamp() * US) if origin is not None else self.clock.start_us
+        self.model = MachineTags(cfg, source, seed=seed, origin_us=origin_us, now_us=self.clock.start_us)
+        self.shown = self._map_tags()
+        self.image = RegisterImage(exempt=CONTROL_UNIT)
+        for unit, address, code in failures:
+            self.image.fail(unit, address.table, address.offset, code)
+        self.image.set_raw(CONTROL_UNIT, "hr", 0, [0, int(undecodable), int(not paused)])
+        self.device = ModbusDevice(self.image, host, port, strict=strict)
+        self.truth_file = truth_file
+        self._next_truth = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def _map_tags(self) -> list[ShownTag]:
+        shown: list[ShownTag] = []
+        used: dict[tuple[int, str, int], str] = {}
+        for line, machine in self.cfg.machines():
+            if machine.source != self.source.id:
+                continue
+            sim = self.model.machine(line.id, machine.id)
+            for tag in self.cfg.machine_types[machine.type].tags:
+                if tag.node not in sim.tags:
+                    continue
+                where = f"machine {line.id}.{machine.id} tag {tag.node}"
+                text = machine.node_id(tag)
+                try:
+                    address = parse_address(text)
+                except ValueError as exc:
+                    raise ValueError(f"{where}: {text!r} is not {exc}") from None
+                if sim.tags[tag.node].type == "string":
+                    raise ValueError(f"{where}: a Modbus register cannot carry text (PackML state names, or a "
+                                     f"product without `codes`); use a code state map or product codes")
+                unit = address.unit if address.unit is not None else self.source.unit_id
+                if unit == CONTROL_UNIT:
+                    raise ValueError(f"{where}: unit {CONTROL_UNIT} is the simulator's control unit")
+                for offset in range(address.offset, address.offset + address.count):
+                    key = (unit, address.table, offset if address.bit is None else offset * 16 + address.bit)
+                    if key in used and address.bit is None:
+                        raise ValueError(f"{where}: {text} overlaps {used[key]}")
+                    used[key] = f"{where} ({text})"
+                byte_order, word_order = orders(address.order, self.source.byte_order, self.source.word_order)
+                scaled = tag.signal == "process_value" and tag.scale != 0
+                shown.append(ShownTag(sim, tag.node, tag.signal, unit, address, byte_order, word_order,
+                                      tag.scale if scaled else 1.0, tag.offset if scaled else 0.0))
+        return shown
+
+    # -- life cycle
+
+    @property
+    def port(self) -> int:
+        return self.device.port
+
+    async def start(self) -> None:
+        """Show the plant as of now and start serving and ticking."""
+        self.model.start(max(self.model.now_us, self.clock.now_us()))
+        self._show()
+        await self.device.start()
+        self._task = asyncio.create_task(self._tick_loop(), name="modbus-sim-tick")
+        log.info("Modbus simulator serving %d tags of %d machines (source %s) on %s:%s",
+                 len(self.shown), len({id(t.machine) for t in self.shown}), self.source.id, self.device.host,
+                 self.device.port)
+
+    async def stop(self) -> None:
+        """Stop ticking and serving; safe to call twice."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.write_truth()
+        await self.device.stop()
+
+    async def __aenter__(self) -> ModbusSimulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def write_truth(self) -> None:
+        if self.truth_file is not None:
+            save_truth(self.truth_file, self.model.truth_json())
+
+    # -- ticking
+
+    def _control(self, register: int) -> int:
+        return self.image.values.get((CONTROL_UNIT, "hr"), {}).get(register, 0)
+
+    async def _tick_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(TICK_S)
+            try:
+                code = self._control(CONTROL_FAIL)
+                self.image.fail_all = code if code in EXCEPTION_CODES else 0
+                self.clock.set_running(bool(self._control(CONTROL_RUNNING)))
+                now = self.clock.now_us()
+                if now > self.model.now_us:
+                    self.model.advance(now)
+                self._show()
+                if self.truth_file is not None and loop.time() >= self._next_truth:
+                    self._next_truth = loop.time() + TRUTH_EVERY_S
+                    await asyncio.to_thread(save_truth, self.truth_file, self.model.truth_json())
+            except Exception:
+                log.exception("Modbus simulator tick failed")
+
+    def _show(self) -> None:
+        """Every tag's current raw value into the registers (or its undecodable value, when asked for)."""
+        undecodable = bool(self._control(CONTROL_UNDECODABLE))
+        for tag in self.shown:
+            raw = tag.machine.values[tag.node]
+            if (tag.scale, tag.offset) != (1.0, 0.0) and isinstance(raw, int | float):
+                raw = (raw - tag.offset) / tag.scale
+            value: int | float | bool = register_value(raw, tag.address)
+            if undecodable and (bad := undecodable_value(tag)) is not None:
+                value = bad
+            self.image.set(tag.unit, tag.address, value, tag.byte_order, tag.word_order)
+
+
+# --- command line -----------------------------------------------------------------------------------------
+
+
+def _failure(text: str) -> tuple[int | None, ModbusAddress, int]:
+    address, _, code = text.rpartition("=")
+    try:
+        parsed = parse_address(address)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"ADDRESS=CODE with a Modbus address, e.g. 1/hr:100=2; {exc}") from None
+    if not code.isdigit() or int(code) not in EXCEPTION_CODES:
+        raise argparse.ArgumentTypeError(f"an exception code ({', '.join(map(str, sorted(EXCEPTION_CODES)))}) "
+                                         f"after '=', e.g. hr:100=2")
+    return parsed.unit, parsed, int(code)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the Modbus simulator's options to a (sub)command parser."""
+    parser.add_argument("--config", required=True, type=Path, metavar="FILE", help="factory config (YAML)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    parser.add_argument("--port", type=int, default=5020, help="TCP port (default %(default)s; 502 needs root)")
+    parser.add_argument("--source", help="serve the machines of this Modbus source id (default: the first one)")
+    parser.add_argument("--speed", type=float, default=1.0,
+                        help="simulated seconds per real second (default %(default)s; 60 = a minute per second)")
+    parser.add_argument("--seed", type=int, default=1, help="random seed; same seed, same behaviour (default 1)")
+    parser.add_argument("--start", type=datetime.fromisoformat, metavar="ISO_TIME",
+                        help="simulated clock start, e.g. 2025-03-03T09:00+08:00 (default: now)")
+    add_anchor_argument(parser)
+    parser.add_argument("--truth", type=Path, default=None, metavar="FILE",
+                        help="write the plant's ground truth there (JSON, every 2 s and on stop; docs/kpi.md)")
+    parser.add_argument("--paused", action="store_true", help="start with the simulated clock stopped")
+    parser.add_argument("--strict", action="store_true",
+                        help="answer exception 2 (illegal data address) to reads of registers no tag uses")
+    parser.add_argument("--fail", type=_failure, action="append", default=[], metavar="ADDRESS=CODE",
+                        help="reads touching ADDRESS answer exception CODE, e.g. 2/hr:100=2 (repeatable)")
+    parser.add_argument("--undecodable", action="store_true",
+                        help="show NaN in float registers and -1 in signed counters (control hr:1 of unit 247)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until SIGINT or SIGTERM; 0 on a clean stop, 2 on a configuration problem."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pymodbus").setLevel(logging.ERROR)  # it warns of its own deprecations on every start
+    try:
+        cfg = agent_config.load(args.config, resolve_secrets=False)
+    except agent_config.ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    try:
+        sources = {s.id: s for s in cfg.sources.modbus}
+        unit_of = sources[args.source].unit_id if args.source in sources else (
+            next(iter(sources.values())).unit_id if sources else 1)
+        failures = [(unit if unit is not None else unit_of, address, code) for unit, address, code in args.fail]
+        simulator = ModbusSimulator(cfg, host=args.host, port=args.port, source=args.source, speed=args.speed,
+                                    seed=args.seed, paused=args.paused,
+                                    start_time=caught_up(args.start, args.speed, args.sim_anchor),
+                                    origin=args.start, truth_file=args.truth, strict=args.strict,
+                                    failures=failures, undecodable=args.undecodable)
+    except ValueError as exc:
+        print(f"modbus simulator: {args.config}: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(_serve(simulator))
+
+
+async def _serve(simulator: ModbusSimulator) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, stop.set)
+        except NotImplementedError:  # Windows: no loop signal handlers
+            signal.signal(signum, lambda *_: loop.call_soon_threadsafe(stop.set))
+    started = time.monotonic()
+    try:
+        await simulator.start()
+    except (OSError, RuntimeError) as exc:
+        print(f"modbus simulator: cannot listen on {simulator.device.host}:{simulator.port}: {exc}", file=sys.stderr)
+        await simulator.stop()
+        return 2
+    try:
+        print(f"Modbus simulator ready at {simulator.device.host}:{simulator.port}", flush=True)
+        log.info("ready after %.1f s", time.monotonic() - started)
+        await stop.wait()
+    finally:
+        await simulator.stop()
+    log.info("Modbus simulator stopped")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the simulator standalone: `python -m simulators.modbus --config config/factory.yaml`."""
+    parser = argparse.ArgumentParser(prog="shopfloor simulate modbus", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
