@@ -160,9 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
     sims = p.add_subparsers(dest="simulator", required=True, metavar="SIMULATOR")
     from simulators import line, platform, plc
     from simulators.modbus import server as modbus
+    from simulators.s7 import server as s7
 
     for name, module, text in (("plc", plc, "OPC UA PLC simulator for the configured machines"),
                                ("modbus", modbus, "Modbus TCP simulator for the machines of a Modbus source"),
+                               ("s7", s7, "S7 PLC simulator (snap7 server) for the machines of an S7 source"),
                                ("line", line, "MQTT line simulator: badges, andon, material, orders"),
                                ("platform", platform, "C2M platform: receives signed capacity events, pulls the "
                                                       "feed, places holds")):

@@ -1,0 +1,366 @@
+"""S7 simulator: the machines of one S7 source of a factory config, served by snap7's S7 server (ISO-on-TCP).
+
+The simulated plant (simulators/plant.py, through the protocol-neutral simulators/machines model) decides what
+each machine does; this server shows every machine tag at the address the config gives it, the same address the
+agent reads: the machine's `node_ids[node]`, else `node_prefix` + the tag's `node` (agent/sources/s7/README.md
+has the syntax; layout.py the layout `--print-layout` suggests). Each DB, and M, I and Q, is as long as its
+addresses need:
+
+- state: the state code (an integer) or the PackML name (a STRING); a `bits` state map: one BOOL per
+  `state_bit` tag;
+- count: the counter, wrapping at its `rollover` (and at the width of its type, as a PLC's would);
+- alarm: the alarm code (0 = none); product: the SKU (a STRING) or the product code (an integer);
+- process_value: the speed or a drifting measurement.
+
+The simulated clock, seed and origin (`--start`) work as for `shopfloor simulate plc`, so every simulator of a
+demo shows the same plant, and a restarted simulator carries on where the plant is.
+
+Control DB (`--control-db`, default 60000; read and write it with any S7 client):
+  DBW0     S7 item return code every read of a machine's area answers (0 = answer normally), e.g. 5 (address out
+           of range), 10 (item not available), 3 (access denied)
+  DBW2     the DB number DBW0 applies to (0 = every area that shows machine tags)
+  DBX4.0   1 = show an undecodable value wherever a tag's type has one: NaN in a REAL, bytes that are not UTF-8
+           in a STRING, -1 in a signed counter
+  DBX4.1   1 = the simulated clock runs, 0 = it stands still
+  DBD16 +  12 bytes per machine of the source, in config order: its true total, good and reject counts (UDINT,
+  12 * k   not wrapped by any rollover): the ground truth a test compares the historian with
+The same on the command line: `--fail DB=CODE` (repeatable), `--undecodable`, `--paused`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import struct
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from snap7.datatypes import S7Area
+from snap7.server import Server
+from snap7.type import SrvArea
+
+from agent import config as agent_config
+from agent.clock import add_anchor_argument, caught_up
+from agent.config import FactoryConfig
+from agent.sources.s7.model import S7Address, S7SourceConfig, parse_address
+from simulators.machines import Machine, MachineTags, SimClock, save_truth
+from simulators.s7.layout import area_sizes, encode, print_layout, undecodable
+
+log = logging.getLogger(__name__)
+
+US = 1_000_000
+TICK_S = 0.1
+TRUTH_EVERY_S = 2.0
+CONTROL_DB = 60000
+CONTROL_FAIL, CONTROL_FAIL_DB, CONTROL_FLAGS = 0, 2, 4
+FLAG_UNDECODABLE, FLAG_RUNNING = 0x01, 0x02
+TRUTH_AT, TRUTH_BYTES = 16, 12
+SERVER_AREAS = {"DB": (SrvArea.DB, S7Area.DB), "M": (SrvArea.MK, S7Area.MK), "I": (SrvArea.PE, S7Area.PE),
+                "Q": (SrvArea.PA, S7Area.PA)}
+S7_AREA_NAMES = {S7Area.DB: "DB", S7Area.MK: "M", S7Area.PE: "I", S7Area.PA: "Q"}
+
+
+@dataclass(frozen=True)
+class ShownTag:
+    """A machine tag and where this server shows it."""
+
+    machine: Machine
+    node: str  # the tag's node in its machine type (its key in Machine.values)
+    signal: str
+    address: S7Address
+
+
+class _FailingServer(Server):
+    """snap7's server, answering an item return code for reads of the areas the simulator is told to fail."""
+
+    def __init__(self, failing: dict[tuple[str, int], int]) -> None:
+        super().__init__(log=False)
+        self.failing = failing
+
+    def _read_from_memory_area(self, area: S7Area, db_number: int, start: int, count: int) -> tuple[int, bytearray]:
+        code = self.failing.get((S7_AREA_NAMES.get(area, "?"), db_number if area == S7Area.DB else 0))
+        if code:
+            return code, bytearray()
+        result: tuple[int, bytearray] = super()._read_from_memory_area(area, db_number, start, count)
+        return result
+
+
+class S7Simulator:
+    """snap7's S7 server showing the machines of one S7 source of a config, driven by the simulated plant."""
+
+    def __init__(self, cfg: FactoryConfig, *, host: str = "127.0.0.1", port: int = 10102, source: str | None = None,
+                 speed: float = 1.0, seed: int = 1, paused: bool = False, start_time: datetime | None = None,
+                 origin: datetime | None = None, truth_file: Path | None = None, control_db: int = CONTROL_DB,
+                 failures: Sequence[tuple[int, int]] = (), undecodable: bool = False) -> None:
+        sources = {s.id: s for s in cfg.sources.s7}
+        source = source or next(iter(sources), None)
+        if source not in sources:
+            raise ValueError(f"no S7 source {source!r} in sources.s7 ({', '.join(sources) or 'none defined'})")
+        if speed <= 0:
+            raise ValueError("speed must be positive")
+        self.cfg = cfg
+        self.source: S7SourceConfig = sources[source]
+        self.host = host
+        self.port = port
+        self.control_db = control_db
+        self.clock = SimClock(int(start_time.timestamp() * US) if start_time is not None else None, speed,
+                              running=not paused)
+        origin_us = int(origin.timestamp() * US) if origin is not None else self.clock.start_us
+        self.model = MachineTags(cfg, source, seed=seed, origin_us=origin_us, now_us=self.clock.start_us)
+        self.shown = self._map_tags()
+        sizes = area_sizes(t.address for t in self.shown)
+        if ("DB", control_db) in sizes:
+            raise ValueError(f"DB{control_db} is the simulator's control DB; give --control-db another number")
+        self.areas = {key: bytearray(max(size, 2)) for key, size in sizes.items()}
+        self.control = bytearray(TRUTH_AT + TRUTH_BYTES * len(self.model.machines))
+        for db, code in failures:
+            if not 0 < code < 0xFF:
+                raise ValueError(f"--fail {db}={code}: an item return code is 1..254, e.g. 5 or 10")
+        self.cli_failures = {("DB", db): code for db, code in failures}
+        struct.pack_into(">B", self.control, CONTROL_FLAGS, (FLAG_UNDECODABLE if undecodable else 0)
+                         | (0 if paused else FLAG_RUNNING))
+        self.truth_file = truth_file
+        self.failing: dict[tuple[str, int], int] = dict(self.cli_failures)
+        self._server: _FailingServer | None = None
+        self._next_truth = 0.0
+        self._task: asyncio.Task[None] | None = None
+        self._started = False
+
+    def _map_tags(self) -> list[ShownTag]:
+        shown: list[ShownTag] = []
+        used: dict[tuple[str, int, int, int], str] = {}
+        for line, machine in self.cfg.machines():
+            if machine.source != self.source.id:
+                continue
+            sim = self.model.machine(line.id, machine.id)
+            for tag in self.cfg.machine_types[machine.type].tags:
+                if tag.node not in sim.tags:
+                    continue
+                where = f"machine {line.id}.{machine.id} tag {tag.node}"
+                text = machine.node_id(tag)
+                try:
+                    address = parse_address(text)
+                except ValueError as exc:
+                    raise ValueError(f"{where}: {exc}; `shopfloor simulate s7 --print-layout` suggests "
+                                     "addresses") from None
+                is_text = sim.tags[tag.node].type == "string"
+                if is_text != (address.type == "STRING"):
+                    raise ValueError(f"{where}: {address} is a {address.type}, the tag shows "
+                                     f"{'text (a PackML name or a SKU): use a STRING address' if is_text else 'a number'}")
+                bits = [address.bit] if address.type == "BOOL" else range(8)
+                for offset in range(address.start, address.start + address.size):
+                    for bit in bits:
+                        key = (address.area, address.db, offset, bit)
+                        if key in used:
+                            raise ValueError(f"{where}: {text} overlaps {used[key]}")
+                        used[key] = f"{where} ({text})"
+                shown.append(ShownTag(sim, tag.node, tag.signal, address))
+        return shown
+
+    # -- life cycle
+
+    async def start(self) -> None:
+        """Show the plant as of now and start serving and ticking (again, after `stop`)."""
+        if not self._started:
+            self.model.start(max(self.model.now_us, self.clock.now_us()))
+            self._started = True
+        server = _FailingServer(self.failing)
+        for (area, db), data in self.areas.items():
+            server.register_area(SERVER_AREAS[area][0], db, data)
+        server.register_area(SrvArea.DB, self.control_db, self.control)
+        self._server = server
+        self._show()
+        server.start_to(self.host, self.port)
+        if self.port == 0 and server.server_socket is not None:
+            self.port = server.server_socket.getsockname()[1]
+        self._task = asyncio.create_task(self._tick_loop(), name="s7-sim-tick")
+        log.info("S7 simulator serving %d tags of %d machines (source %s) in %s on %s:%s", len(self.shown),
+                 len(self.model.machines), self.source.id,
+                 ", ".join(f"DB{db}" if area == "DB" else area for area, db in sorted(self.areas)),
+                 self.host, self.port)
+
+    async def stop(self) -> None:
+        """Stop ticking and serving; safe to call twice."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.write_truth()
+        server, self._server = self._server, None
+        if server is not None:
+            await asyncio.to_thread(server.stop)
+
+    async def __aenter__(self) -> S7Simulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def write_truth(self) -> None:
+        if self.truth_file is not None:
+            save_truth(self.truth_file, self.model.truth_json())
+
+    # -- ticking
+
+    async def _tick_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(TICK_S)
+            try:
+                self.tick()
+                if self.truth_file is not None and loop.time() >= self._next_truth:
+                    self._next_truth = loop.time() + TRUTH_EVERY_S
+                    await asyncio.to_thread(save_truth, self.truth_file, self.model.truth_json())
+            except Exception:
+                log.exception("S7 simulator tick failed")
+
+    def tick(self) -> None:
+        """Apply the control DB, run the plant up to the clock and show it."""
+        with self._locked("DB", self.control_db):
+            code, fail_db, flags = struct.unpack_from(">hhB", self.control, 0)
+        failing = dict(self.cli_failures)
+        if 0 < code < 0xFF:
+            targets = [("DB", fail_db)] if fail_db else list(self.areas)
+            failing.update(dict.fromkeys(targets, code))
+        self.failing = failing
+        if self._server is not None:
+            self._server.failing = failing  # one assignment: a client thread sees the old or the new set
+        self.clock.set_running(bool(flags & FLAG_RUNNING))
+        now = self.clock.now_us()
+        if now > self.model.now_us:
+            self.model.advance(now)
+        self._show()
+
+    def _show(self) -> None:
+        """Every tag's current raw value into its area (or an undecodable value, when asked for), and the truth."""
+        with self._locked("DB", self.control_db):
+            bad = bool(self.control[CONTROL_FLAGS] & FLAG_UNDECODABLE)
+            for k, machine in enumerate(self.model.machines):
+                truth = [machine.values[f"Truth.{name}"] for name in ("Total", "Good", "Reject")]
+                struct.pack_into(">III", self.control, TRUTH_AT + TRUTH_BYTES * k,
+                                 *(int(v) % 2**32 for v in truth))  # type: ignore[call-overload]
+        for key, data in self.areas.items():
+            with self._locked(*key):
+                for tag in self.shown:
+                    if (tag.address.area, tag.address.db) != key:
+                        continue
+                    if bad and undecodable(tag.address, tag.signal, data):
+                        continue
+                    encode(tag.address, tag.machine.values[tag.node], data)
+
+    @contextlib.contextmanager
+    def _locked(self, area: str, db: int) -> Any:
+        """The server's own lock of an area, so that a client never reads half a tick."""
+        server = self._server
+        if server is None:
+            yield
+            return
+        srv_area = SERVER_AREAS[area][0]
+        server.lock_area(srv_area, db)
+        try:
+            yield
+        finally:
+            server.unlock_area(srv_area, db)
+
+
+# --- command line -----------------------------------------------------------------------------------------
+
+
+def _failure(text: str) -> tuple[int, int]:
+    db, _, code = text.partition("=")
+    db = db.strip().upper().removeprefix("DB")
+    if not db.isdigit() or not code.strip().isdigit():
+        raise argparse.ArgumentTypeError("DB=CODE, e.g. 1=5 (reads of DB1 answer 0x05, address out of range)")
+    return int(db), int(code)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the S7 simulator's options to a (sub)command parser."""
+    parser.add_argument("--config", required=True, type=Path, metavar="FILE", help="factory config (YAML)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    parser.add_argument("--port", type=int, default=10102,
+                        help="TCP port (default %(default)s; 102, the S7 port, needs root; 0 = any free port)")
+    parser.add_argument("--source", help="serve the machines of this S7 source id (default: the first one)")
+    parser.add_argument("--speed", type=float, default=1.0,
+                        help="simulated seconds per real second (default %(default)s; 60 = a minute per second)")
+    parser.add_argument("--seed", type=int, default=1, help="random seed; same seed, same behaviour (default 1)")
+    parser.add_argument("--start", type=datetime.fromisoformat, metavar="ISO_TIME",
+                        help="simulated clock start, e.g. 2025-03-03T09:00+08:00 (default: now)")
+    add_anchor_argument(parser)
+    parser.add_argument("--truth", type=Path, default=None, metavar="FILE",
+                        help="write the plant's ground truth there (JSON, every 2 s and on stop; docs/kpi.md)")
+    parser.add_argument("--paused", action="store_true", help="start with the simulated clock stopped")
+    parser.add_argument("--control-db", type=int, default=CONTROL_DB, metavar="N",
+                        help="the control DB's number (default %(default)s)")
+    parser.add_argument("--fail", type=_failure, action="append", default=[], metavar="DB=CODE",
+                        help="reads of that DB answer S7 item return CODE, e.g. 1=5 (repeatable)")
+    parser.add_argument("--undecodable", action="store_true",
+                        help="show NaN in REALs, non-UTF-8 STRINGs and -1 in signed counters (control DBX4.0)")
+    parser.add_argument("--print-layout", action="store_true",
+                        help="print a DB layout (node_ids) for every machine of the source and exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until SIGINT or SIGTERM; 0 on a clean stop, 2 on a configuration problem."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("snap7").setLevel(logging.ERROR)  # snap7 logs every client and every refused read
+    try:
+        cfg = agent_config.load(args.config, resolve_secrets=False)
+    except agent_config.ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.print_layout:
+        print(print_layout(cfg, args.source or next((s.id for s in cfg.sources.s7), None)), end="")
+        return 0
+    try:
+        simulator = S7Simulator(cfg, host=args.host, port=args.port, source=args.source, speed=args.speed,
+                                seed=args.seed, paused=args.paused,
+                                start_time=caught_up(args.start, args.speed, args.sim_anchor),
+                                origin=args.start, truth_file=args.truth, control_db=args.control_db,
+                                failures=args.fail, undecodable=args.undecodable)
+    except ValueError as exc:
+        print(f"s7 simulator: {args.config}: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(_serve(simulator))
+
+
+async def _serve(simulator: S7Simulator) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, stop.set)
+        except NotImplementedError:  # Windows: no loop signal handlers
+            signal.signal(signum, lambda *_: loop.call_soon_threadsafe(stop.set))
+    started = time.monotonic()
+    try:
+        await simulator.start()
+    except Exception as exc:  # snap7 wraps the socket's error (port in use, no permission) in its own
+        print(f"s7 simulator: cannot listen on {simulator.host}:{simulator.port}: {exc}", file=sys.stderr)
+        await simulator.stop()
+        return 2
+    try:
+        print(f"S7 simulator ready at {simulator.host}:{simulator.port}", flush=True)
+        log.info("ready after %.1f s", time.monotonic() - started)
+        await stop.wait()
+    finally:
+        await simulator.stop()
+    log.info("S7 simulator stopped")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the simulator standalone: `python -m simulators.s7 --config config/factory.yaml`."""
+    parser = argparse.ArgumentParser(prog="shopfloor simulate s7", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
