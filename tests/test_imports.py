@@ -40,7 +40,7 @@ PROBES = [
     ("dashboard-without-agent-runtime", "dashboard/_probe.py", "import pymodbus"),
     ("kpi-is-pure", "dashboard/kpi/_probe.py", "import flask"),
     ("kpi-is-pure", "dashboard/kpi/_probe.py", "import dashboard.queries"),
-    ("simulators-stay-outside", "agent/_probe.py", "import simulators.plc"),
+    ("simulators-stay-outside", "agent/_probe.py", "import simulators"),
     ("simulators-stay-outside", "dashboard/_probe.py", "import shopfloor.cli"),
     ("command-line-on-top", "simulators/_probe.py", "import shopfloor.cli"),
 ]
