@@ -173,7 +173,8 @@ def test_an_error_answer_is_bad_quality_then_recovers(make_system):
     wait_until(lambda: s7.system.metric("shopfloor_s7_read_errors_total") >= 8, 15,
                "a Bad read of each of press-1's 8 tags counted")
     health = s7.system.health()["sources"]["plc-s7"]
-    assert health["connected"] is True  # the PLC answers; only the DB is refused
+    assert health["connected"] is True  # the PLC answers; only the DB is refused, and /healthz says so
+    assert "S7 error 0x0A: item not available" in health["last_error"]
     others = {m: s for m, s in s7.latest_states().items() if m != "press-1"}
     assert "OFFLINE" not in others.values(), others
     s7.control(0, struct.pack(">hh", 0, 0))

@@ -195,6 +195,19 @@ def test_refused_items_are_bad_with_the_reason_and_their_neighbours_stay_good(pl
         threading.Event().wait(0.3)
         assert run.metric("shopfloor_s7_read_errors_total", source="plc-s7", reason="item") == 2  # once each
         assert run.source.health.connected
+        assert "S7 error 0x" in run.source.health.last_error  # /healthz says why tags read Bad
+
+
+def test_health_clears_when_the_plc_answers_again(plc: Plc) -> None:
+    fill(plc)
+    assert plc.server is not None
+    tags = [*TAGS, TagRef(6, "DB2.DBW0", "press-2", "state", "StateCode")]
+    with Running(plc, tags) as run:
+        run.wait(lambda: run.recorder.latest().get(6) is not None, "the Bad reading of DB2")
+        assert "DB2.DBW0: S7 error 0x0A" in run.source.health.last_error
+        plc.server.register_area(SrvArea.DB, 2, bytearray(4))
+        run.wait(lambda: run.recorder.latest()[6].quality == Quality.GOOD, "DB2 read")
+        assert run.source.health.last_error == "" and run.source.health.connected
 
 
 @pytest.mark.parametrize(("write", "tag", "says"), [

@@ -92,6 +92,7 @@ class S7Source:
         self.alone: set[int] = set()  # tags the PLC refused once: read on their own from then on
         self.last: dict[int, Last] = {}
         self.logged: dict[int, str] = {}  # tag -> the bad status text last logged for it
+        self.refused: dict[int, str] = {}  # tags the PLC does not answer (refused, timed out), and why
         self.client: AsyncClient | None = None
         self.paused = False
         self._session_worked = False
@@ -147,6 +148,7 @@ class S7Source:
             client.connection.timeout = self.cfg.timeout_s  # each answer's deadline from now on
         pdu = client.get_pdu_length()
         self.last = {}
+        self.refused = {}
         self.ingest.up(self.id)  # before the session's first reading
         self.health.up()
         self.metrics.connected.labels(self.id).set(1)
@@ -288,9 +290,18 @@ class S7Source:
                 if self.logged.get(reading.tag) != reading.status_text:
                     self.logged[reading.tag] = reading.status_text
                     newly_bad.append(reading)
-            elif reading.tag in self.logged:
-                del self.logged[reading.tag]
-                log.info("S7 source %s: %s reads again", self.id, self._name(reading.tag))
+                if reading.status != UNDECODABLE:
+                    self.refused[reading.tag] = reading.status_text
+                    # still connected, but /healthz says why tags read Bad (until the PLC answers them again)
+                    self.health.last_error = reading.status_text
+                elif self.refused.pop(reading.tag, None) is not None and not self.refused:
+                    self.health.last_error = ""
+            else:
+                if reading.tag in self.logged:
+                    del self.logged[reading.tag]
+                    log.info("S7 source %s: %s reads again", self.id, self._name(reading.tag))
+                if self.refused.pop(reading.tag, None) is not None and not self.refused:
+                    self.health.last_error = ""
             self.last[reading.tag] = Last(reading.value, reading.quality, reading.status)
             news.append(reading)
         for reading in newly_bad:
