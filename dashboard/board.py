@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from agent.config import FactoryConfig, Line
+from agent.core.states import BoardState
 from agent.historian import Historian
 from dashboard import queries
 from dashboard.kpi.andon import andon_calls
@@ -22,11 +23,10 @@ from dashboard.kpi.people import output_per_operator, presences, staffing
 from dashboard.kpi.plan import planned_units
 from dashboard.kpi.shifts import NS, ShiftWindow, shift_at, shift_windows
 from dashboard.live import LiveView
+from dashboard.states import STOP_STATES
 
 MS = 1_000_000
 RATE_WINDOW_S = 900  # "the current rate" of minutes-to-shortage: units per minute over the last 15 minutes
-STATES = ("OFFLINE", "NO_SHIFT", "PLANNED_STOP", "SETUP", "FAULT", "STARVED", "BLOCKED", "STOPPED", "MICROSTOP",
-          "RUNNING", "SLOW")
 
 
 def ms(t_ns: int | None) -> int | None:
@@ -258,11 +258,12 @@ def with_live(cfg: FactoryConfig, line: Line, history: dict[str, Any], live: Liv
         state = values.get((machine.id, "state"), {})
         alarm = values.get((machine.id, "alarm"), {})
         offline = live.offline_reason(line.id, machine.id)
-        board_state = "OFFLINE" if offline else str(state.get("v") or "OFFLINE")
+        board_state = BoardState.OFFLINE.value if offline else str(state.get("v") or BoardState.OFFLINE.value)
         since = state.get("ts") if not offline else None
-        if board_state == "STOPPED" and isinstance(since, int) and now_ns // MS - since < cfg.kpi.microstop_s * 1000:
-            board_state = "MICROSTOP"  # not (yet) longer than the micro-stop threshold (config kpi.microstop_s)
-        if board_state == "OFFLINE" and not offline:
+        if board_state == BoardState.STOPPED and isinstance(since, int) \
+                and now_ns // MS - since < cfg.kpi.microstop_s * 1000:
+            board_state = BoardState.MICROSTOP.value  # not (yet) longer than the micro-stop threshold (kpi.microstop_s)
+        if board_state == BoardState.OFFLINE and not offline:
             offline = str(state.get("raw") or "no data yet")
         mtype = cfg.machine_types.get(machine.type)
         units = {t.name: t.unit for t in mtype.tags if t.name} if mtype else {}
@@ -287,7 +288,7 @@ def with_live(cfg: FactoryConfig, line: Line, history: dict[str, Any], live: Liv
             "id": machine.id, "name": machine.name or machine.id, "type": machine.type, "station": machine.station,
             "state": board_state, "since_ms": since, "offline_reason": offline,
             "stop": {"state": board_state, "since_ms": since, "reason": reason}
-            if board_state in queries.STOP_STATES and since else None,
+            if board_state in STOP_STATES and since else None,
             "alarm": {"code": alarm.get("v"), "text": alarm.get("text", ""), "since_ms": alarm.get("ts")}
             if alarm.get("v") and not offline else None,
             "order": {"order_id": order["order_id"], "sku": order["sku"]} if order else None,
@@ -366,7 +367,7 @@ def machine_detail(cfg: FactoryConfig, historian: Historian, line: Line, machine
     # missing data is not a stop: it is the coverage beside the OEE, not a bar of the Pareto
     out["pareto"] = [{"reason": r, "seconds": round(sec, 1)}
                      for r, sec in sorted((k.stops_by_reason if k else {}).items(), key=lambda x: -x[1])
-                     if r != "OFFLINE"]
+                     if r != BoardState.OFFLINE]
     hour_ns = 3600 * NS
     counts = data.counts(machine_id)
     up_to = k.up_to_ns if k else part.end_ns

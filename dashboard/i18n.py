@@ -11,10 +11,6 @@ from __future__ import annotations
 LANGUAGES = ("zh-CN", "en")
 DEFAULT_LANGUAGE = "zh-CN"
 
-# The 11 board states, in the order their rules are tried (docs: DESIGN.md "Machine states and KPIs").
-STATES = ("OFFLINE", "NO_SHIFT", "PLANNED_STOP", "SETUP", "FAULT", "STARVED", "BLOCKED", "STOPPED", "MICROSTOP",
-          "RUNNING", "SLOW")
-
 # Label pairs: key -> (zh-CN, en). Kept as pairs so a label can never exist in one language only.
 _PAIRS: dict[str, tuple[str, str]] = {
     # --- the application and its pages
@@ -55,7 +51,7 @@ _PAIRS: dict[str, tuple[str, str]] = {
     "common.unknown": ("未知", "unknown"),
     "common.yes": ("是", "yes"),
     "common.no": ("否", "no"),
-    # --- machine states (board states) and their short descriptions
+    # --- machine states: one label `state.<STATE>` per BoardState (agent/core/states.py; a test holds it)
     "state.OFFLINE": ("离线", "Offline"),
     "state.NO_SHIFT": ("非生产时间", "No shift"),
     "state.PLANNED_STOP": ("计划停机", "Planned stop"),

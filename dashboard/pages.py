@@ -1,5 +1,5 @@
 """What every e-board page is rendered with: the screen's language, its labels, the site, the lines, the user at
-the screen and where the other pages are. The page blueprints (boards.py, and the login page of auth.py) build
+the screen, where the other pages are and the board states (order and colours). The page blueprints (boards.py, and the login page of auth.py) build
 their context here.
 """
 
@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 
 from flask import current_app, request, url_for
 
-from dashboard import i18n
+from dashboard import i18n, states
 from dashboard.users import current_user
 
 LANG_COOKIE = "shopfloor_lang"
@@ -33,7 +33,7 @@ def page_context(page: str, **extra: Any) -> dict[str, Any]:
         "site": {"id": cfg.site.id, "name": cfg.site.name, "timezone": cfg.site.timezone,
                  "language": cfg.site.language},
         "lines": [{"id": ln.id, "name": ln.name} for ln in cfg.lines], "kiosk": None, "user": current_user(),
-        "lang_urls": lang_urls, "api": {}, "urls": page_urls(), **extra,
+        "lang_urls": lang_urls, "api": {}, "urls": page_urls(), "states": states.for_pages(), **extra,
     }
 
 

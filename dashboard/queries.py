@@ -10,9 +10,11 @@ from typing import Any, NamedTuple
 
 from agent.config import FactoryConfig
 from agent.core.schema import MEASUREMENTS, Point
+from agent.core.states import BoardState
 from agent.historian import CountBucket, Historian, HistorianError, StateInterval
 from dashboard.kpi.oee import Count, Order, ShiftOee, shift_oee
 from dashboard.kpi.shifts import NS, ShiftWindow
+from dashboard.states import STOP_STATES
 
 # An order still running at a shift's start was started at most this long before it; older starts are not read.
 ORDER_LOOKBACK_S = 14 * 86400
@@ -232,9 +234,6 @@ def process_trends(historian: Historian, line: str, machine: str, start_ns: int,
     return out
 
 
-STOP_STATES = frozenset({"STOPPED", "FAULT", "STARVED", "BLOCKED", "SETUP", "MICROSTOP"})
-
-
 class StopNotFound(HistorianError):
     """No stop of the machine starts at the given time."""
 
@@ -260,7 +259,7 @@ def set_stop_reason(historian: Historian, site: str, line: str, machine: str, st
             end_ns = p.time_ns
             break
         stop.append(p)
-    if state == "STOPPED" and end_ns == max(now_ns, start_ns) and now_ns - start_ns < microstop_s * NS:
+    if state == BoardState.STOPPED and end_ns == max(now_ns, start_ns) and now_ns - start_ns < microstop_s * NS:
         raise StopTooShort(f"{line}/{machine}: the stop at {start_ns} is a micro-stop so far "
                            f"(under {microstop_s:g} s); give it a reason once it is longer", retry=False)
     historian.write([Point("machine_state", {"site": site, "line": line, "machine": machine},
@@ -305,9 +304,9 @@ def shift_stops(historian: Historian, line: str, window: ShiftWindow, now_ns: in
     micro_ns = microstop_s * NS
     out: list[Stop] = []
     for i in historian.state_intervals(window.start_ns, window.end_ns, line=line, machine=machine):
-        young = (i.state == "STOPPED" and i.end_ns >= window.end_ns and i.start_ns > window.start_ns
+        young = (i.state == BoardState.STOPPED and i.end_ns >= window.end_ns and i.start_ns > window.start_ns
                  and now_ns - i.start_ns < micro_ns)
-        if i.state not in STOP_STATES or i.state == "MICROSTOP" or young:
+        if i.state not in STOP_STATES or i.state == BoardState.MICROSTOP or young:
             continue
         is_open = i.end_ns >= window.end_ns
         if out and out[-1].machine == i.machine and out[-1].state == i.state and out[-1].end_ns == i.start_ns:

@@ -28,12 +28,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from agent.core.states import BoardState
 from agent.historian import StateInterval
 from dashboard.kpi.shifts import NS, ShiftWindow
 
-RUN_STATES = frozenset({"RUNNING", "SLOW"})
-PLANNED_STATES = frozenset({"PLANNED_STOP", "NO_SHIFT"})
-NO_DATA = "OFFLINE"
+RUN_STATES = frozenset({BoardState.RUNNING, BoardState.SLOW})
+PLANNED_STATES = frozenset({BoardState.PLANNED_STOP, BoardState.NO_SHIFT})
+NO_DATA = BoardState.OFFLINE.value
 EFFECTIVENESS_FLAG = 1.05
 
 
@@ -154,10 +155,10 @@ def shift_oee(machine: str, window: ShiftWindow, intervals: Sequence[StateInterv
     last_state = None
     for start, end, state, reason in _segments(window, intervals):
         if state != last_state:
-            failures += state == "FAULT"
-            microstops += state == "MICROSTOP"
+            failures += state == BoardState.FAULT
+            microstops += state == BoardState.MICROSTOP
         last_state = state
-        if state == "FAULT":
+        if state == BoardState.FAULT:
             fault_s += (end - start) / NS  # a repair is timed in full, even through a break
         for p0, p1, in_break in _split_at_breaks(start, end, window.breaks):
             seconds = (p1 - p0) / NS
@@ -171,7 +172,7 @@ def shift_oee(machine: str, window: ShiftWindow, intervals: Sequence[StateInterv
     pbt = planned_s - planned_down
     apt = sum(state_s.get(s, 0.0) for s in RUN_STATES)
     offline = state_s.get(NO_DATA, 0.0)
-    microstop_s = state_s.get("MICROSTOP", 0.0)
+    microstop_s = state_s.get(BoardState.MICROSTOP, 0.0)
 
     # quantities per SKU: the PLC's product where it reports one, else the order running at each count's time
     per_sku: dict[str | None, dict[str, int]] = defaultdict(lambda: defaultdict(int))

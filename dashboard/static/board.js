@@ -20,10 +20,10 @@
   const TZ = (CFG.site && CFG.site.timezone) || undefined;
   const API = CFG.api || {};
 
-  // The board states, in the order their rules are tried: also the order of every state legend and mix.
-  const STATES = ["OFFLINE", "NO_SHIFT", "PLANNED_STOP", "SETUP", "FAULT", "STARVED", "BLOCKED", "STOPPED",
-    "MICROSTOP", "RUNNING", "SLOW"];
-  const STOP_STATES = new Set(["STOPPED", "FAULT", "STARVED", "BLOCKED", "SETUP", "MICROSTOP"]);
+  // The board states from the server (its one list), in the order their rules are tried: also the order of every
+  // state legend and mix. Their names are the labels state.<STATE>; their colours come with the page's CSS.
+  const STATES = (CFG.states || []).map((s) => s.state);
+  const STOP_STATES = new Set((CFG.states || []).filter((s) => s.stop).map((s) => s.state));
   const SILENCE_MS = 8000;        // no stream message for this long: the connection is lost
   const POLL_MS = 30000;          // snapshot polling while the stream is down (or unavailable)
   const RECONNECT_MAX_MS = 10000; // reconnect backoff cap

@@ -18,7 +18,7 @@
   const machineId = CFG.machine && CFG.machine.id;
   const css = getComputedStyle(document.documentElement);
   const color = (name) => css.getPropertyValue(name).trim();
-  const STATE_COLORS = Object.fromEntries(STATES.map((s) => [s, color("--st-" + s) || "#888"]));
+  const STATE_COLORS = Object.fromEntries((CFG.states || []).map((s) => [s.state, s.colour || "#888"]));
   const TEXT = color("--text") || "#e9eef5";
   const DIM = color("--dim") || "#93a0b3";
   const RULE = color("--rule") || "#273142";

@@ -10,6 +10,7 @@ import time
 import pytest
 from asyncua import ua
 
+from agent.core.states import BoardState
 from dashboard import i18n
 from simulators.harness import wait_until
 from tests.browser.conftest import screenshot
@@ -17,8 +18,7 @@ from tests.e2e.conftest import SIM_START, plc_set
 
 pytestmark = pytest.mark.slow
 
-STATES = {"OFFLINE", "NO_SHIFT", "PLANNED_STOP", "SETUP", "FAULT", "STARVED", "BLOCKED", "STOPPED", "MICROSTOP",
-          "RUNNING", "SLOW"}
+STATES = {s.value for s in BoardState}
 
 
 def tiles(browser):
@@ -66,6 +66,18 @@ def test_overview_and_machine_pages_load(shop, browser, lang):
     # the charts are drawn: ECharts puts a canvas in each chart box once it has data
     wait_until(lambda: len(browser.find_elements("css selector", "canvas")) >= 3, 20, "machine charts drawn")
     screenshot(browser, f"machine-press-1-{lang}")
+
+
+@pytest.mark.parametrize("lang", ["en", "zh-CN"])
+def test_the_legend_shows_every_board_state_in_order_with_its_colour(shop, browser, lang):
+    # the page's states come from the server (agent/core/states.py): a state added there shows up here
+    open_page(browser, f"{shop.dashboard_url}/?lang={lang}")
+    chips = browser.find_elements("css selector", "#legend [data-state]")
+    assert [c.get_attribute("data-state") for c in chips] == [s.value for s in BoardState]
+    assert [c.text for c in chips] == [i18n.LABELS[lang][f"state.{s}"] for s in BoardState]
+    swatches = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#legend .swatch'), s => getComputedStyle(s).backgroundColor)")
+    assert len(set(swatches)) == len(BoardState)  # each state its own colour
 
 
 def test_kiosk_rotates_through_the_lines(shop, browser):
