@@ -158,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="run a simulator")
     sims = p.add_subparsers(dest="simulator", required=True, metavar="SIMULATOR")
-    from simulators import line, platform, plc
+    from simulators import line, platform
+    from simulators import opcua as plc
     from simulators.modbus import server as modbus
     from simulators.s7 import server as s7
 

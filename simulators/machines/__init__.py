@@ -3,7 +3,7 @@
 A protocol simulator (OPC UA, Modbus TCP, S7) builds `MachineTags` for its source and shows the values.
 """
 
-from simulators.machines.clock import SimClock
+from simulators.clock import SimClock
 from simulators.machines.codec import PACKML_NAMES, RawState, RawStateCodec
 from simulators.machines.model import (
     COUNTER_WRAP,

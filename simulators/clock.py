@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-US = 1_000_000
+US = 1_000_000  # microseconds per second (the plant's unit of time)
 
 
 class SimClock:
