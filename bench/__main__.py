@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
-from bench import capacity, dashboard, influx, report, s7, scenarios
+from bench import capacity, dashboard, influx, modbus, report, s7, scenarios
 from bench.capacity import CapacityOptions
 from bench.dashboard import DashboardOptions
 from bench.influx import InfluxOptions
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true",
                         help="short runs: a smoke check in about 2 minutes (2 more for the InfluxDB scenarios, "
                              "2-3 more for the dashboard)")
-    parser.add_argument("--only", choices=("mqtt", "opcua", "s7", "influx", "dashboard", "capacity"),
+    parser.add_argument("--only", choices=("mqtt", "opcua", "s7", "modbus", "influx", "dashboard", "capacity"),
                         help="run only the MQTT, the OPC UA, the InfluxDB, the dashboard or the C2M capacity "
                              "scenarios")
     parser.add_argument("--seconds", type=float, metavar="N",
@@ -112,6 +112,14 @@ def plan(args: argparse.Namespace, opts: Options,
         s7opts = s7.S7Options(keep=args.keep, seconds=args.seconds or (6 if args.quick else 25.0),
                               warmup_s=2 if args.quick else 5.0)
         steps.append(("S7 3,000 tags polled every 100 ms", lambda: s7.run(s7opts)))
+    if args.only in (None, "modbus"):
+        mopts = modbus.ModbusOptions(keep=args.keep)
+        if args.quick:
+            mopts.seconds, mopts.warmup_s = 6, 2
+        if args.seconds:
+            mopts.seconds = args.seconds
+        steps.append((f"Modbus TCP {mopts.devices * mopts.units_per_device * mopts.tags:,} values polled every "
+                      f"{mopts.poll_ms} ms", lambda: modbus.run(mopts)))
     if args.only in (None, "influx"):
         iopts = influx_options(args)
         steps += [(f"outbox drain of {iopts.drain_points:,} points into InfluxDB", lambda: influx.drain(iopts)),
@@ -185,7 +193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = report.save_json(results, info, argv, when)
     print(f"\nresults saved to {path.relative_to(report.ROOT)}")
     if args.record and not interrupted:
-        print(f"recorded in {report.record(results, info, argv, when).relative_to(report.ROOT)}")
+        # alone, the Modbus figures get a section of their own rather than replacing the agent's main table
+        recorder = modbus.record if args.only == "modbus" else report.record
+        print(f"recorded in {recorder(results, info, argv, when).relative_to(report.ROOT)}")
     if interrupted:
         return 130
     return 1 if any("error" in r or r.get("errors") for r in results) else 0

@@ -234,6 +234,57 @@ class ModbusSimulator:
             self.image.set(tag.unit, tag.address, value, tag.byte_order, tag.word_order)
 
 
+class ModbusBenchDevice:
+    """Benchmark units instead of the plant: units `first_unit`.. each with a state code 1 in hr:0 and `tags`
+    uint32 values at hr:2, hr:4, ... that all change every `period_ms` to the wall-clock time of the change in ms
+    (modulo 2^32), so a reader of the historian can tell how long each value took to arrive."""
+
+    def __init__(self, host: str, port: int, units: int, tags: int, period_ms: float, first_unit: int = 1) -> None:
+        if units < 1 or tags < 1 or first_unit < 0 or first_unit + units > CONTROL_UNIT:
+            raise ValueError(f"bench units must lie in 0..{CONTROL_UNIT - 1} and have at least one tag")
+        if period_ms <= 0:
+            raise ValueError("the bench period must be positive")
+        self.units = range(first_unit, first_unit + units)
+        self.tags = tags
+        self.period_s = period_ms / 1000
+        self.image = RegisterImage(exempt=CONTROL_UNIT)
+        for unit in self.units:
+            self.image.set_raw(unit, "hr", 0, [1] + [0] * (2 * tags + 1))
+        self.device = ModbusDevice(self.image, host, port)
+        self.changes = 0
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def port(self) -> int:
+        return self.device.port
+
+    async def start(self) -> None:
+        await self.device.start()
+        self._task = asyncio.create_task(self._loop(), name="modbus-bench")
+        log.info("Modbus bench device: units %s-%s, %s changing values each, every %.0f ms", self.units[0],
+                 self.units[-1], self.tags, self.period_s * 1000)
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.device.stop()
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            now_ms = time.time_ns() // 1_000_000 % (1 << 32)
+            words = [now_ms >> 16, now_ms & 0xFFFF] * self.tags
+            for unit in self.units:
+                self.image.set_raw(unit, "hr", 2, words)
+            self.changes += len(self.units) * self.tags
+            next_at = max(next_at + self.period_s, loop.time())
+            await asyncio.sleep(next_at - loop.time())
+
+
 # --- command line -----------------------------------------------------------------------------------------
 
 
@@ -270,6 +321,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="reads touching ADDRESS answer exception CODE, e.g. 2/hr:100=2 (repeatable)")
     parser.add_argument("--undecodable", action="store_true",
                         help="show NaN in float registers and -1 in signed counters (control hr:1 of unit 247)")
+    parser.add_argument("--bench-units", type=int, default=0, metavar="N",
+                        help="serve N benchmark units instead of the plant (see ModbusBenchDevice)")
+    parser.add_argument("--bench-tags", type=int, default=50, metavar="T",
+                        help="changing uint32 values per benchmark unit, at hr:2, hr:4, ... (default %(default)s)")
+    parser.add_argument("--bench-period-ms", type=float, default=100.0, metavar="P",
+                        help="the benchmark values change every P ms (default %(default)s)")
+    parser.add_argument("--bench-first-unit", type=int, default=1, metavar="K",
+                        help="number the benchmark units from K (default %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -281,6 +340,14 @@ def run(args: argparse.Namespace) -> int:
     except agent_config.ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+    if args.bench_units:
+        try:
+            bench = ModbusBenchDevice(args.host, args.port, args.bench_units, args.bench_tags, args.bench_period_ms,
+                                      args.bench_first_unit)
+        except ValueError as exc:
+            print(f"modbus simulator: {exc}", file=sys.stderr)
+            return 2
+        return asyncio.run(_serve(bench))
     try:
         sources = {s.id: s for s in cfg.sources.modbus}
         unit_of = sources[args.source].unit_id if args.source in sources else (
@@ -297,7 +364,7 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(_serve(simulator))
 
 
-async def _serve(simulator: ModbusSimulator) -> int:
+async def _serve(simulator: ModbusSimulator | ModbusBenchDevice) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
