@@ -1,9 +1,10 @@
-"""Synthetic shop-floor history for the query benchmark, and the bench's simple shift OEE.
+"""Synthetic shop-floor history for the query benchmark, and the shift OEE the boards compute from it.
 
 `history` writes what 6 machines of config/factory.yaml do over N days (state changes, counts per cycle,
-process values), seeded, so InfluxDB and SQLite get the same points. The OEE here is the bench's own small
-calculation (availability x performance x quality per machine and shift), enough to time the reads a shift
-board makes; the ISO 22400 KPI engine comes with the dashboard.
+process values), seeded, so InfluxDB and SQLite get the same points. The shifts are the dashboard's calendar
+(dashboard.kpi.shifts) and the OEE is the boards' own ISO 22400 engine (dashboard.kpi.oee), so a query benchmark
+times what a shift board really does with the reads. The history has no orders: every machine makes one
+product, BENCH_SKU, at its line's first product's ideal cycle time, over the whole shift.
 """
 
 from __future__ import annotations
@@ -11,56 +12,32 @@ from __future__ import annotations
 import bisect
 import random
 import statistics
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from agent.config import FactoryConfig
 from agent.core.schema import Point
 from agent.historian import CountBucket, StateInterval
+from dashboard.kpi.oee import Count, Order, ShiftOee
+from dashboard.kpi.oee import shift_oee as board_shift_oee
+from dashboard.kpi.shifts import NS, ShiftWindow, local_ns
+from dashboard.kpi.shifts import shift_windows as calendar_windows
 
-NS = 1_000_000_000
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # as config shifts name them, whatever the locale
-
-@dataclass(frozen=True)
-class ShiftWindow:
-    """One shift on one day, in UTC nanoseconds, with its breaks."""
-
-    shift: str
-    start_ns: int
-    end_ns: int
-    breaks: tuple[tuple[int, int], ...]
-
-
-def _ns(day: date, hhmm: str, zone: ZoneInfo) -> int:
-    hour, minute = (int(x) for x in hhmm.split(":"))
-    return int(datetime(day.year, day.month, day.day, hour, minute, tzinfo=zone).timestamp()) * NS
+BENCH_SKU = "BENCH"  # the one product of the synthetic history, at each machine's ideal cycle time
 
 
 def shift_windows(cfg: FactoryConfig, first_day: date, days: int) -> list[ShiftWindow]:
-    """The config's shifts on the working days of [first_day, first_day + days), in the site's zone; a shift
-    that crosses midnight belongs to the day it starts and must end inside the period to be listed."""
+    """The config's worked shifts starting on [first_day, first_day + days), as the dashboard's calendar has
+    them; a shift that crosses midnight belongs to the day it starts and must end inside the period to be
+    listed."""
     zone = ZoneInfo(cfg.site.timezone)
-    period_end = _ns(first_day + timedelta(days=days), "00:00", zone)
-    out = []
-    for d in range(days):
-        day = first_day + timedelta(days=d)
-        for shift in cfg.shifts:
-            if WEEKDAYS[day.weekday()] not in shift.days:
-                continue
-            start = _ns(day, shift.start, zone)
-            end = _ns(day + timedelta(days=1) if shift.end <= shift.start else day, shift.end, zone)
-            breaks = []
-            for b in shift.breaks:
-                b_day = day + timedelta(days=1) if b.start < shift.start else day  # after midnight in a night shift
-                b_end_day = b_day + timedelta(days=1) if b.end < b.start else b_day
-                breaks.append((_ns(b_day, b.start, zone), _ns(b_end_day, b.end, zone)))
-            if end <= period_end:
-                out.append(ShiftWindow(shift.id, start, end, tuple(breaks)))
-    return sorted(out, key=lambda w: w.start_ns)
+    period_end = local_ns(first_day + timedelta(days=days), "00:00", zone)
+    windows = calendar_windows(cfg.shifts, cfg.site.timezone, first_day, first_day + timedelta(days=days - 1))
+    return [w for w in windows if w.end_ns <= period_end]
 
 
 def planned_windows(shifts: Sequence[ShiftWindow], start_ns: int, end_ns: int) -> list[tuple[int, int]]:
@@ -175,7 +152,7 @@ def ideal_cycles(cfg: FactoryConfig) -> dict[str, float]:
 def history(cfg: FactoryConfig, first_day: date, days: int, seed: int = 22400) -> Iterator[list[Point]]:
     """`days` of synthetic history of every machine of the config, one list of points per day."""
     zone = ZoneInfo(cfg.site.timezone)
-    start, end = _ns(first_day, "00:00", zone), _ns(first_day + timedelta(days=days), "00:00", zone)
+    start, end = local_ns(first_day, "00:00", zone), local_ns(first_day + timedelta(days=days), "00:00", zone)
     planned = planned_windows(shift_windows(cfg, first_day, days), start, end)
     rng = random.Random(seed)
     ideal = ideal_cycles(cfg)
@@ -193,7 +170,7 @@ def history(cfg: FactoryConfig, first_day: date, days: int, seed: int = 22400) -
 
 @dataclass(frozen=True)
 class MachineOee:
-    """The bench's simple OEE of one machine over one shift (not the ISO 22400 KPI engine)."""
+    """The board's OEE of one machine over one shift, the figures the benchmark compares between backends."""
 
     machine: str
     running_s: float
@@ -206,35 +183,31 @@ class MachineOee:
     oee: float
 
 
+def _figures(k: ShiftOee) -> MachineOee:
+    return MachineOee(k.machine, k.apt_s, k.planned_downtime_s, k.produced, k.good, k.availability or 0.0,
+                      k.effectiveness or 0.0, k.quality or 0.0, k.oee or 0.0)
+
+
 def shift_oee(intervals: Sequence[StateInterval], buckets: Sequence[CountBucket], start_ns: int, end_ns: int,
-              ideal_cycle_s: dict[str, float]) -> dict[str, MachineOee]:
-    """Per machine over [start, end): availability = RUNNING / (shift time - PLANNED_STOP), performance =
-    ideal cycle x total / RUNNING, quality = good / total, OEE = their product. Intervals are clipped to the
-    window; a count bucket belongs to it when it starts inside it."""
-    running: defaultdict[str, float] = defaultdict(float)
-    planned: defaultdict[str, float] = defaultdict(float)
+              ideal_cycle_s: dict[str, float], breaks: Sequence[tuple[int, int]] = ()) -> dict[str, MachineOee]:
+    """The board's ISO 22400 OEE (dashboard.kpi.oee.shift_oee) of every machine of `ideal_cycle_s` over the
+    shift [start, end) with its breaks; each count bucket is a count at its start, every unit is BENCH_SKU.
+    None ratios (a zero denominator) are given as 0."""
+    return _shift_oee(ShiftWindow("", date.min, start_ns, end_ns, tuple(breaks)), intervals, buckets, ideal_cycle_s)
+
+
+def _shift_oee(window: ShiftWindow, intervals: Sequence[StateInterval], buckets: Sequence[CountBucket],
+               ideal_cycle_s: dict[str, float]) -> dict[str, MachineOee]:
+    states: defaultdict[str, list[StateInterval]] = defaultdict(list)
     for iv in intervals:
-        seconds = (min(iv.end_ns, end_ns) - max(iv.start_ns, start_ns)) / NS
-        if seconds <= 0:
-            continue
-        if iv.state == "RUNNING":
-            running[iv.machine] += seconds
-        elif iv.state == "PLANNED_STOP":
-            planned[iv.machine] += seconds
-    counts: Counter[tuple[str, str]] = Counter()
+        states[iv.machine].append(iv)
+    counts: defaultdict[str, list[Count]] = defaultdict(list)
     for b in buckets:
-        if start_ns <= b.bucket_start_ns < end_ns:
-            counts[(b.machine, b.counter)] += b.delta
-    shift_s = (end_ns - start_ns) / NS
-    out = {}
-    for machine, ideal in ideal_cycle_s.items():
-        run, stop = running[machine], planned[machine]
-        total, good = counts[(machine, "total")], counts[(machine, "good")]
-        a = run / (shift_s - stop) if shift_s > stop else 0.0
-        p = ideal * total / run if run else 0.0
-        q = good / total if total else 0.0
-        out[machine] = MachineOee(machine, run, stop, total, good, a, p, q, a * p * q)
-    return out
+        counts[b.machine].append(Count(b.bucket_start_ns, b.counter, b.delta))
+    order = [Order(window.start_ns, window.end_ns, BENCH_SKU)]
+    return {machine: _figures(board_shift_oee(machine, window, states[machine], counts[machine], order,
+                                              {BENCH_SKU: ideal}))
+            for machine, ideal in ideal_cycle_s.items()}
 
 
 def every_shift_oee(intervals: list[StateInterval], buckets: list[CountBucket], shifts: Sequence[ShiftWindow],
@@ -255,7 +228,7 @@ def every_shift_oee(intervals: list[StateInterval], buckets: list[CountBucket], 
                 window.append(ivs[i])
                 i += 1
         lo, hi = bisect.bisect_left(count_starts, w.start_ns), bisect.bisect_left(count_starts, w.end_ns)
-        out.append(shift_oee(window, counts[lo:hi], w.start_ns, w.end_ns, ideal_cycle_s))
+        out.append(_shift_oee(w, window, counts[lo:hi], ideal_cycle_s))
     return out
 
 

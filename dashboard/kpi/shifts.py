@@ -6,6 +6,11 @@ daylight-saving change lasts an hour less or more, as the people on it experienc
 exist (in the hour skipped in spring) is read with the offset in force before the change, so it lands an
 hour later on the clock (02:30 becomes 03:30); a wall time that happens twice (autumn) means its first
 occurrence.
+
+Breaks: a break that starts earlier on the clock than its shift lies after midnight (in a night shift); one
+that ends earlier on the clock than it starts crosses midnight; one that ends when it starts is empty and
+excludes nothing (it never means 24 hours). Breaks are clipped to their shift, and an empty one is left out.
+This is the site's only calendar: the simulated plant and the benchmarks read their shifts from here.
 """
 
 from __future__ import annotations
