@@ -124,6 +124,10 @@ def demo_config(config: Path, data_dir: Path, mqtt_url: str, opcua_port: int, ag
         source["endpoint"] = f"opc.tcp://127.0.0.1:{opcua_port}{parsed.path}"
     for source in data.get("sources", {}).get("mqtt", []):
         source["url"] = mqtt_url
+    for source in data.get("sources", {}).get("s7", []):
+        # the demo's S7 simulator serves it on this machine: on its port when free (102 needs root), else another
+        port = int(source.get("port", 102))
+        source.update(host="127.0.0.1", port=port if port >= 1024 and _port_free(port) else _free_port())
     data.setdefault("agent", {}).update({"data_dir": str(data_dir / "agent"), "http_port": agent_port})
     dashboard = data.setdefault("dashboard", {})
     if not dashboard.get("users"):
@@ -282,6 +286,10 @@ def run_demo(args: argparse.Namespace) -> int:
         spawn("plc simulator", ["simulate", "plc", "--config", str(cfg_path), "--endpoint", endpoint, *start,
                                 "--sim-timestamps", "--truth", str(data_dir / "plant-truth.json"),
                                 "--cert-dir", str(data_dir / "plc-pki")])
+        s7_plcs = [src for src in cfg.sources.s7 if any(m.source == src.id for _, m in cfg.machines())]
+        for src in s7_plcs:
+            spawn(f"S7 simulator {src.id}", ["simulate", "s7", "--config", str(cfg_path), "--source", src.id,
+                                              "--port", str(src.port), *start])
         # the agent first: its MQTT session must exist before the line simulator publishes the first order
         spawn("agent", ["agent", "--config", str(cfg_path), *sim_clock])
         _wait_for_mqtt_sources(agent_port, [m.id for m in cfg.sources.mqtt], children[-1][1])
@@ -299,6 +307,8 @@ def run_demo(args: argparse.Namespace) -> int:
             "\nShopfloor demo is running:\n"
             f"  MQTT broker      {mqtt_url}{' (started by the demo)' if broker else ''}\n"
             f"  PLC simulator    {endpoint}\n"
+            + "".join(f"  S7 simulator     127.0.0.1:{src.port} (S7 source {src.id}, control DB60000)\n"
+                      for src in s7_plcs) +
             f"  plant truth      {data_dir / 'plant-truth.json'} (what really happened, to check the boards by)\n"
             f"  agent health     http://127.0.0.1:{agent_port}/healthz\n"
             f"  agent metrics    http://127.0.0.1:{agent_port}/metrics\n"
