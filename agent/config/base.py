@@ -1,4 +1,5 @@
-"""What every config section is built from: the strict base model, ids, local times and secret references."""
+"""What every config section is built from: the strict base model, ids, local times, secret references and
+the few helpers the checks across sections share."""
 
 from __future__ import annotations
 
@@ -47,3 +48,34 @@ def resolve_secret(ref: SecretRef | None, file: Path | None) -> str | None:
     if file is not None:
         return file.read_text(encoding="utf-8").strip()
     return None
+
+
+# --- what the checks across sections report -----------------------------------------------------------------
+
+# One rule broken: the key path, what was found there and what is expected (the loader adds file and line).
+Issue = tuple[tuple[Any, ...], Any, str]
+
+
+def unique(items: list[str], loc: tuple[Any, ...], key: str, what: str) -> list[Issue]:
+    """An issue for each item that repeats one before it; `loc + (index, key)` is where it stands."""
+    out: list[Issue] = []
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        if item in seen:
+            out.append((loc + (i, key), item, f"a {what} not used before (ids are unique)"))
+        seen.add(item)
+    return out
+
+
+def unset_secret(loc: tuple[Any, ...], ref: SecretRef | None) -> list[Issue]:
+    """An issue when `ref` names an environment variable that is not set."""
+    if ref is not None and resolve_secret(ref, None) is None:
+        return [(loc, str(ref), f"environment variable {ref[2:-1]} to be set")]
+    return []
+
+
+def unreadable_file(loc: tuple[Any, ...], path: Path | None) -> list[Issue]:
+    """An issue when `path` is given but is not a file this process can read."""
+    if path is not None and not (path.is_file() and os.access(path, os.R_OK)):
+        return [(loc, str(path), "a readable file")]
+    return []
