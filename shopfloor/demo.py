@@ -124,6 +124,10 @@ def demo_config(config: Path, data_dir: Path, mqtt_url: str, opcua_port: int, ag
         source["endpoint"] = f"opc.tcp://127.0.0.1:{opcua_port}{parsed.path}"
     for source in data.get("sources", {}).get("mqtt", []):
         source["url"] = mqtt_url
+    for source in data.get("sources", {}).get("modbus", []):
+        # the demo's Modbus simulator serves it on this machine: on its port when free (502 needs root), else another
+        port = int(source.get("port", 502))
+        source.update(host="127.0.0.1", port=port if port >= 1024 and _port_free(port) else _free_port())
     for source in data.get("sources", {}).get("s7", []):
         # the demo's S7 simulator serves it on this machine: on its port when free (102 needs root), else another
         port = int(source.get("port", 102))
@@ -286,6 +290,10 @@ def run_demo(args: argparse.Namespace) -> int:
         spawn("plc simulator", ["simulate", "plc", "--config", str(cfg_path), "--endpoint", endpoint, *start,
                                 "--sim-timestamps", "--truth", str(data_dir / "plant-truth.json"),
                                 "--cert-dir", str(data_dir / "plc-pki")])
+        modbus_devices = [d for d in cfg.sources.modbus if any(m.source == d.id for _, m in cfg.machines())]
+        for device in modbus_devices:
+            spawn(f"Modbus simulator {device.id}", ["simulate", "modbus", "--config", str(cfg_path), "--source",
+                                                     device.id, "--port", str(device.port), *start])
         s7_plcs = [src for src in cfg.sources.s7 if any(m.source == src.id for _, m in cfg.machines())]
         for src in s7_plcs:
             spawn(f"S7 simulator {src.id}", ["simulate", "s7", "--config", str(cfg_path), "--source", src.id,
@@ -307,6 +315,8 @@ def run_demo(args: argparse.Namespace) -> int:
             "\nShopfloor demo is running:\n"
             f"  MQTT broker      {mqtt_url}{' (started by the demo)' if broker else ''}\n"
             f"  PLC simulator    {endpoint}\n"
+            + "".join(f"  Modbus simulator 127.0.0.1:{d.port} (Modbus source {d.id}, control unit 247)\n"
+                      for d in modbus_devices)
             + "".join(f"  S7 simulator     127.0.0.1:{src.port} (S7 source {src.id}, control DB60000)\n"
                       for src in s7_plcs) +
             f"  plant truth      {data_dir / 'plant-truth.json'} (what really happened, to check the boards by)\n"
