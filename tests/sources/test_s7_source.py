@@ -267,6 +267,20 @@ def test_an_unanswered_read_is_bad_then_the_session_is_rebuilt(plc: Plc) -> None
         run.wait(lambda: run.recorder.latest()[0].quality == Quality.GOOD, "good readings again")
 
 
+def test_one_request_per_item_reads_the_same(plc: Plc) -> None:
+    """Without snap7's multi-item request builder the source reads item by item, with the same results."""
+    fill(plc)
+    tags = [*TAGS, TagRef(6, "DB1.DBD38", "press-1", "alarm", "AlarmCode"), TagRef(7, "DB9.DBW0", "m", "alarm", "A")]
+    run = Running(plc, tags)
+    run.source.multi_read = False
+    with run:
+        run.wait(lambda: len(run.recorder.latest()) == 8, "a reading of every tag")
+        latest = run.recorder.latest()
+        assert [latest[k].value for k in range(6)] == [1, 41, 70.0, "KT-100", True, True]
+        assert (latest[6].status, latest[7].status) == (0x05, 0x0A)
+        assert latest[6].status_text.startswith("DB1.DBD38: S7 error 0x05: address out of range")
+
+
 def test_connects_by_tsap(plc: Plc) -> None:
     fill(plc)
     with Running(plc, local_tsap="0100", remote_tsap="0301") as run:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import weakref
 from collections.abc import Iterable
 
@@ -22,7 +23,8 @@ from prometheus_client import Counter
 from snap7.async_client import AsyncClient
 from snap7.datatypes import S7Area
 from snap7.error import S7ProtocolError, S7TimeoutError
-from snap7.type import Parameter
+from snap7.s7protocol import S7Protocol
+from snap7.type import Area, Parameter
 
 from agent.health import AgentMetrics
 from agent.sources.base import Backoff, Quality, Reading, SourceContext, TagRef
@@ -45,6 +47,7 @@ log = logging.getLogger(__name__)
 AREA_CODES = {"DB": S7Area.DB, "M": S7Area.MK, "I": S7Area.PE, "Q": S7Area.PA}
 DISCONNECT_TIMEOUT_S = 2.0
 Outcome = tuple[int, bytes | str]  # (0xFF, the item's bytes) or (status, what it means)
+ITEM_CODE = re.compile(r"\(0x([0-9a-fA-F]{2})\)$")  # how snap7's read_area names a refused item's return code
 # snap7 logs every connect and disconnect at INFO; a PLC that is away would fill the log while we retry
 if logging.getLogger("snap7").level == logging.NOTSET:
     logging.getLogger("snap7").setLevel(logging.WARNING)
@@ -94,6 +97,8 @@ class S7Source:
         self.logged: dict[int, str] = {}  # tag -> the bad status text last logged for it
         self.refused: dict[int, str] = {}  # tags the PLC does not answer (refused, timed out), and why
         self.client: AsyncClient | None = None
+        # several items per request through snap7's request builder (3.3); one request per item without it
+        self.multi_read = hasattr(AsyncClient, "_send_receive") and hasattr(S7Protocol, "build_multi_read_request")
         self.paused = False
         self._session_worked = False
 
@@ -243,6 +248,8 @@ class S7Source:
 
     async def _exchange(self, client: AsyncClient, items: list[tuple[int, int, int, int]]) -> list[Outcome]:
         """One multi-item read: per item (0xFF, its bytes) or (return code, what it means)."""
+        if not self.multi_read:
+            return [await self._read_one(client, *item) for item in items]
         request = client.protocol.build_multi_read_request(items)
         # snap7's own deadline (the connection's timeout) fires first; this one guards against it not doing so
         response = await asyncio.wait_for(client._send_receive(request), timeout=2 * self.cfg.timeout_s)
@@ -251,6 +258,17 @@ class S7Source:
         except MalformedResponse as exc:
             raise ConnectionLost(f"malformed answer: {exc}") from exc
         return [(SUCCESS, r.data) if r.code == SUCCESS else (r.code, item_error_text(r.code)) for r in parsed]
+
+    async def _read_one(self, client: AsyncClient, area: int, db: int, start: int, size: int) -> Outcome:
+        """One item through snap7's public read_area (a snap7 without the multi-item request builder)."""
+        try:
+            data = await asyncio.wait_for(client.read_area(Area(area), db, start, size), timeout=2 * self.cfg.timeout_s)
+        except S7ProtocolError as exc:
+            code = ITEM_CODE.search(str(exc))
+            if exc.error_code or code is None:
+                raise
+            return int(code[1], 16), item_error_text(int(code[1], 16))
+        return SUCCESS, bytes(data)
 
     def _readings(self, plan: ReadPlan, buffers: list[bytearray], failed: list[list[tuple[int, int, int, str]]],
                   stamps: list[int]) -> list[Reading]:
