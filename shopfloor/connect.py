@@ -1,8 +1,8 @@
 """`shopfloor check-config --connect`: can this edge PC reach what the config names, with its credentials?
 
-The historian is checked fully (reachable, credentials, write and read rights, database); OPC UA servers
-and MQTT brokers are checked for reachability (a TCP connection), since their sessions are checked by the
-agent itself at start-up, with reconnects.
+The historian is checked fully (reachable, credentials, write and read rights, database); OPC UA servers,
+Modbus devices, S7 PLCs and MQTT brokers are checked for reachability (a TCP connection), since their sessions
+are checked by the agent itself at start-up, with reconnects.
 """
 
 from __future__ import annotations
@@ -52,6 +52,12 @@ def check_connections(cfg: FactoryConfig) -> list[str]:
     for source in cfg.sources.opcua:
         url = urlparse(source.endpoint)
         problem = _tcp_problem(f"OPC UA source {source.id}:", url.hostname, url.port or 4840)
+        if problem:
+            problems.append(problem)
+    plcs = [("Modbus", s.id, s.host, s.port) for s in cfg.sources.modbus]
+    plcs += [("S7", s.id, s.host, s.port) for s in cfg.sources.s7]
+    for kind, source_id, host, port in plcs:
+        problem = _tcp_problem(f"{kind} source {source_id}:", host, port)
         if problem:
             problems.append(problem)
     for mqtt in cfg.sources.mqtt:

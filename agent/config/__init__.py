@@ -22,7 +22,7 @@ The modules (a section's module holds its models and the checks of its rules acr
 Code outside the package imports from `agent.config`; the modules are how it is kept, not how it is used.
 """
 
-from agent.config.addresses import ADDRESS_NAMES, ADDRESS_PARSERS, NODE_ID_FORMS, parse_node_id
+from agent.config.addresses import ADDRESS_NAMES, ADDRESS_PARSERS
 from agent.config.base import HHMM, SECRET_KEYS, SLUG, Model, SecretRef, Slug, resolve_secret
 from agent.config.capacity import CapacitySettings, FeedToken, MaintenanceWindow, PushEndpoint, PushSettings
 from agent.config.dashboard import (
@@ -39,8 +39,10 @@ from agent.config.machine_types import BitRuleSpec, Deadband, MachineType, State
 from agent.config.plant import Line, Machine, Station
 from agent.config.runtime import INFLUX_KEYS, AgentSettings, HistorianSettings, LiveSettings, OutboxSettings
 from agent.config.site import Break, Material, Operator, Product, Shift, Site
-from agent.config.sources import MqttRoute, MqttSource, MqttTls, OpcUaSecurity, OpcUaSource, Sources
+from agent.config.sources import Sources
 from agent.sources.modbus.model import ModbusSourceConfig
+from agent.sources.mqtt.model import MqttRoute, MqttSource, MqttTls
+from agent.sources.opcua.model import NODE_ID_FORMS, OpcUaSecurity, OpcUaSource, parse_node_id
 from agent.sources.s7.model import S7SourceConfig
 
 __all__ = [

@@ -1,89 +1,19 @@
-"""The sources the agent reads: OPC UA servers and MQTT brokers here, Modbus TCP and S7 with their source kind
-(agent/sources/<kind>/model.py), all under `sources:`."""
+"""The sources the agent reads, all under `sources:`; each kind's config model lives with its source
+(agent/sources/<kind>/model.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import Field, model_validator
-
-from agent.config.base import Issue, Model, SecretRef, Slug, unreadable_file, unset_secret
+from agent.config.base import Issue, Model, unreadable_file, unset_secret
 from agent.core.mapping import compile_route
-from agent.core.plan import RoutePlan
 from agent.sources.modbus.model import ModbusSourceConfig
+from agent.sources.mqtt.model import MqttSource
+from agent.sources.opcua.model import OpcUaSource
 from agent.sources.s7.model import S7SourceConfig
 
 SOURCE_KINDS = ("opcua", "mqtt", "modbus", "s7")
-
-
-class OpcUaSecurity(Model):
-    policy: Literal["None", "Basic256Sha256"] = "None"
-    mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
-    certificate_dir: Path | None = Field(
-        default=None, description="where the client certificate is generated once and kept (default <data-dir>/pki)"
-    )
-    trusted_server_certificates: list[Path] = Field(
-        default=[], description="server certificates (DER or PEM) this agent trusts"
-    )
-
-    @model_validator(mode="after")
-    def _policy_mode(self) -> OpcUaSecurity:
-        if (self.policy == "None") != (self.mode == "None"):
-            raise ValueError("policy None goes with mode None; Basic256Sha256 needs mode Sign or SignAndEncrypt")
-        return self
-
-
-class OpcUaSource(Model):
-    id: Slug
-    endpoint: Annotated[str, Field(pattern=r"^opc\.tcp://")]
-    security: OpcUaSecurity = OpcUaSecurity()
-    username: str | None = None
-    password: SecretRef | None = None
-    password_file: Path | None = None
-    publishing_interval_ms: Annotated[float, Field(gt=0)] = 100
-    watchdog_s: Annotated[float, Field(gt=0)] = 5.0
-    timeout_s: Annotated[float, Field(gt=0)] = 4.0
-
-
-class MqttTls(Model):
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    insecure: bool = False
-
-
-class MqttRoute(Model):
-    pattern: str = Field(description="topic with {name} captures (one level each), '+' and '#'")
-    signal: Literal[
-        "operator_event", "andon_event", "material_level", "material_event", "order_event",
-        "machine_state", "process_value", "alarm",
-    ]
-    tags: dict[str, str] = Field(default={}, description="tag -> constant or {capture}")
-    fields: dict[str, str] = Field(description="field -> JSON path in the payload ($.a.b[0])")
-    time: str | None = Field(default="$.ts", description="JSON path of the source timestamp (ISO 8601 or epoch)")
-
-    def plan(self) -> RoutePlan:
-        return RoutePlan(self.pattern, self.signal, dict(self.tags), dict(self.fields), self.time)
-
-
-class MqttSource(Model):
-    id: Slug
-    url: Annotated[str, Field(pattern=r"^mqtts?://[^/]+$")]
-    protocol: Literal["3.1.1", "5"] = "5"
-    client_id: str
-    username: str | None = None
-    password: SecretRef | None = None
-    password_file: Path | None = None
-    tls: MqttTls | None = None
-    qos: Literal[0, 1] = 1
-    session_expiry_s: Annotated[int, Field(ge=0)] = 86400
-    receive_maximum: Annotated[int, Field(ge=1, le=65535)] = 1000
-    max_payload_bytes: Annotated[int, Field(ge=64)] = Field(
-        default=262144, description="larger messages are dead-lettered, not parsed")
-    subscribe: list[str] = Field(description="topic filters to subscribe to")
-    routes: list[MqttRoute]
 
 
 class Sources(Model):
