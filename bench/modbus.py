@@ -12,6 +12,7 @@ the first tag of every unit.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -101,6 +102,7 @@ def run(opts: ModbusOptions) -> dict[str, Any]:
     units = opts.devices * opts.units_per_device
     values = units * opts.tags
     asked = values * 1000.0 / max(opts.period_ms, opts.poll_ms)
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     with Workspace(f"modbus-{int(asked)}", opts.keep) as ws:
         ports = [free_port() for _ in range(opts.devices)]
         port = free_port()
@@ -166,7 +168,8 @@ def run(opts: ModbusOptions) -> dict[str, Any]:
             "settings": {"devices": opts.devices, "units_per_device": opts.units_per_device,
                          "values_per_unit": opts.tags, "change_period_ms": opts.period_ms, "poll_ms": opts.poll_ms,
                          "reads_per_poll": units, "latency": "change on the device -> visible in the historian, "
-                                                            "t00 of every unit"},
+                                                            "t00 of every unit",
+                         "load_average_1m_before": round(load_before, 1) if load_before is not None else "n/a"},
         }
 
 
