@@ -65,7 +65,7 @@ class _PymodbusNoise(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()
         return not text.startswith(("No response received", "ERROR: No response", "Connection to",
-                                    "Not connected", "Failed to connect"))
+                                    "Not connected", "Failed to connect", "Repeating"))
 
 
 def _quiet_pymodbus() -> None:
