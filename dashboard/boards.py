@@ -1,14 +1,15 @@
 """The e-board pages: factory overview, line board, machine detail, stop reasons, and the kiosk for TVs.
 
 Pages are shells: labels rendered in the screen's language, data fetched by the browser from the JSON API and
-kept current by the live stream (static/board.js).
+kept current by the live stream (static/board.js and the sf-*.js modules it imports, served as JavaScript).
 """
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
 from typing import Any
 
-from flask import Blueprint, abort, current_app, make_response, render_template, request, url_for
+from flask import Blueprint, Response, abort, current_app, make_response, render_template, request, url_for
 
 from dashboard.auth import page_login_required
 from dashboard.board import find_line
@@ -16,6 +17,21 @@ from dashboard.pages import LANG_COOKIE, page_context
 from dashboard.users import csrf_token
 
 bp = Blueprint("boards", __name__)
+
+# The pages' scripts are ES modules, which a browser runs only when served as JavaScript, and a stylesheet served
+# as anything but CSS is ignored. The type is set here rather than taken from the mimetypes table, which on
+# Windows comes from the registry, where another program may have made .js text/plain.
+STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+
+
+@bp.after_app_request
+def static_types(resp: Response) -> Response:
+    """The right Content-Type on the dashboard's scripts and stylesheet, whatever the OS's mimetypes say."""
+    if request.endpoint == "static" and resp.status_code < 400:
+        kind = STATIC_TYPES.get(PurePosixPath(request.path).suffix.lower())
+        if kind is not None:
+            resp.headers["Content-Type"] = kind
+    return resp
 
 
 def render(template: str, ctx: dict[str, Any]) -> Any:

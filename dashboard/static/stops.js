@@ -2,161 +2,161 @@
  * Shopfloor stop-reason form: the shift's stops of a line from `api.stops`, a reason picker per stop, and a
  * save button that POSTs {"reason": code} as JSON to `api.reason` (with the session cookie and the page's CSRF
  * token). The answer is shown on the row (saved, or the problem's `detail`) and the table is reloaded.
+ * Loaded with type="module" beside board.js, which keeps the page's line board (machine names) current.
  */
-(() => {
-  "use strict";
 
-  const S = window.Shopfloor;
-  const { CFG, t, fmt, el, label, setText, setAttr, setLabel, syncList, byId, show, isNum } = S;
-  const API = CFG.api || {};
-  const REFRESH_MS = 60000;
-  const csrfMeta = document.querySelector('meta[name="csrf-token"]');
-  const csrfToken = csrfMeta ? csrfMeta.content : "";
-  const options = byId("reason-options");
-  const tbody = byId("stops-rows");
-  const machineNames = {};
-  let lastStops = null;
-  let loading = false;
-  let saving = 0;
+import { API, reasonName, t } from "./sf-page.js";
+import { fmt, isNum } from "./sf-format.js";
+import { clock } from "./sf-clock.js";
+import { byId, el, label, setAttr, setLabel, setPlain, setText, show, syncList } from "./sf-dom.js";
+import { showState } from "./sf-states.js";
+import { renderShift } from "./sf-topbar.js";
+import { onBoard } from "./board.js";
 
-  S.onBoard((board) => {
-    let changed = false;
-    for (const id of board.machine_ids || []) {
-      const name = board.machines[id] && board.machines[id].name;
-      if (name && machineNames[id] !== name) { machineNames[id] = name; changed = true; }
-    }
-    if (changed && lastStops) render(lastStops);
-  });
+const REFRESH_MS = 60000;
+const csrfMeta = document.querySelector('meta[name="csrf-token"]');
+const csrfToken = csrfMeta ? csrfMeta.content : "";
+const options = byId("reason-options");
+const tbody = byId("stops-rows");
+const machineNames = {};
+let lastStops = null;
+let loading = false;
+let saving = 0;
 
-  async function load() {
-    if (!API.stops || loading) return;
-    loading = true;
-    try {
-      const answer = await fetch(API.stops, { cache: "no-store", credentials: "same-origin", headers: { Accept: "application/json" } });
-      if (!answer.ok) throw new Error(await problemText(answer));
-      lastStops = await answer.json();
-      render(lastStops);
-    } catch (err) {
-      result(byId("stops-result"), false, err.message);
-    } finally {
-      loading = false;
-    }
+onBoard((board) => {
+  let changed = false;
+  for (const id of board.machine_ids || []) {
+    const name = board.machines[id] && board.machines[id].name;
+    if (name && machineNames[id] !== name) { machineNames[id] = name; changed = true; }
   }
+  if (changed && lastStops) render(lastStops);
+});
 
-  function render(data) {
-    if (!CFG.api.stream) S.renderShift(data.shift);
-    const stops = data.stops || [];
-    // An ongoing stop ends "now" on the server's clock: without a stream that is the page's clock.
-    const now = Math.max(...stops.filter((s) => s.open && isNum(s.end_ms)).map((s) => s.end_ms), -Infinity);
-    if (!S.clock.fromHeartbeat && isNum(now)) S.clock.learn(now, false);
-    syncList(tbody, stops, (s) => s.machine + "/" + s.id, buildRow, updateRow);
-    show(byId("stops-empty"), stops.length === 0);
+async function load() {
+  if (!API.stops || loading) return;
+  loading = true;
+  try {
+    const answer = await fetch(API.stops, { cache: "no-store", credentials: "same-origin", headers: { Accept: "application/json" } });
+    if (!answer.ok) throw new Error(await problemText(answer));
+    lastStops = await answer.json();
+    render(lastStops);
+  } catch (err) {
+    result(byId("stops-result"), false, err.message);
+  } finally {
+    loading = false;
   }
+}
 
-  function buildRow() {
-    const row = el("tr");
-    const r = {
-      machine: el("td"), state: el("td"), start: el("td"), end: el("td"), duration: el("td", "num"),
-      reason: el("td"), action: el("td", "action"),
-    };
-    r.stateChip = el("span", "chip state-chip");
-    r.state.append(r.stateChip);
-    r.select = el("select");
-    r.select.append(options.content.cloneNode(true));
-    r.button = label("button", "", "stops.save");
-    r.button.type = "button";
-    r.result = el("span", "row-result");
-    r.action.append(r.select, document.createTextNode(" "), r.button, r.result);
-    r.button.addEventListener("click", () => save(row));
-    row.append(r.machine, r.state, r.start, r.end, r.duration, r.reason, r.action);
-    row._refs = r;
-    return row;
+function render(data) {
+  if (!API.stream) renderShift(data.shift);
+  const stops = data.stops || [];
+  // An ongoing stop ends "now" on the server's clock: without a stream that is the page's clock.
+  const now = Math.max(...stops.filter((s) => s.open && isNum(s.end_ms)).map((s) => s.end_ms), -Infinity);
+  if (!clock.fromHeartbeat && isNum(now)) clock.learn(now, false);
+  syncList(tbody, stops, (s) => s.machine + "/" + s.id, buildRow, updateRow);
+  show(byId("stops-empty"), stops.length === 0);
+}
+
+function buildRow() {
+  const row = el("tr");
+  const r = {
+    machine: el("td"), state: el("td"), start: el("td"), end: el("td"), duration: el("td", "num"),
+    reason: el("td"), action: el("td", "action"),
+  };
+  r.stateChip = el("span", "chip state-chip");
+  r.state.append(r.stateChip);
+  r.select = el("select");
+  r.select.append(options.content.cloneNode(true));
+  r.button = label("button", "", "stops.save");
+  r.button.type = "button";
+  r.result = el("span", "row-result");
+  r.action.append(r.select, document.createTextNode(" "), r.button, r.result);
+  r.button.addEventListener("click", () => save(row));
+  row.append(r.machine, r.state, r.start, r.end, r.duration, r.reason, r.action);
+  row._refs = r;
+  return row;
+}
+
+function updateRow(row, stop) {
+  const r = row._refs;
+  row._stop = stop;
+  setText(r.machine, machineNames[stop.machine] || stop.machine);
+  showState(r.stateChip, stop.state);
+  setText(r.start, fmt.dayTime(stop.start_ms));
+  row.classList.toggle("open", Boolean(stop.open));
+  if (stop.open) {
+    setLabel(r.end, "stops.ongoing");
+    setAttr(r.duration, "data-since-ms", stop.start_ms);
+  } else {
+    setPlain(r.end, fmt.dayTime(stop.end_ms));
+    setAttr(r.duration, "data-since-ms", null);
+    setText(r.duration, isNum(stop.end_ms) ? fmt.clock(stop.end_ms - stop.start_ms) : "");
   }
-
-  function updateRow(row, stop) {
-    const r = row._refs;
-    row._stop = stop;
-    setText(r.machine, machineNames[stop.machine] || stop.machine);
-    setAttr(r.stateChip, "data-state", stop.state);
-    setLabel(r.stateChip, S.stateLabelKey(stop.state));
-    setText(r.start, fmt.dayTime(stop.start_ms));
-    row.classList.toggle("open", Boolean(stop.open));
-    if (stop.open) {
-      setLabel(r.end, "stops.ongoing");
-      setAttr(r.duration, "data-since-ms", stop.start_ms);
-    } else {
-      r.end.removeAttribute("data-i18n");
-      setText(r.end, fmt.dayTime(stop.end_ms));
-      setAttr(r.duration, "data-since-ms", null);
-      setText(r.duration, isNum(stop.end_ms) ? fmt.clock(stop.end_ms - stop.start_ms) : "");
-    }
-    if (stop.reason) {
-      r.reason.removeAttribute("data-i18n");
-      setText(r.reason, S.reasonName(stop.reason));
-    } else {
-      setLabel(r.reason, "tile.no_reason");
-    }
-    r.reason.classList.toggle("reason-missing", !stop.reason);
+  if (stop.reason) {
+    setPlain(r.reason, reasonName(stop.reason));
+  } else {
+    setLabel(r.reason, "tile.no_reason");
   }
+  r.reason.classList.toggle("reason-missing", !stop.reason);
+}
 
-  async function save(row) {
-    const r = row._refs;
-    const stop = row._stop;
-    const code = r.select.value;
-    if (!code) {
-      result(r.result, false, t("stops.pick_first"));
-      return;
-    }
-    const url = (API.reason || "").replace("{machine}", encodeURIComponent(stop.machine))
-      .replace("{stop_id}", encodeURIComponent(stop.id));
-    r.button.disabled = true;
-    saving += 1;
-    try {
-      const answer = await fetch(url, {
-        method: "POST",
-        credentials: "same-origin",
-        headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRF-Token": csrfToken },
-        body: JSON.stringify({ reason: code }),
-      });
-      if (!answer.ok) throw new Error(await problemText(answer));
-      result(r.result, true, t("stops.saved"));
-      result(byId("stops-result"), true, t("stops.saved") + ": " + (machineNames[stop.machine] || stop.machine)
-        + " " + fmt.dayTime(stop.start_ms) + " → " + S.reasonName(code));
-      r.select.value = "";
-    } catch (err) {
-      result(r.result, false, err.message);
-      result(byId("stops-result"), false, err.message);
-    } finally {
-      r.button.disabled = false;
-      saving -= 1;
-    }
-    load();
+async function save(row) {
+  const r = row._refs;
+  const stop = row._stop;
+  const code = r.select.value;
+  if (!code) {
+    result(r.result, false, t("stops.pick_first"));
+    return;
   }
-
-  /** What went wrong, from an RFC 9457 problem (its `detail`, else `title`) or the status. */
-  async function problemText(answer) {
-    let detail = "";
-    try {
-      const problem = await answer.json();
-      detail = problem.detail || problem.title || "";
-    } catch (err) {
-      detail = "";
-    }
-    return t("stops.failed") + (detail ? ": " + detail : " (" + answer.status + ")");
+  const url = (API.reason || "").replace("{machine}", encodeURIComponent(stop.machine))
+    .replace("{stop_id}", encodeURIComponent(stop.id));
+  r.button.disabled = true;
+  saving += 1;
+  try {
+    const answer = await fetch(url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRF-Token": csrfToken },
+      body: JSON.stringify({ reason: code }),
+    });
+    if (!answer.ok) throw new Error(await problemText(answer));
+    result(r.result, true, t("stops.saved"));
+    result(byId("stops-result"), true, t("stops.saved") + ": " + (machineNames[stop.machine] || stop.machine)
+      + " " + fmt.dayTime(stop.start_ms) + " → " + reasonName(code));
+    r.select.value = "";
+  } catch (err) {
+    result(r.result, false, err.message);
+    result(byId("stops-result"), false, err.message);
+  } finally {
+    r.button.disabled = false;
+    saving -= 1;
   }
-
-  function result(node, ok, text) {
-    if (!node) return;
-    node.classList.toggle("ok", ok);
-    node.classList.toggle("error", !ok);
-    setText(node, text);
-  }
-
   load();
-  // New stops appear without a reload, but never while someone is picking a reason.
-  setInterval(() => {
-    const picking = saving > 0 || Array.from(tbody.querySelectorAll("select")).some((s) => s.value)
-      || (document.activeElement && document.activeElement.tagName === "SELECT");
-    if (!picking) load();
-  }, REFRESH_MS);
-})();
+}
+
+/** What went wrong, from an RFC 9457 problem (its `detail`, else `title`) or the status. */
+async function problemText(answer) {
+  let detail = "";
+  try {
+    const problem = await answer.json();
+    detail = problem.detail || problem.title || "";
+  } catch (err) {
+    detail = "";
+  }
+  return t("stops.failed") + (detail ? ": " + detail : " (" + answer.status + ")");
+}
+
+function result(node, ok, text) {
+  if (!node) return;
+  node.classList.toggle("ok", ok);
+  node.classList.toggle("error", !ok);
+  setText(node, text);
+}
+
+load();
+// New stops appear without a reload, but never while someone is picking a reason.
+setInterval(() => {
+  const picking = saving > 0 || Array.from(tbody.querySelectorAll("select")).some((s) => s.value)
+    || (document.activeElement && document.activeElement.tagName === "SELECT");
+  if (!picking) load();
+}, REFRESH_MS);

@@ -64,11 +64,29 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
                 (logs / log.name).write_bytes(log.read_bytes())
 
 
+# Installed in every page before its own scripts: collects what goes wrong in them (an exception, a module the
+# browser refused or could not load) in window.__scriptErrors, for the tests to read.
+ERROR_COLLECTOR = """
+window.__scriptErrors = [];
+window.addEventListener("error", (e) => {
+  const src = e.target && e.target.src;
+  window.__scriptErrors.push(src ? "failed to load " + src : String(e.message) + " at " + e.filename + ":" + e.lineno);
+}, true);
+window.addEventListener("unhandledrejection", (e) => window.__scriptErrors.push("unhandled: " + String(e.reason)));
+"""
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     driver = chromium()
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": ERROR_COLLECTOR})
     yield driver
     driver.quit()
+
+
+def script_errors(driver: Any) -> list[str]:
+    """What went wrong in the page's scripts since it loaded."""
+    return list(driver.execute_script("return window.__scriptErrors || ['the error collector is missing']"))
 
 
 def screenshot(driver: Any, name: str) -> Path:

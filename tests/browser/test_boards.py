@@ -13,7 +13,7 @@ from asyncua import ua
 from agent.core.states import BoardState
 from dashboard import i18n
 from simulators.harness import wait_until
-from tests.browser.conftest import screenshot
+from tests.browser.conftest import screenshot, script_errors
 from tests.e2e.conftest import SIM_START, plc_set
 
 pytestmark = pytest.mark.slow
@@ -78,6 +78,25 @@ def test_the_legend_shows_every_board_state_in_order_with_its_colour(shop, brows
     swatches = browser.execute_script(
         "return Array.from(document.querySelectorAll('#legend .swatch'), s => getComputedStyle(s).backgroundColor)")
     assert len(set(swatches)) == len(BoardState)  # each state its own colour
+
+
+@pytest.mark.parametrize("path", ["/", "/lines/line-1", "/lines/line-1/machines/press-1", "/kiosk?rotate=5"])
+def test_the_page_modules_load_and_run_without_an_error(shop, browser, path):
+    open_page(browser, f"{shop.dashboard_url}{path}{'&' if '?' in path else '?'}lang=en")
+    time.sleep(1)  # the detail API's charts and a few ticks of the clock
+    assert script_errors(browser) == []
+    # the clock ticks: the page's modules run, not only the server's HTML
+    assert browser.find_element("id", "clock").text not in ("", "–")
+
+
+def test_a_script_error_is_seen(shop, browser):
+    browser.get(f"{shop.dashboard_url}/login?lang=en")
+    wait_until(lambda: browser.find_element("id", "clock").text, 10, "the login page's clock")
+    assert script_errors(browser) == []
+    browser.execute_script("const s = document.createElement('script'); s.type = 'module';"
+                           "s.src = '/static/no-such-module.js'; document.body.append(s);")
+    wait_until(lambda: script_errors(browser), 10, "the failed module reported")
+    assert "no-such-module.js" in script_errors(browser)[0]
 
 
 def test_kiosk_rotates_through_the_lines(shop, browser):
@@ -194,6 +213,7 @@ def test_a_line_lead_logs_in_and_gives_a_stop_its_reason(shop, browser):
     wait_until(lambda: i18n.LABELS["en"]["stops.saved"] in browser.find_element("id", "stops-result").text, 10,
                "saved")
     screenshot(browser, "stops-reason-given-en")
+    assert script_errors(browser) == []
     stop = next(s for s in shop.api("/api/v1/lines/line-1/stops")["stops"]
                 if s["machine"] == "press-2" and s["state"] == "FAULT")
     assert stop["reason"] == "tooling"
