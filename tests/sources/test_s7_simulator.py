@@ -37,7 +37,7 @@ def s7_config(tmp_path: Path, change: Callable[[dict[str, Any]], None] | None = 
                 mtype = plain.machine_types[machine["type"]]
                 machine.update(source="plc-s7", node_ids=suggest_layout(
                     mtype, plain.state_maps[mtype.state_map].kind, db))
-                machine.pop("node_prefix")
+                machine.pop("node_prefix", None)
     if change:
         change(data)
     path = tmp_path / "factory.yaml"
