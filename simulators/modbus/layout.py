@@ -46,9 +46,10 @@ def modbus_tags(tags: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def read_over_modbus(data: dict[str, Any], source: dict[str, Any], units: dict[str, int]) -> dict[str, Any]:
     """Change a config (as loaded from YAML, changed in place and returned): the machines named in `units` are
-    read through the Modbus source `source` (added to sources.modbus), each on its unit id, with a Modbus
-    version of its machine type (`<type>-modbus`, the layout above)."""
-    data.setdefault("sources", {}).setdefault("modbus", []).append(source)
+    read through the Modbus source `source` (added to sources.modbus, in place of one with its id), each on its
+    unit id, with a Modbus version of its machine type (`<type>-modbus`, the layout above)."""
+    sources = data.setdefault("sources", {}).setdefault("modbus", [])
+    sources[:] = [s for s in sources if s["id"] != source["id"]] + [source]  # replaces a source of that id
     types = data["machine_types"]
     for line in data["lines"]:
         for machine in line["machines"]:

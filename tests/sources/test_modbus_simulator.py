@@ -158,3 +158,13 @@ async def test_a_scaled_process_value_is_shown_raw() -> None:
         temperature = simulator.model.machine("line-2", "cnc-2").values["ir:2:int16"]
         assert isinstance(temperature, float)
         assert await read(port, 2, "ir:2:int16") == round((temperature + 5) * 10)
+
+
+def test_read_over_modbus_replaces_a_source_of_the_same_id() -> None:
+    data = yaml.safe_load(FACTORY_YAML.read_text(encoding="utf-8"))
+    read_over_modbus(data, {"id": "plc-mb", "host": "10.0.0.9", "port": 1502}, {"press-1": 5})
+    assert [s["id"] for s in data["sources"]["modbus"]] == ["plc-mb"]
+    assert data["sources"]["modbus"][0]["host"] == "10.0.0.9"
+    press = next(m for line in data["lines"] for m in line["machines"] if m["id"] == "press-1")
+    assert (press["type"], press["source"], press["node_prefix"]) == ("press-modbus", "plc-mb", "5/")
+    FactoryConfig.model_validate(data)
