@@ -56,7 +56,8 @@ def _lane(text: str) -> tuple[int, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the simulator until it is done or SIGINT/SIGTERM; 0 when every message was acknowledged."""
+    """Run the simulator until it is done or SIGINT/SIGTERM; 0 when every message was acknowledged, 2 on a
+    configuration problem (told in one line)."""
     from agent.config import ConfigError, load
 
     try:
@@ -64,12 +65,16 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    sim = LineSimulator(cfg, args.mqtt, args.speed, args.seed, qos=args.qos, malformed_every=args.malformed_every,
-                        count=args.count, duration_s=args.duration, flood=args.flood, truth_file=args.truth_file,
-                        client_id=args.client_id, protocol=args.protocol, max_inflight=args.max_inflight,
-                        flood_client=args.flood_client, flood_rate=args.flood_rate,
-                        flood_lane=args.flood_lane, announce=True,
-                        start=caught_up(args.start, args.speed, args.sim_anchor), origin=args.start)
+    try:
+        sim = LineSimulator(cfg, args.mqtt, args.speed, args.seed, qos=args.qos,
+                            malformed_every=args.malformed_every, count=args.count, duration_s=args.duration,
+                            flood=args.flood, truth_file=args.truth_file, client_id=args.client_id,
+                            protocol=args.protocol, max_inflight=args.max_inflight, flood_client=args.flood_client,
+                            flood_rate=args.flood_rate, flood_lane=args.flood_lane, announce=True,
+                            start=caught_up(args.start, args.speed, args.sim_anchor), origin=args.start)
+    except ValueError as exc:
+        print(f"line simulator: {exc}", file=sys.stderr)
+        return 2
     interrupted = threading.Event()
     previous = {}
     if threading.current_thread() is threading.main_thread():

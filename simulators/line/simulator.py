@@ -36,9 +36,11 @@ class LineSimulator:
                  flood: int | None = None, truth_file: str | Path | None = None, client_id: str | None = None,
                  protocol: str = "5", max_inflight: int = 1000, flood_client: str = "raw",
                  flood_rate: float | None = None, flood_lane: tuple[int, int] = (0, 1),
-                 announce: bool = False, start: datetime | None = None, origin: datetime | None = None) -> None:
+                 announce: bool = False, start: datetime | None = None, origin: datetime | None = None,
+                 clock: SimClock | None = None) -> None:
         self.cfg, self.url = cfg, url
-        self.clock = SimClock(int(start.timestamp() * US) if start is not None else None, speed)
+        # every `ts` comes from this clock (a given one, a test's, replaces the one `start` and `speed` would make)
+        self.clock = clock or SimClock(int(start.timestamp() * US) if start is not None else None, speed)
         # The plant starts at the demo's shared clock start (`origin`), like the PLC simulator's: both run the
         # same world, the PLC simulator showing its machines and this one publishing its floor's messages.
         origin_us = int(origin.timestamp() * US) if origin is not None else self.clock.start_us

@@ -1,7 +1,7 @@
 """The machines of one source of the simulated plant, as the raw tags their machine types declare.
 
 Protocol-neutral: an OPC UA, Modbus TCP or S7 simulator builds a `MachineTags` for its source, advances it with
-its clock and shows each tag's current raw value in its own protocol. The plant (simulators/plant.py) decides what
+its clock and shows each tag's current raw value in its own protocol. The plant (simulators/plant/) decides what
 each machine does; this model turns every machine snapshot into raw values:
 
 - state: the code, PackML name or bits (one bool per `state_bit` tag) the state map gives for the board state;

@@ -118,7 +118,9 @@ class PlcSimulator:
     """An OPC UA server simulating the machines of one OPC UA source of a factory config.
 
     Use as `async with PlcSimulator(cfg, endpoint=..., speed=60) as sim:`; `sim.endpoint` is the URL clients
-    connect to (a port 0 endpoint is resolved to the port actually bound).
+    connect to (a port 0 endpoint is resolved to the port actually bound). Every simulated timestamp comes from
+    `sim.clock`; only with `sim_timestamps=False` are values stamped with the wall clock, on purpose: the agent
+    measures its latency from them.
     """
 
     def __init__(
@@ -144,6 +146,7 @@ class PlcSimulator:
         operation_limit: int | None = None,
         origin: datetime | None = None,
         truth_file: Path | None = None,
+        clock: SimClock | None = None,
     ) -> None:
         if security not in SECURITY_POLICIES:
             raise ValueError(f"security must be one of {', '.join(SECURITY_POLICIES)}, not {security!r}")
@@ -161,7 +164,7 @@ class PlcSimulator:
         self.cfg = cfg
         self.endpoint = endpoint
         self.source = source or (cfg.sources.opcua[0].id if cfg.sources.opcua else None)
-        self.speed = speed
+        self.speed = clock.speed if clock is not None else speed
         self.sim_timestamps = sim_timestamps
         self.seed = seed
         self.security = security
@@ -184,9 +187,10 @@ class PlcSimulator:
         self.bench_late_rounds = 0
         self._running_at_start = not paused
         # The simulated clock stands still while the gate (Sim.Running) is closed; it is read afresh on every tick,
-        # so time spent starting the server is not lost (no lag behind the demo's clock).
-        self.clock = SimClock(int(start_time.timestamp() * US) if start_time is not None else None, speed,
-                              running=not paused)
+        # so time spent starting the server is not lost (no lag behind the demo's clock). A given clock (a test's)
+        # replaces the one `start_time` and `speed` would make.
+        self.clock = clock or SimClock(int(start_time.timestamp() * US) if start_time is not None else None, speed,
+                                       running=not paused)
         # The plant starts at the demo's shared clock start (`origin`), so every simulator of the demo runs the
         # same world; it is then brought up to this simulator's now.
         origin_us = int(origin.timestamp() * US) if origin is not None else self.clock.start_us
