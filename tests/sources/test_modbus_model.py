@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 from pydantic import ValidationError
 
+from agent.config import load
 from agent.sources.modbus.model import ModbusAddress, ModbusSourceConfig, parse_address
+from tests.conftest import FACTORY_YAML, ROOT
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -83,3 +88,20 @@ def test_bad_config_is_refused_naming_the_key(field: str, value: object) -> None
     with pytest.raises(ValidationError) as caught:
         ModbusSourceConfig.model_validate({"id": "plc", "host": "10.0.0.5", field: value})
     assert caught.value.errors()[0]["loc"] == (field,)
+
+
+def test_the_readme_sample_config_is_valid(tmp_path: Path) -> None:
+    """The sample of agent/sources/modbus/README.md, put into the example factory, passes the config check."""
+    readme = (ROOT / "agent" / "sources" / "modbus" / "README.md").read_text(encoding="utf-8")
+    sample = yaml.safe_load(readme.split("```yaml\n", 1)[1].split("```", 1)[0])
+    data = yaml.safe_load(FACTORY_YAML.read_text(encoding="utf-8"))
+    data["sources"]["modbus"] += sample["sources"]["modbus"]
+    data["machine_types"].update(sample["machine_types"])
+    line = next(line for line in data["lines"] if line["id"] == sample["lines"][0]["id"])
+    line["machines"] += sample["lines"][0]["machines"]
+    path = tmp_path / "factory.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    cfg = load(path, resolve_secrets=False)
+    press_5 = next(m for _, m in cfg.machines() if m.id == "press-5")
+    assert {tag.node: parse_address(press_5.node_id(tag)).unit for tag in cfg.machine_types["press"].tags} == \
+        dict.fromkeys(press_5.node_ids, 5)
