@@ -10,6 +10,7 @@ The modules (a section's module holds its models and the checks of its rules acr
 - site.py           site, shifts and breaks, products, materials, operators
 - plant.py          lines, stations, machines and the addresses they are read from
 - machine_types.py  machine types, their tags, state maps
+- collect.py        plain tags collected per source as process values, with no machine model
 - addresses.py      OPC UA NodeIds and the address syntax of each kind of PLC source
 - sources.py        sources: OPC UA and MQTT (Modbus and S7 from agent/sources/<kind>/model.py)
 - runtime.py        agent, outbox, historian, live
@@ -25,6 +26,7 @@ Code outside the package imports from `agent.config`; the modules are how it is 
 from agent.config.addresses import ADDRESS_NAMES, ADDRESS_PARSERS
 from agent.config.base import HHMM, SECRET_KEYS, SLUG, Model, SecretRef, Slug, resolve_secret
 from agent.config.capacity import CapacitySettings, FeedToken, MaintenanceWindow, PushEndpoint, PushSettings
+from agent.config.collect import COLLECT_LINE, CollectTag
 from agent.config.dashboard import (
     DEFAULT_STOP_REASONS,
     DashboardSettings,
@@ -58,6 +60,8 @@ __all__ = [
     "Line", "Machine", "Station",
     "BitRuleSpec", "Deadband", "MachineType", "StateMapSpec", "TagSpec",
     "ADDRESS_NAMES", "ADDRESS_PARSERS", "NODE_ID_FORMS", "parse_node_id",
+    # plain tags collected with no machine model
+    "COLLECT_LINE", "CollectTag",
     # sources
     "ModbusSourceConfig", "MqttRoute", "MqttSource", "MqttTls", "OpcUaSecurity", "OpcUaSource", "S7SourceConfig",
     "Sources",

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from agent.config.base import Issue, Model
 from agent.config.capacity import CapacitySettings, check_capacity
+from agent.config.collect import Collect, check_collect, collect_bindings
 from agent.config.dashboard import (
     DashboardSettings,
     check_dashboard,
@@ -32,14 +33,15 @@ from agent.core.states import StateMapper
 
 class FactoryConfig(Model):
     site: Site
-    shifts: list[Shift]
+    shifts: list[Shift] = []
     products: list[Product] = []
     materials: list[Material] = []
     operators: list[Operator] = []
-    lines: list[Line]
-    machine_types: dict[str, MachineType]
-    state_maps: dict[str, StateMapSpec]
+    lines: list[Line] = []
+    machine_types: dict[str, MachineType] = {}
+    state_maps: dict[str, StateMapSpec] = {}
     sources: Sources = Sources()
+    collect: Collect = {}
     agent: AgentSettings = AgentSettings()
     outbox: OutboxSettings = OutboxSettings()
     historian: HistorianSettings = HistorianSettings()
@@ -67,6 +69,7 @@ class FactoryConfig(Model):
                            "name": spec.name or spec.node}
                 bindings.append(TagBinding(machine.source, machine.node_id(spec), line.id, machine.id, spec.plan(),
                                            mapper, dict(mtype.alarm_texts), pv_tags))
+        bindings += collect_bindings(self.site.id, self.collect, self.sources.tag_kinds())
         return MappingPlan(
             site=self.site.id,
             stations={ln.id: frozenset(s.id for s in ln.stations) for ln in self.lines},
@@ -96,6 +99,7 @@ def cross_check(cfg: FactoryConfig, resolve_secrets: bool) -> list[Issue]:
         *check_machine_types(cfg.machine_types, cfg.state_maps, product_skus),
         *check_products(cfg.products, line_ids, material_ids),
         *check_routes(cfg.sources),
+        *check_collect(cfg.collect, cfg.sources.tag_kinds()),
         *check_dashboard(cfg.dashboard, line_ids, mqtt_ids),
         *check_kpi(cfg.kpi, line_ids, cfg.products),
         *check_capacity(cfg.capacity, line_ids, product_skus, resolve_secrets),
