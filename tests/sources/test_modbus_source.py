@@ -314,6 +314,12 @@ async def test_paused_hands_nothing(tmp_path: Path, rigs: list[Rig]) -> None:
     image.set(1, parse_address("hr:0"), 2)
     await rig.polls(4)
     assert [r.value for r in rig.ingest.of(0)] == [1]
+    await rig.source.close()  # what the agent does after pausing: no OFFLINE follows, no new session
+    requests = rig.device.requests
+    await asyncio.sleep(1.0)
+    assert rig.ingest.kinds() == ["up", "reading"]
+    assert rig.device.requests == requests
+    assert not rig.task.done()  # run returns only when told to stop
 
 
 async def test_an_address_that_does_not_parse_is_a_bad_reading(tmp_path: Path, rigs: list[Rig]) -> None:

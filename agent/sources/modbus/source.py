@@ -141,9 +141,12 @@ class ModbusSource:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # whatever the network or the device did: OFFLINE, then retry
-                self._down(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+                if not self._paused:  # paused, the agent is closing it: no OFFLINE for its machines
+                    self._down(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
             finally:
                 await self.close()
+            if self._paused:
+                await stop.wait()  # hands nothing more and does not reconnect; returns when told to stop
             if stop.is_set():
                 break
             if self._session_was_up:
