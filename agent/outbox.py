@@ -252,11 +252,14 @@ class Outbox:
         return out
 
     def release(self) -> None:
-        """Hand claimed but unsettled batches out again (after a failed write)."""
+        """Hand claimed but unsettled batches out again (after a failed write), oldest first. Call it only with
+        no write in flight: a batch still being written would be handed out a second time."""
         self._claimed_up_to = 0
 
     def settle(self, batches: Iterable[Batch], rejected: Sequence[DeadLetter] = ()) -> None:
-        """Delete batches the historian confirmed; points it rejected are kept as dead letters instead."""
+        """Delete batches the historian confirmed; points it rejected are kept as dead letters instead. Claims
+        may be settled in any order: each settle deletes its own batches, and a release afterwards hands out
+        the unsettled ones only."""
         ids = [b.id for b in batches]
         if not ids:
             return

@@ -14,6 +14,8 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from agent.config import FactoryConfig
@@ -21,7 +23,7 @@ from agent.core.mapping import DeadLetter, Mapper, MappingResult
 from agent.core.schema import Point
 from agent.health import AgentState
 from agent.historian import Historian, HistorianError, WriteResult
-from agent.outbox import Outbox
+from agent.outbox import Batch, Outbox
 from agent.sources.base import Reading
 
 log = logging.getLogger(__name__)
@@ -235,50 +237,116 @@ class Pipeline:
     # --- drain ---
 
     def _drain_loop(self) -> None:
-        metrics = self.state.metrics
+        """Outbox -> historian, with up to `in_flight` writes at once (the historian's `in_flight`; 1 when it
+        has none, as the SQLite historian: one claim after the other, on this thread).
+
+        In flight: claims, each a run of outbox batches handed out oldest first by `Outbox.claim`, whose
+        cursor never hands a batch out twice; each is written by its own `historian.write` on a writer thread,
+        so that one claim is encoded while the others wait for the server.
+
+        Settled when: a claim leaves the outbox only when its own write was confirmed (the historian's
+        WriteResult; points it refused for good become dead letters in the same transaction), whatever became
+        of the claims before and after it. Ended writes are taken in claim order, so live topics get points in
+        the order they came in. A claim whose write failed stays in the outbox; no new claim is taken until
+        the writes still in flight have ended (the confirmed ones settle); then, with nothing in flight, the
+        outbox is released, which hands every unsettled batch out again oldest first, and the retry backs off.
+
+        So at every instant the outbox holds every batch not yet confirmed: a crash (SIGKILL) loses nothing;
+        what was confirmed but not yet settled is written again, and idempotent writes absorb that.
+        """
+        in_flight = max(1, int(getattr(self.historian, "in_flight", 1)))
+        writers = _InlineWriter() if in_flight == 1 else ThreadPoolExecutor(in_flight, "shopfloor-drain-write")
+        pending: dict[Future[WriteResult], _Claim] = {}
         backoff = 0.5
-        failing = False
+        failing = False  # the last write failed (for logging the failure once and the recovery once)
+        retry: HistorianError | None = None  # a write failed in this round: claim nothing until all have ended
         next_retention = 0.0
-        while not self._stop.is_set():
-            if time.monotonic() > next_retention:
-                next_retention = time.monotonic() + RETENTION_EVERY_S
-                self._retention()
-            # Historian commits larger than ingest commits: fewer, bigger transactions under backlog.
-            batches = self.outbox.claim(DRAIN_BATCH_FACTOR * self.batch_points)
-            if not batches:
-                self._drain_wake.wait(0.25)
-                self._drain_wake.clear()
-                continue
-            points = [p for b in batches for p in b.points]
-            try:
-                result = self.historian.write(points)
-            except HistorianError as exc:
-                failure = exc
-                if not exc.retry:
+        try:
+            while not self._stop.is_set():
+                if time.monotonic() > next_retention:
+                    next_retention = time.monotonic() + RETENTION_EVERY_S
+                    self._retention()
+                # Ended writes are taken in claim order, so live topics see points in the order they came
+                # in; a failed write does not hold back the settling of those after it.
+                while pending and (future := next(iter(pending))).done():
+                    claim = pending.pop(future)
                     try:
-                        result = self._write_one_by_one(points, exc)
-                    except HistorianError as again:  # retryable this time: the normal backoff below
-                        failure = again
-                    else:
-                        self._settle(batches, points, result)
+                        result = future.result()
+                    except HistorianError as exc:
+                        retry = exc
+                        self._write_failed(exc, failing)
+                        failing = True
                         continue
-                exc = failure
-                self.outbox.release()
-                metrics.write_errors.labels("historian").inc()
-                if not failing or str(exc) != self.state.last_write_error:
-                    log.error("historian write failed, points stay in the outbox: %s", exc)
-                self.state.last_write_error = str(exc)
-                failing = True
-                # Full jitter keeps many agents from hammering a recovering historian in step; a server that
-                # says when to come back (Retry-After, or a person has to fix rights) is not asked sooner.
-                self._stop.wait((exc.retry_after or 0.0) + random.uniform(0, backoff))
-                backoff = min(backoff * 2, 10.0)
+                    self._settle(claim.batches, claim.points, result)
+                    if retry is None:
+                        if failing:
+                            log.info("historian writes succeed again; draining the outbox")
+                        failing = False
+                        backoff = 0.5
+                        self.state.last_write_error = ""
+                if retry is not None:
+                    if pending:
+                        self._drain_wake.wait(0.25)
+                        self._drain_wake.clear()
+                        continue
+                    self.outbox.release()  # nothing in flight: every unsettled batch goes out again
+                    # Full jitter keeps many agents from hammering a recovering historian in step; a server
+                    # that says when to come back (Retry-After, or a person has to fix rights) is not asked
+                    # sooner.
+                    self._stop.wait((retry.retry_after or 0.0) + random.uniform(0, backoff))
+                    backoff = min(backoff * 2, 10.0)
+                    retry = None
+                    continue
+                claimed = False
+                while len(pending) < in_flight and not self._stop.is_set():
+                    # Historian commits larger than ingest commits: fewer, bigger transactions under backlog.
+                    batches = self.outbox.claim(DRAIN_BATCH_FACTOR * self.batch_points)
+                    if not batches:
+                        break
+                    claim = _Claim(batches, [p for b in batches for p in b.points])
+                    future = writers.submit(self._write_claim, claim.points)
+                    pending[future] = claim
+                    # a write ending wakes this thread as new points do
+                    future.add_done_callback(self._wake_drain)
+                    claimed = True
+                if not claimed:
+                    self._drain_wake.wait(0.25)
+                    self._drain_wake.clear()
+        finally:
+            self._end_writes(pending, writers)
+
+    def _wake_drain(self, _future: Future[WriteResult]) -> None:
+        self._drain_wake.set()
+
+    def _end_writes(self, pending: dict[Future[WriteResult], _Claim], writers: _Writers) -> None:
+        """On stop: let the writes in flight end (within the historian's timeout) and settle the confirmed
+        ones; the others stay in the outbox for the next start."""
+        for future, claim in pending.items():
+            try:
+                result = future.result()
+            except HistorianError:
                 continue
-            if failing:
-                log.info("historian writes succeed again; draining the outbox")
-            failing = False
-            backoff = 0.5
-            self._settle(batches, points, result)
+            except BaseException:  # the drain is ending anyway (stop, or another failure being raised)
+                log.exception("historian write failed while the drain stopped")
+                continue
+            self._settle(claim.batches, claim.points, result)
+        writers.shutdown(wait=True)
+
+    def _write_claim(self, points: list[Point]) -> WriteResult:
+        """Write one claim's points (on a writer thread when several are in flight): the historian's result,
+        with what it refuses for good found point by point; HistorianError when the claim must wait."""
+        try:
+            return self.historian.write(points)
+        except HistorianError as exc:
+            if exc.retry:
+                raise
+            return self._write_one_by_one(points, exc)
+
+    def _write_failed(self, exc: HistorianError, failing: bool) -> None:
+        self.state.metrics.write_errors.labels("historian").inc()
+        if not failing or str(exc) != self.state.last_write_error:
+            log.error("historian write failed, points stay in the outbox: %s", exc)
+        self.state.last_write_error = str(exc)
 
     def _write_one_by_one(self, points: list[Point], first: HistorianError) -> WriteResult:
         """Find the points the historian refuses for good; the rest are written."""
@@ -293,8 +361,9 @@ class Pipeline:
                 result.rejected.append((point, str(exc)))
         return result
 
-    def _settle(self, batches: list[Any], points: list[Point], result: WriteResult) -> None:
-        """The batches leave the outbox; refused points become dead letters; live topics get the points."""
+    def _settle(self, batches: list[Batch], points: list[Point], result: WriteResult) -> None:
+        """The batches of one confirmed write leave the outbox; refused points become dead letters; live
+        topics get the points."""
         metrics = self.state.metrics
         now_ns = self.now_ns()
         rejected = [DeadLetter("historian", p.measurement, reason, repr(p).encode(), now_ns)
@@ -306,7 +375,6 @@ class Pipeline:
                         rejected[0].reason)
         metrics.points_out.labels("historian").inc(result.accepted)
         self.state.last_write = time.time()
-        self.state.last_write_error = ""
         metrics.last_write.set(self.state.last_write)
         if self.live is not None:
             try:
@@ -322,3 +390,33 @@ class Pipeline:
             return
         if removed:
             log.info("historian retention removed %s points", removed)
+
+
+@dataclass(frozen=True)
+class _Claim:
+    """Outbox batches written together, and their points in order."""
+
+    batches: list[Batch]
+    points: list[Point]
+
+
+class _Writers(Protocol):
+    def submit(self, fn: Callable[[list[Point]], WriteResult], points: list[Point], /) -> Future[WriteResult]: ...
+
+    def shutdown(self, wait: bool = True) -> None: ...
+
+
+class _InlineWriter:
+    """One write at a time, on the drain thread itself: a historian without `in_flight` (SQLite) is driven as
+    it always was, without a thread hop."""
+
+    def submit(self, fn: Callable[[list[Point]], WriteResult], points: list[Point], /) -> Future[WriteResult]:
+        future: Future[WriteResult] = Future()
+        try:
+            future.set_result(fn(points))
+        except HistorianError as exc:
+            future.set_exception(exc)
+        return future
+
+    def shutdown(self, wait: bool = True) -> None:
+        pass

@@ -103,3 +103,21 @@ def test_health_reads_while_the_drainer_settles_never_fail_the_settle(tmp_path):
             th.join()
     assert settled > 100 and errors == []
     outbox.close()
+
+
+def test_claims_settled_out_of_order_leave_exactly_the_unconfirmed_ones(tmp_path):
+    # Writes in flight end in any order: the second claim is confirmed, the first fails.
+    box = Outbox(tmp_path / "o.sqlite3", 10**9)
+    for k in range(3):
+        box.enqueue(pts(2, 2 * k))
+    box.claim(2)  # the first claim: its write fails
+    second = box.claim(2)
+    box.settle(second)
+    box.release()  # the first failed; nothing else is in flight
+    again = box.claim(10)
+    assert [p.fields["value"] for b in again for p in b.points] == [0, 1, 4, 5]  # never the settled second
+    assert box.depth()[:2] == (2, 4)
+    box.close()
+    box = Outbox(tmp_path / "o.sqlite3", 10**9)  # a restart (or a crash) keeps exactly the unconfirmed
+    assert [p.fields["value"] for b in box.claim(10) for p in b.points] == [0, 1, 4, 5]
+    box.close()

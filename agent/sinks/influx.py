@@ -51,6 +51,7 @@ AUTH_RETRY_S = 30.0  # wrong credentials, missing rights or database: a person h
 RETRY_AFTER_MAX_S = 300.0
 GZIP_LEVEL = 1  # line protocol compresses about 10x at level 1; higher levels cost CPU for little more
 QUERY_CHUNK = 20_000
+IN_FLIGHT = 4  # write requests at once by default: enough to keep the encoder busy while the server answers
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
@@ -93,16 +94,22 @@ class _Answer:
 
 
 class InfluxHistorian:
-    """Historian on an InfluxDB server. Thread-safe: urllib3 pools connections per thread-safe manager."""
+    """Historian on an InfluxDB server. Thread-safe: writes and queries may come from several threads at once
+    (urllib3's pool manager is; the line encoder's series cache is taken under a lock)."""
 
     def __init__(self, url: str, api: str = "v1", database: str | None = None, retention_policy: str | None = None,
                  username: str | None = None, password: str | None = None, org: str | None = None,
                  bucket: str | None = None, token: str | None = None, timeout_s: float = 10.0,
                  batch_lines: int = 5000, use_gzip: bool = True, verify_tls: bool = True,
                  ca_file: str | None = None, retention_days: int | None = None,
-                 auth_retry_s: float = AUTH_RETRY_S) -> None:
+                 auth_retry_s: float = AUTH_RETRY_S, in_flight: int = IN_FLIGHT) -> None:
         if api not in ("v1", "v2"):
             raise ValueError(f"api must be v1 or v2, not {api!r}")
+        if in_flight < 1:
+            raise ValueError(f"in_flight must be at least 1, not {in_flight}")
+        # How many `write` calls the agent's drain may have going at once (agent/pipeline.py): each encodes
+        # on its own thread while the others wait for the server.
+        self.in_flight = in_flight
         self.url = url.rstrip("/")
         self.api = api
         self.database = database or bucket or ""
@@ -125,7 +132,8 @@ class InfluxHistorian:
             tls = {"cert_reqs": "CERT_REQUIRED" if verify_tls else "CERT_NONE"}
             if ca_file:
                 tls["ca_certs"] = ca_file
-        self._http = urllib3.PoolManager(num_pools=4, maxsize=4, retries=False, **tls)
+        # a connection for every write in flight, and one for the dashboard's or a check's queries
+        self._http = urllib3.PoolManager(num_pools=4, maxsize=in_flight + 1, retries=False, **tls)
         self._encoder = LineEncoder()
         self._encoder_lock = threading.Lock()
         self._v2_writer: Any = None
@@ -146,21 +154,10 @@ class InfluxHistorian:
     # --- writes ---
 
     def write(self, points: Sequence[Point]) -> WriteResult:
-        lines: list[str] = []
-        kept: list[Point] = []
-        rejected: list[tuple[Point, str]] = []
         with self._encoder_lock:
-            line = self._encoder.line
-            for p in points:
-                try:
-                    lines.append(line(p))
-                except KeyError as exc:
-                    rejected.append((p, f"missing tag {exc.args[0]}"))
-                    continue
-                except ValueError as exc:
-                    rejected.append((p, str(exc)))
-                    continue
-                kept.append(p)
+            lines, kept, refused = self._encoder.lines(points)
+        rejected = [(p, f"missing tag {exc.args[0]}" if isinstance(exc, KeyError) else str(exc))
+                    for p, exc in refused]
         result = WriteResult(accepted=0, rejected=rejected)
         for start in range(0, len(lines), self.batch_lines):
             end = min(len(lines), start + self.batch_lines)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from agent.core.schema import MEASUREMENTS, Point
@@ -34,45 +35,92 @@ def quote_string_field(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _field_text(value: Any) -> str:
+    """A field value as line protocol writes it: 7i, 60.0, true, "text"."""
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value}i"
+    if isinstance(value, float):
+        return repr(value)
+    return quote_string_field(str(value))
+
+
 class LineEncoder:
     """Turns points into line protocol lines (nanosecond times), in schema order of tags and fields.
 
     The `measurement,tags` prefix of each series is cached: a shop floor has few series and many points.
+    Not thread-safe (the cache); the InfluxDB historian encodes under a lock.
     """
 
     def __init__(self) -> None:
         self._series: dict[tuple[str, tuple[str, ...]], str] = {}
         self._field_keys = {name: {f: escape_tag(f) for f in m.fields} for name, m in MEASUREMENTS.items()}
+        # per measurement: the tag values of a point as a tuple, in schema order, in one C call
+        self._tag_values = {name: _tuple_getter(m.tags) for name, m in MEASUREMENTS.items()}
 
     def line(self, point: Point) -> str:
         """One line; KeyError when the point lacks a tag of its measurement, ValueError when it has no field."""
-        m = MEASUREMENTS[point.measurement]
-        values = tuple(point.tags[t] for t in m.tags)
-        key = (point.measurement, values)
-        prefix = self._series.get(key)
-        if prefix is None:
-            prefix = point.measurement.translate(_MEASUREMENT_ESCAPES) + "".join(
-                f",{escape_tag(t)}={escape_tag(v)}" for t, v in zip(m.tags, values, strict=True))
-            if len(self._series) >= SERIES_CACHE_MAX:
-                self._series.clear()
-            self._series[key] = prefix
-        keys = self._field_keys[point.measurement]
-        parts = []
-        for name, value in point.fields.items():
-            if value is None:
+        lines, _kept, refused = self.lines([point])
+        if refused:
+            raise refused[0][1]
+        return lines[0]
+
+    def lines(self, points: Sequence[Point]) -> tuple[list[str], list[Point], list[tuple[Point, Exception]]]:
+        """The lines of the points that can be written, those points (in the same order), and the others
+        with why not: KeyError (a tag of its measurement missing) or ValueError (no field)."""
+        out: list[str] = []
+        kept: list[Point] = []
+        refused: list[tuple[Point, Exception]] = []
+        series = self._series
+        tag_values = self._tag_values
+        field_keys = self._field_keys
+        for point in points:
+            measurement, tags, fields, time_ns = point
+            try:
+                key = (measurement, tag_values[measurement](tags))
+                prefix = series.get(key)
+                if prefix is None:
+                    prefix = self._prefix(key)
+                keys = field_keys[measurement]
+                parts = []
+                for name, value in fields.items():
+                    # the types the mapper writes first, inline: this loop is the drain's hottest code
+                    kind = type(value)
+                    if kind is float:
+                        parts.append(f"{keys[name]}={value!r}")
+                    elif kind is int:
+                        parts.append(f"{keys[name]}={value}i")
+                    elif kind is str:
+                        parts.append(f"{keys[name]}={quote_string_field(value)}")
+                    elif value is not None:
+                        parts.append(f"{keys[name]}={_field_text(value)}")
+            except KeyError as exc:
+                refused.append((point, exc))
                 continue
-            if value is True or value is False:
-                text = "true" if value else "false"
-            elif isinstance(value, int):
-                text = f"{value}i"
-            elif isinstance(value, float):
-                text = repr(value)
-            else:
-                text = quote_string_field(str(value))
-            parts.append(f"{keys[name]}={text}")
-        if not parts:
-            raise ValueError("a point without fields cannot be written to InfluxDB")
-        return f"{prefix} {','.join(parts)} {point.time_ns}"
+            if not parts:
+                refused.append((point, ValueError("a point without fields cannot be written to InfluxDB")))
+                continue
+            out.append(f"{prefix} {','.join(parts)} {time_ns}")
+            kept.append(point)
+        return out, kept, refused
+
+    def _prefix(self, key: tuple[str, tuple[str, ...]]) -> str:
+        measurement, values = key
+        prefix = measurement.translate(_MEASUREMENT_ESCAPES) + "".join(
+            f",{escape_tag(t)}={escape_tag(v)}" for t, v in zip(MEASUREMENTS[measurement].tags, values, strict=True))
+        if len(self._series) >= SERIES_CACHE_MAX:
+            self._series.clear()
+        self._series[key] = prefix
+        return prefix
+
+
+def _tuple_getter(keys: tuple[str, ...]) -> Any:
+    """A function giving the values of `keys` of a dict as a tuple (KeyError for a missing one)."""
+    if len(keys) == 1:
+        (only,) = keys
+        return lambda d: (d[only],)
+    return itemgetter(*keys)
 
 
 # --- InfluxQL ---------------------------------------------------------------------------------------------

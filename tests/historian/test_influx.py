@@ -5,6 +5,10 @@ errors a loaded server or a reverse proxy gives (413, 429, 5xx, timeouts)."""
 from __future__ import annotations
 
 import json
+import signal
+import sqlite3
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -13,11 +17,12 @@ from agent.core.schema import Point
 from agent.health import AgentState
 from agent.historian import HistorianError
 from agent.outbox import Outbox
-from agent.pipeline import Pipeline
+from agent.pipeline import DRAIN_BATCH_FACTOR, Pipeline
 from agent.sinks.influx import InfluxHistorian
 from simulators.faults import FaultProxy
 from simulators.harness import wait_until
 from simulators.influxdb import InfluxServer, VictoriaMetrics
+from tests.conftest import FACTORY_YAML, ROOT
 
 S = 1_000_000_000
 T0 = 1_795_219_200 * S
@@ -54,14 +59,19 @@ def proxy(influx_server):
 class Drain:
     """A pipeline with a real outbox writing into `historian`: what the agent does, without sources."""
 
-    def __init__(self, tmp_path, cfg, historian):
+    def __init__(self, tmp_path, cfg, historian, claim_points=None):
         self.outbox = Outbox(tmp_path / "outbox.sqlite3", 10**9)
         self.state = AgentState("test")
         self.pipeline = Pipeline(cfg, self.outbox, historian, self.state)
+        if claim_points is not None:  # smaller claims: several writes in flight for a few thousand points
+            self.pipeline.batch_points = claim_points // DRAIN_BATCH_FACTOR
         self.pipeline.start()
 
-    def send(self, points):
-        self.outbox.enqueue(points)
+    def send(self, points, batch=None):
+        """Commit the points to the outbox, in batches of `batch` points (one batch when None)."""
+        batch = batch or len(points)
+        for start in range(0, len(points), batch):
+            self.outbox.enqueue(points[start:start + batch])
 
     def wait_empty(self, timeout=20):
         wait_until(lambda: self.outbox.depth()[1] == 0, timeout, "the outbox to drain")
@@ -75,8 +85,8 @@ class Drain:
 def drain(tmp_path, factory_cfg):
     made = []
 
-    def make(historian):
-        d = Drain(tmp_path, factory_cfg, historian)
+    def make(historian, claim_points=None):
+        d = Drain(tmp_path, factory_cfg, historian, claim_points)
         made.append(d)
         return d
     yield make
@@ -108,34 +118,119 @@ def test_batches_are_gzip_and_at_most_5000_lines(influx_server, database, proxy)
     assert len(historian.series("process_value", "value", T0, T0 + S, machine="press-1")) == 12_000
 
 
-def test_too_large_requests_are_split_until_the_server_takes_them(influx_server, database, proxy, drain):
+@pytest.mark.parametrize("in_flight", [1, 4])
+def test_too_large_requests_are_split_until_the_server_takes_them(influx_server, database, proxy, drain,
+                                                                  in_flight):
     proxy.max_body_bytes = 4_000  # a reverse proxy's body limit: about 1,000 compressed lines
-    historian = InfluxHistorian(proxy.url, database=database)
-    d = drain(historian)
-    d.send(counts(5000))
+    historian = InfluxHistorian(proxy.url, database=database, in_flight=in_flight)
+    d = drain(historian, claim_points=2000)
+    d.send(counts(5000), batch=2000)  # three claims: 2,000, 2,000 and 1,000 points
     d.wait_empty()
     statuses = [r.status for r in proxy.requests if r.path.startswith("/write")]
-    # (a heartbeat of the pipeline may be written first: it is small and taken)
-    assert 413 in statuses and statuses.count(204) >= 2
+    assert 413 in statuses and statuses.count(204) >= 3
     assert all(r.body_len <= 4_000 for r in proxy.requests if r.status == 204)
     assert stored_total(historian) == 5000 and d.outbox.dead_letters() == []
 
 
-def test_a_partial_write_keeps_the_good_lines_and_dead_letters_the_refused_ones(influx_server, database, drain):
+@pytest.mark.parametrize("in_flight", [1, 4])
+def test_a_partial_write_keeps_the_good_lines_and_dead_letters_the_refused_ones(influx_server, database, drain,
+                                                                                in_flight):
     # A real refusal from the server: another program already wrote `delta` of press-9 as a float, so
     # InfluxDB refuses integer deltas for that measurement in this shard ("field type conflict").
     influx_server.write_lines(database, f"machine_count,site=x,line=x,machine=x,counter=x delta=1.5 {T0}")
-    historian = InfluxHistorian(influx_server.url, database=database)
-    d = drain(historian)
+    historian = InfluxHistorian(influx_server.url, database=database, in_flight=in_flight)
+    d = drain(historian, claim_points=500)
     good = temps(2000)
     refused = counts(3, machine="press-9")
-    d.send(good[:1000] + refused + good[1000:])
+    # five claims; the refused lines are in the second and the third, written at once with the others
+    d.send(good[:999] + refused + good[999:], batch=500)
     d.wait_empty()
     assert len(historian.series("process_value", "value", T0, T0 + S, machine="press-1")) == 2000
     dead = d.outbox.dead_letters()
     assert len(dead) == 3 and all(x["source"] == "historian" for x in dead)
     assert all("field type conflict" in x["reason"] and "(400)" in x["reason"] for x in dead)
     assert d.state.metrics.dead_letters.labels("historian")._value.get() == 3
+
+
+def test_writes_in_flight_a_failed_one_is_written_again_and_nothing_is_lost_or_doubled(influx_server, database,
+                                                                                        proxy, drain):
+    proxy.fail_next(503, body='{"error":"busy"}')  # the first request to arrive fails
+    proxy.stall_next(3.0, count=3)  # the next three are answered late (the client waits 10 s)
+    historian = InfluxHistorian(proxy.url, database=database, in_flight=4)
+    d = drain(historian, claim_points=1000)
+    d.send(counts(5000), batch=1000)  # five claims of 1,000 counts
+    d.wait_empty()
+    writes = [r for r in proxy.requests if r.path.startswith("/write")]
+    # four requests at once: all four arrived while the late ones were still held (a drain writing one
+    # request after the other would have waited 3 s for each answer)
+    first_four = sorted(r.at for r in writes)[:4]
+    assert first_four[-1] - first_four[0] < 3.0
+    # each claim was confirmed once; the failed one was written again after the others had ended
+    assert sorted(r.status for r in writes) == [204] * 5 + [503]
+    assert d.state.metrics.write_errors.labels("historian")._value.get() == 1
+    assert stored_total(historian) == 5000 and d.outbox.dead_letters() == []
+    assert sorted(p.fields["value"] for p in historian.events("machine_count", T0, T0 + S)) == list(range(5000))
+
+
+# The agent's drain in a process of its own, killed while writes are in flight.
+DRAIN_PROCESS = """
+import sys, threading
+from pathlib import Path
+from agent.config import load
+from agent.health import AgentState
+from agent.outbox import Outbox
+from agent.pipeline import Pipeline
+from agent.sinks.influx import InfluxHistorian
+outbox_path, url, database, factory_yaml = sys.argv[1:]
+pipeline = Pipeline(load(Path(factory_yaml)), Outbox(Path(outbox_path), 10**9),
+                    InfluxHistorian(url, database=database, in_flight=4), AgentState("killed"))
+pipeline.batch_points = 250
+pipeline.start()
+print("draining", flush=True)
+threading.Event().wait()
+"""
+
+
+def test_a_drain_killed_with_writes_in_flight_resumes_and_the_historian_equals_the_input(
+        influx_server, database, proxy, tmp_path, factory_cfg):
+    points = counts(20_000)
+    outbox = Outbox(tmp_path / "outbox.sqlite3", 10**9)
+    for start in range(0, len(points), 1000):  # 20 claims of 1,000 counts
+        outbox.enqueue(points[start:start + 1000])
+    outbox.close()
+    child = subprocess.Popen([sys.executable, "-c", DRAIN_PROCESS, str(tmp_path / "outbox.sqlite3"), proxy.url,
+                              database, str(FACTORY_YAML)], cwd=ROOT)
+    try:
+        def waiting():
+            with sqlite3.connect(tmp_path / "outbox.sqlite3") as conn:
+                return conn.execute("SELECT COALESCE(SUM(n_points), 0) FROM batch").fetchone()[0]
+
+        wait_until(lambda: waiting() <= 17_000, 60, "the first claims to settle")
+        # From now on every request is held, longer than this test lasts: writes stay in flight, and what they
+        # carry reaches InfluxDB only if the restarted agent writes it again.
+        proxy.stall_next(120.0, count=100)
+        stall = proxy._stalls[0]  # noqa: SLF001 - how many requests the proxy has taken to hold so far
+        wait_until(lambda: child.poll() is not None or stall.count < 100, 10, "a write held in flight")
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+    at_kill = waiting()
+    assert 0 < at_kill < 20_000  # killed mid-drain: some claims settled, others in flight or waiting
+    proxy.reset()
+    # the restarted agent drains the same outbox, straight into InfluxDB
+    historian = InfluxHistorian(influx_server.url, database=database, in_flight=4)
+    outbox = Outbox(tmp_path / "outbox.sqlite3", 10**9)
+    pipeline = Pipeline(factory_cfg, outbox, historian, AgentState("restarted"))
+    pipeline.batch_points = 250
+    pipeline.start()
+    try:
+        wait_until(lambda: outbox.depth()[1] == 0, 60, "the outbox to drain")
+    finally:
+        pipeline.stop()
+        outbox.close()
+    stored = historian.events("machine_count", T0, T0 + S)
+    assert sorted(stored, key=lambda p: p.fields["value"]) == points  # every point, once, as it was
+    assert stored_total(historian) == 20_000
 
 
 @pytest.mark.parametrize("status", [429, 500, 503])
