@@ -71,12 +71,26 @@ def refresh_gauges(state: AgentState, outbox: Outbox) -> None:
 Route = Callable[[], tuple[int, str, bytes]]
 
 
+class ListenError(OSError):
+    """The HTTP endpoints cannot listen on their address (most often: another program has the port)."""
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        super().__init__(f"cannot listen on {host}:{port}: {reason}")
+        self.host = host
+        self.port = port
+        self.reason = reason
+
+
 class StatusServer:
-    """A small HTTP server on a daemon thread answering GET on fixed paths (health and metrics endpoints)."""
+    """A small HTTP server on a daemon thread answering GET on fixed paths (health and metrics endpoints);
+    ListenError when it cannot listen on `host:port`."""
 
     def __init__(self, host: str, port: int, routes: dict[str, Route], name: str = "shopfloor-http") -> None:
         handler = self._handler(routes)
-        self.server = ThreadingHTTPServer((host, port), handler)
+        try:
+            self.server = ThreadingHTTPServer((host, port), handler)
+        except OSError as exc:
+            raise ListenError(host, port, exc.strerror or str(exc)) from exc
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, name=name, daemon=True)
 

@@ -9,8 +9,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from agent.clock import add_anchor_argument
-from agent.config import ConfigError, load
+from agent.config import ConfigError, FactoryConfig, HistorianSettings, load
 
 
 def _setup_logging(level: str) -> None:
@@ -47,15 +49,42 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_historian(cfg: FactoryConfig, url: str) -> FactoryConfig:
+    """`cfg` writing to the InfluxDB of `url` (--historian, as the demo reads it); exit 2 with one line per
+    problem when the URL or the secret it needs is wrong."""
+    from agent.config.runtime import check_historian
+    from shopfloor.demo import historian_from_url
+
+    try:
+        historian = HistorianSettings.model_validate(historian_from_url(url))
+    except (ValueError, ValidationError) as exc:
+        print(f"shopfloor agent: --historian {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    issues = check_historian(historian, resolve_secrets=True)
+    for loc, _found, expected in issues:
+        print(f"shopfloor agent: --historian {url}: {'.'.join(map(str, loc))}: expected {expected}", file=sys.stderr)
+    if issues:
+        raise SystemExit(2)
+    return cfg.model_copy(update={"historian": historian})
+
+
 def cmd_agent(args: argparse.Namespace) -> int:
     from agent.clock import caught_up, simulated_clock
+    from agent.http import ListenError
     from agent.runner import Agent
 
-    cfg = _load_or_exit(args.config)
+    cfg: FactoryConfig = _load_or_exit(args.config)  # type: ignore[assignment]
+    if args.historian:
+        cfg = _with_historian(cfg, args.historian)
     start = caught_up(args.sim_start, args.speed, args.sim_anchor)
     clock = simulated_clock(start, args.speed) if start else None
-    agent = Agent(cfg, data_dir=Path(args.data_dir) if args.data_dir else None,  # type: ignore[arg-type]
-                  http_port=args.agent_port, now_ns=clock)
+    try:
+        agent = Agent(cfg, data_dir=Path(args.data_dir) if args.data_dir else None,
+                      http_port=args.agent_port, now_ns=clock)
+    except ListenError as exc:
+        print(f"shopfloor agent: {exc} (another program has the port? choose one with --agent-port or "
+              "agent.http_port)", file=sys.stderr)
+        return 3
     return agent.run()
 
 
@@ -125,6 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True)
     p.add_argument("--data-dir", help="outbox, historian and certificates (default: agent.data_dir)")
     p.add_argument("--agent-port", type=int, default=None, help="port of /healthz and /metrics (default 9108)")
+    p.add_argument("--historian", metavar="URL",
+                   help="write to this InfluxDB instead of the config's historian, as `shopfloor demo --historian`: "
+                        "influxdb://[user@]host:port/database[?rp=POLICY] (password from INFLUX_PASSWORD) or "
+                        "influxdb2://host:port/bucket?org=ORG (token from INFLUX_TOKEN); influxdbs:// and "
+                        "influxdb2s:// for HTTPS")
     p.add_argument("--sim-start", type=datetime.fromisoformat, default=None, metavar="ISO_TIME",
                    help="stamp what the agent itself decides (OFFLINE, dead letters) on a simulated clock starting "
                         "here, as the demo's simulators do")
