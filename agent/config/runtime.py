@@ -26,7 +26,8 @@ class OutboxSettings(Model):
 
 
 INFLUX_KEYS = ("url", "api", "database", "retention_policy", "username", "password", "password_file", "org",
-               "bucket", "token", "token_file", "timeout_s", "batch_lines", "gzip", "verify_tls", "ca_file")
+               "bucket", "token", "token_file", "timeout_s", "batch_lines", "gzip", "verify_tls", "ca_file",
+               "in_flight")
 
 
 class HistorianSettings(Model):
@@ -54,6 +55,7 @@ class HistorianSettings(Model):
     gzip: bool = True
     verify_tls: bool = True
     ca_file: Path | None = None
+    in_flight: Annotated[int, Field(ge=1, le=16, description="influxdb: write requests at once")] = 4
 
     @model_validator(mode="before")
     @classmethod

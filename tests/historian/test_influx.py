@@ -359,3 +359,29 @@ def test_v2_write_path_through_influxdb_client(victoria):
     # the nanosecond times arrive as sent; VictoriaMetrics keeps them to the millisecond
     assert delta["timestamps"] == [T0 // 1_000_000 + i for i in range(5)]
     assert by_name["material_level_level"]["values"] == [182.5]
+
+
+SQLITE_HISTORIAN = "historian:\n  kind: sqlite\n  retention_days: 400\n"
+
+
+def with_historian(tmp_path, historian):
+    text = FACTORY_YAML.read_text(encoding="utf-8")
+    assert SQLITE_HISTORIAN in text
+    path = tmp_path / "factory.yaml"
+    path.write_text(text.replace(SQLITE_HISTORIAN, historian, 1), encoding="utf-8")
+    return path
+
+
+def test_in_flight_is_an_influxdb_setting_from_1_to_16(tmp_path):
+    from agent.config import ConfigError, load
+
+    influx = "historian:\n  kind: influxdb\n  url: http://db:8086\n  database: plant\n"
+    assert load(with_historian(tmp_path, influx)).historian.in_flight == 4
+    assert load(with_historian(tmp_path, influx + "  in_flight: 1\n")).historian.in_flight == 1
+    for value in ("0", "17", "two"):
+        with pytest.raises(ConfigError) as err:
+            load(with_historian(tmp_path, influx + f"  in_flight: {value}\n"))
+        assert "historian.in_flight" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        load(with_historian(tmp_path, SQLITE_HISTORIAN + "  in_flight: 2\n"))
+    assert "historian.in_flight" in str(err.value) and "this key is for kind: influxdb" in str(err.value)
