@@ -1,5 +1,5 @@
-"""Browser tests: the whole shop floor (broker, PLC and line simulators, agent, dashboard) running on one
-simulated clock, looked at through Debian's headless Chromium. Screenshots go to test-artifacts/screenshots."""
+"""Browser tests: the whole shop floor (broker, PLC simulators for OPC UA, Modbus TCP and S7, line simulator, agent,
+dashboard) running on one simulated clock, looked at through Debian's headless Chromium. Screenshots go to test-artifacts/screenshots."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from simulators.broker import Broker, free_port
 from simulators.browser import chromium
 from simulators.harness import wait_until
 from tests.conftest import ROOT
-from tests.e2e.conftest import SIM_START, System
+from tests.e2e.conftest import SIM_START, Proc, System
 
 LEAD_PASSWORD = "line lead of the day"
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
@@ -36,8 +36,15 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
     with Broker(port=free_port(), data_dir=tmp / "broker") as broker:
         (tmp / "lead-password").write_text(LEAD_PASSWORD, encoding="utf-8")
 
+        # machines read over Modbus TCP or S7 get a simulator each on a free port, as in `shopfloor demo`
+        plcs: list[tuple[str, str, int]] = []  # (kind, source id, port)
+
         def with_lead(data: dict[str, Any]) -> None:
             data["dashboard"] = {"users": [{"name": "lead", "password_file": str(tmp / "lead-password")}]}
+            for kind in ("modbus", "s7"):
+                for source in data.get("sources", {}).get(kind, []):
+                    source.update(host="127.0.0.1", port=free_port())
+                    plcs.append((kind, source["id"], source["port"]))
 
         system = Shop(tmp, broker, with_lead)
         try:
@@ -45,6 +52,12 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
             anchor = ("--sim-anchor", system.anchor)
             clock = ("--sim-start", SIM_START, *anchor)
             system.plc("--sim-timestamps", *anchor, speed=1)
+            for kind, source_id, port in plcs:
+                ready = {"modbus": "Modbus simulator ready at", "s7": "S7 simulator ready at"}[kind]
+                proc = Proc(f"{kind}-{source_id}", ["simulate", kind, "--config", str(system.config), "--source",
+                                                    source_id, "--port", str(port), "--start", SIM_START, *anchor,
+                                                    "--speed", "1"], tmp)
+                system.procs.append(proc.start(ready=ready))
             system.agent(*clock)  # subscribed before the line simulator publishes the first order
             system.line("--start", SIM_START, *anchor)
             system.dashboard(*clock)

@@ -110,13 +110,13 @@ def test_a_state_change_at_the_plc_reaches_the_page(shop, browser):
     open_page(browser, f"{shop.dashboard_url}/lines/line-2?lang=en")
     try:
         for state in ("FAULT", "SETUP"):
-            plc_set(shop.endpoint, "line-2.cnc-2.Force", state, ua.VariantType.String)
+            plc_set(shop.endpoint, "line-2.cnc-1.Force", state, ua.VariantType.String)  # an OPC UA machine
             started = time.monotonic()
-            wait_until(lambda s=state: tiles(browser).get("cnc-2") == s, 10, f"cnc-2 tile shows {state}")
+            wait_until(lambda s=state: tiles(browser).get("cnc-1") == s, 10, f"cnc-1 tile shows {state}")
             print(f"{state} on the page {time.monotonic() - started:.2f} s after the PLC write")
-        screenshot(browser, "line-2-cnc-2-forced")
+        screenshot(browser, "line-2-cnc-1-forced")
     finally:
-        plc_set(shop.endpoint, "line-2.cnc-2.Force", "", ua.VariantType.String)
+        plc_set(shop.endpoint, "line-2.cnc-1.Force", "", ua.VariantType.String)
 
 
 def visible_latin_words(browser, shop):
