@@ -10,7 +10,7 @@ from functools import lru_cache
 from typing import Any
 
 from agent.config import FactoryConfig
-from simulators.plant import US
+from simulators.clock import US
 
 SIGNALS = ("operator_event", "andon_event", "material_level", "material_event", "order_event")
 MALFORMED_KINDS = ("not_json", "wrong_type", "unknown_topic", "huge", "missing_field")
