@@ -193,8 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = report.save_json(results, info, argv, when)
     print(f"\nresults saved to {path.relative_to(report.ROOT)}")
     if args.record and not interrupted:
-        # alone, the Modbus figures get a section of their own rather than replacing the agent's main table
-        recorder = modbus.record if args.only == "modbus" else report.record
+        # alone, the Modbus or S7 figures get a section of their own rather than replacing the agent's main table
+        recorder = {"modbus": modbus.record, "s7": s7.record}.get(args.only or "", report.record)
         print(f"recorded in {recorder(results, info, argv, when).relative_to(report.ROOT)}")
     if interrupted:
         return 130

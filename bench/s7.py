@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import signal
 import sqlite3
@@ -27,11 +28,13 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from bench import report
 from bench.configs import FACTORY_YAML
 from bench.historian import RowCounter, percentiles, wait_connect
 from bench.procs import CpuMeter, Proc, metric, read_json, wait_until
@@ -155,6 +158,7 @@ class ChangeLatency:
 
 
 def run(opts: S7Options) -> dict[str, Any]:
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     machines = opts.plcs * opts.machines_per_plc
     tags = machines * TAGS
     asked = tags * 1000.0 / opts.period_ms
@@ -230,8 +234,23 @@ def run(opts: S7Options) -> dict[str, Any]:
             "cpu_pct": _round(cpu),
             "settings": {"poll_ms": opts.poll_ms, "plc_change_period_ms": opts.period_ms, "s7_sources": opts.plcs,
                          "latency": "PLC write -> historian row visible (t00 of every machine; includes the "
-                                    "wait for the next poll)"},
+                                    "wait for the next poll)",
+                         "load_average_1m_before": round(load_before, 1) if load_before is not None else "n/a"},
         }
+
+
+def record(results: list[dict[str, Any]], info: dict[str, Any], argv: list[str], when: datetime) -> Path:
+    """Rewrite (or add) the S7 section of docs/benchmarks.md, leaving the other sections as they are."""
+    text = report.DOC.read_text(encoding="utf-8") if report.DOC.exists() else report.INTRO + "\n"
+    rows = [r for r in results if str(r.get("scenario", "")).startswith("s7_")]
+    section = "\n".join(report._section("s7", "S7 results", rows, info, argv, when))
+    start, end = report._start("s7").split(" (")[0], report._end("s7")
+    if start in text and end in text:
+        text = text[:text.index(start)] + section + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    report.DOC.write_text(text, encoding="utf-8")
+    return report.DOC
 
 
 def _machines(cfg: Path) -> list[dict[str, Any]]:
