@@ -54,16 +54,16 @@ def test_example_config_is_valid(check):
          "factory.yaml:84: lines[0].machines[1].type\n  found:    'presss'\n"
          "  expected: one of the machine_types: cnc, packer, press"),
         ("publishing_interval_ms: 100", "publishing_interval_ms: -5",
-         "factory.yaml:160: sources.opcua[0].publishing_interval_ms\n  found:    -5\n"
+         "factory.yaml:166: sources.opcua[0].publishing_interval_ms\n  found:    -5\n"
          "  expected: a number greater than 0"),
         ("      watchdog_s: 5\n", "      watchdog_s: 5\n      pasword: x\n",
-         "factory.yaml:162: sources.opcua[0].pasword\n  found:    'x'\n"
+         "factory.yaml:168: sources.opcua[0].pasword\n  found:    'x'\n"
          "  expected: no such key here (check the spelling; see config/README.md)"),
         ("      watchdog_s: 5\n", "      watchdog_s: 5\n      username: plc\n      password: hunter2\n",
-         "factory.yaml:163: sources.opcua[0].password\n  found:    an inline value (not shown)\n"
+         "factory.yaml:169: sources.opcua[0].password\n  found:    an inline value (not shown)\n"
          "  expected: an environment reference like ${PLC_PASSWORD} (secrets are never inline)"),
         ("      watchdog_s: 5\n", "      watchdog_s: 5\n      username: plc\n      password: ${PLC_PW_UNSET}\n",
-         "factory.yaml:163: sources.opcua[0].password\n  found:    '${PLC_PW_UNSET}'\n"
+         "factory.yaml:169: sources.opcua[0].password\n  found:    '${PLC_PW_UNSET}'\n"
          "  expected: environment variable PLC_PW_UNSET to be set"),
         ("- {id: op-002, name: 李强, badge: \"B1002\"", "- {id: op-002, name: 李强, badge: \"B1001\"",
          "factory.yaml:63: operators[1].badge\n  found:    'B1001'\n  expected: a badge id not used before (ids are unique)"),
@@ -110,8 +110,8 @@ def test_missing_file(check, tmp_path):
 
 
 def test_missing_top_level_key_has_no_misleading_line(check, tmp_path):
-    code, _, err = check(variant(tmp_path, "shifts:\n", "shiftz:\n"))
-    assert "factory.yaml: shifts\n  found:    nothing (key missing)\n  expected: this key (it is required)" in err
+    code, _, err = check(variant(tmp_path, "site:\n", "sitez:\n"))  # site is the one section always required
+    assert "factory.yaml: site\n  found:    nothing (key missing)\n  expected: this key (it is required)" in err
 
 
 def test_every_problem_is_listed_not_just_the_first(check, tmp_path):
@@ -187,6 +187,7 @@ def test_connect_checks_the_historian_with_its_credentials_and_reaches_the_sourc
             text = path.read_text(encoding="utf-8")
             text = re.sub(r"opc\.tcp://[^/]+/", f"opc.tcp://127.0.0.1:{port}/", text)
             text = re.sub(r"url: mqtt://[^\s]+", f"url: mqtt://127.0.0.1:{port}", text)
+            text = re.sub(r"port: 10(502|102) ", f"port: {port} ", text)  # the Modbus device and the S7 PLC
             path.write_text(text, encoding="utf-8")
         try:
             code = main(["check-config", "--connect", str(path)])
@@ -199,6 +200,8 @@ def test_connect_checks_the_historian_with_its_credentials_and_reaches_the_sourc
         assert code == 3 and "connection problem(s)" in captured.err
         assert "historian: write: InfluxDB" in captured.err and "has no such database (404" in captured.err
         assert "OPC UA source plc-1:" in captured.err and "is not reachable" in captured.err
+        assert "Modbus source plc-mb: 127.0.0.1:10502 is not reachable" in captured.err
+        assert "S7 source plc-s7: 127.0.0.1:10102 is not reachable" in captured.err
         code, captured = run("plant_ok", sources_up=True)
         assert (code, captured.err) == (0, "") and "historian and sources reachable" in captured.out
     finally:

@@ -182,9 +182,11 @@ def test_source_down_sets_its_machines_offline_once(factory_cfg):
     mapper = Mapper(factory_cfg.mapping_plan())
     feed(mapper, "press-1", "StateCode", 1, 1)
     down = mapper.source_down("plc-1", 5, "connection lost")
-    assert {p.tags["machine"] for p in down.points} == {"press-1", "press-2", "packer-1", "cnc-1", "cnc-2", "packer-2"}
+    # the example reads cnc-2 over Modbus (plc-mb) and packer-2 over S7 (plc-s7): only plc-1's machines go
+    assert {p.tags["machine"] for p in down.points} == {"press-1", "press-2", "packer-1", "cnc-1"}
     assert all(p.fields["state"] == "OFFLINE" for p in down.points)
     assert mapper.source_down("plc-1", 6, "still down").points == []
+    assert {p.tags["machine"] for p in mapper.source_down("plc-mb", 6, "connection lost").points} == {"cnc-2"}
     assert feed(mapper, "press-1", "StateCode", 1, 7).points[0].fields["state"] == "RUNNING"
 
 

@@ -74,10 +74,26 @@ class Proc:
         return self.popen is not None and self.popen.poll() is None
 
 
+def one_opcua_plc(data: dict[str, Any]) -> None:
+    """Every machine of the example factory read through its OPC UA source, as the PLC simulator shows them all:
+    the example reads one machine over Modbus and one over S7, which tests of their own cover (test_modbus_flow,
+    test_s7_flow, the demo test); the rest of the suite looks at the plant through one PLC."""
+    opcua = data["sources"]["opcua"][0]["id"]
+    others = {s["id"] for kind in ("modbus", "s7") for s in data["sources"].get(kind, [])}
+    for line in data["lines"]:
+        for machine in line["machines"]:
+            if machine["source"] in others:
+                machine.pop("node_ids", None)
+                machine.update(source=opcua, node_prefix=f"nsu=urn:shopfloor:plc-sim;s={line['id']}.{machine['id']}.")
+    data["sources"].pop("modbus", None)
+    data["sources"].pop("s7", None)
+
+
 def write_config(path: Path, broker_url: str, opcua_port: int, agent_port: int, data_dir: Path,
                  change: Callable[[dict[str, Any]], None] | None = None) -> Path:
     """config/factory.yaml pointed at this test's broker, simulator, port and data dir, plus `change`."""
     data = yaml.safe_load(FACTORY_YAML.read_text(encoding="utf-8"))
+    one_opcua_plc(data)
     data["sources"]["opcua"][0]["endpoint"] = f"opc.tcp://127.0.0.1:{opcua_port}/shopfloor/plc"
     for source in data["sources"]["mqtt"]:
         source["url"] = broker_url
