@@ -308,6 +308,17 @@ def test_paused_source_hands_nothing_more(plc: Plc) -> None:
         assert len(run.recorder.all_readings()) == handed
 
 
+def test_paused_and_closed_source_reports_no_lost_connection(plc: Plc) -> None:
+    fill(plc)
+    with Running(plc) as run:
+        run.wait(lambda: len(run.recorder.latest()) == 6, "the first readings")
+        run.source.pause()
+        asyncio.run_coroutine_threadsafe(run.source.close(), run.loop).result(timeout=5)
+        threading.Event().wait(1.5)  # a reconnect would have come by now
+        assert run.recorder.kinds().count("up") == 1 and "down" not in run.recorder.kinds()
+        assert run.source.client is None
+
+
 def test_many_tags_over_several_dbs_and_requests(plc: Plc) -> None:
     assert plc.server is not None
     dbs = {n: bytearray(400) for n in range(10, 40)}

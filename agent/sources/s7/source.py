@@ -100,6 +100,7 @@ class S7Source:
         # several items per request through snap7's request builder (3.3); one request per item without it
         self.multi_read = hasattr(AsyncClient, "_send_receive") and hasattr(S7Protocol, "build_multi_read_request")
         self.paused = False
+        self.closed = False
         self._session_worked = False
 
     # --- the Source protocol ---
@@ -114,9 +115,12 @@ class S7Source:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # whatever the network or the PLC did: down, then try again
-                self._down(_describe(exc))
+                if not self.closed:
+                    self._down(_describe(exc))
             finally:
                 await self._disconnect()
+            if self.closed:  # the agent paused and closed this source: no new session until stop
+                await stop.wait()
             if stop.is_set():
                 break
             if self._session_worked:
@@ -124,9 +128,12 @@ class S7Source:
             await backoff.sleep(stop)
 
     def pause(self) -> None:
+        """Hand over nothing more (the agent commits what it has, then closes the source)."""
         self.paused = True
 
     async def close(self) -> None:
+        """Disconnect for good: the session's end is no lost connection, and no new session opens."""
+        self.closed = True
         await self._disconnect()
 
     # --- a session ---
