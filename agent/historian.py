@@ -55,6 +55,10 @@ class CountBucket(NamedTuple):
 
 
 class Historian(Protocol):
+    """A backend may also have `in_flight`, an int: how many `write` calls the agent's drain may have going at
+    once, from as many threads (agent/pipeline.py). Without it, writes come one after the other from one
+    thread."""
+
     def write(self, points: Sequence[Point]) -> WriteResult:
         """Store points durably; return only after the backend confirmed them."""
         ...

@@ -1,8 +1,10 @@
-"""Store-and-forward into a real InfluxDB: a 10-minute outage with the simulators at --speed 60 and an agent
-restart in the middle of it, then the historian holds exactly the simulators' ground truth.
+"""Store-and-forward into a real InfluxDB: a 10-minute outage with the simulators at --speed 60, an agent
+restart in the middle of it, and another one (SIGKILL) while the backlog drains with writes in flight; then
+the historian holds exactly the simulators' ground truth.
 
-The outage lasts SHOPFLOOR_OUTAGE_S seconds (default 600, the figure users plan for). The test is marked
-`long` and runs first, on its own pytest-xdist worker, while the rest of the suite runs beside it.
+The agent writes through a fault proxy in front of InfluxDB, which holds its requests when the test wants writes
+in flight. The outage lasts SHOPFLOOR_OUTAGE_S seconds (default 600, the figure users plan for). The test is
+marked `long` and runs first, on its own pytest-xdist worker, while the rest of the suite runs beside it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from asyncua import ua
 
 from agent.config import load
 from agent.sinks.influx import InfluxHistorian
+from simulators.faults import FaultProxy
 from simulators.influxdb import InfluxServer
 from tests.e2e.conftest import plc_set, plc_truth, wait_until
 
@@ -32,14 +35,28 @@ def influx_events(historian):
     return {m: len(historian.events(m, T_MIN, T_MAX)) for m in MQTT_MEASUREMENTS}
 
 
+def all_machines_over_opcua(data):
+    """Every machine read from the OPC UA PLC simulator, the one this test runs (the example factory reads one
+    machine over Modbus and one over S7), so that its ground truth covers them all."""
+    opcua = data["sources"]["opcua"][0]["id"]
+    for line in data["lines"]:
+        for machine in line["machines"]:
+            if machine["source"] != opcua:
+                machine.update(source=opcua, node_prefix=f"nsu=urn:shopfloor:plc-sim;s={line['id']}.{machine['id']}.")
+                machine.pop("node_ids", None)
+    for kind in ("modbus", "s7"):
+        data["sources"].pop(kind, None)
+
+
 @pytest.mark.long
 @pytest.mark.timeout(OUTAGE_S * 2 + 300)
-def test_influxdb_outage_with_agent_restart_loses_and_doubles_nothing(make_system, tmp_path):
-    with InfluxServer(tmp_path / "influxdb") as server:
+def test_influxdb_outage_with_agent_restarts_loses_and_doubles_nothing(make_system, tmp_path):
+    with InfluxServer(tmp_path / "influxdb") as server, FaultProxy(server.url) as proxy:
         server.create_database("plant")
 
         def use_influx(data):
-            data["historian"] = {"kind": "influxdb", "url": server.url, "database": "plant"}
+            data["historian"] = {"kind": "influxdb", "url": proxy.url, "database": "plant", "in_flight": 4}
+            all_machines_over_opcua(data)
         system = make_system(use_influx)
         cfg = load(system.config)
         historian = InfluxHistorian(server.url, database="plant")
@@ -52,6 +69,7 @@ def test_influxdb_outage_with_agent_restart_loses_and_doubles_nothing(make_syste
         assert sum(influx_counts(historian).values()) > 0  # production reaches InfluxDB before the outage
 
         server.stop()
+        proxy.stop()  # as InfluxDB's own port would: the connection is refused
         down = time.monotonic()
         time.sleep(OUTAGE_S / 2)
         agent.stop(signal.SIGKILL)  # the agent dies mid-outage with everything still in its outbox
@@ -65,7 +83,20 @@ def test_influxdb_outage_with_agent_restart_loses_and_doubles_nothing(make_syste
         assert health["historian"]["last_error"] and "no answer" in health["historian"]["last_error"]
 
         server.start()
+        proxy.start()
         caught_up = time.monotonic()
+        # Mid-drain, once the first writes are settled, the requests are held: writes stay in flight, and the
+        # agent is killed with them. What they carry reaches InfluxDB only if the next agent writes it again.
+        wait_until(lambda: system.metric("shopfloor_outbox_depth_points") < waiting * 0.9, 120,
+                   "the first writes after the outage to settle")
+        proxy.stall_next(OUTAGE_S * 3, count=1000)
+        stall = proxy._stalls[0]  # noqa: SLF001 - how many requests the proxy has taken to hold so far
+        wait_until(lambda: stall.count < 1000, 30, "a write held in flight")
+        agent.stop(signal.SIGKILL)
+        at_kill = system.outbox_sql("SELECT COALESCE(SUM(n_points), 0) FROM batch")[0][0]
+        assert 0 < at_kill < waiting  # killed mid-drain: some writes settled, others in flight or waiting
+        proxy.reset()
+        agent = system.agent(name="agent-3")
         wait_until(system.outbox_empty, 300, "the outbox to drain into InfluxDB")
         print(f"caught up {waiting:.0f} points in {time.monotonic() - caught_up:.1f} s")
         wait_until(lambda: not line.running, OUTAGE_S, "the line simulator to finish")
