@@ -185,6 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feed-url", default=None, help="the dashboard URL the platform pulls the feed from")
     p.set_defaults(func=cmd_sync)
 
+    p = sub.add_parser("browse", help="list an OPC UA server's variables under a node as a collect: section "
+                                      "(YAML on stdout)")
+    from shopfloor.browse import add_arguments as browse_arguments
+    from shopfloor.browse import cmd_browse
+
+    browse_arguments(p)
+    p.set_defaults(func=cmd_browse)
+
     p = sub.add_parser("token", help="make a bearer token for the /v1 feed and print the line for the config")
     p.add_argument("--name", default="platform", help="who holds the token (default platform)")
     p.add_argument("--out", help="write the token to this file (mode 600) instead of printing it")
