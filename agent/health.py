@@ -66,6 +66,13 @@ class AgentMetrics:
                                        ["source", "decoder"], registry=r)
         self.last_write = Gauge("shopfloor_historian_last_write_timestamp_seconds",
                                 "Wall clock of the last confirmed historian write", registry=r)
+        # MQTT receiver processes (agent/sources/mqtt/workers.py), one series per worker `<source>/w<k>`
+        self.worker_restarts = Counter("shopfloor_mqtt_worker_restarts", "Times an MQTT worker process died and "
+                                       "was started again", ["worker"], registry=r)
+        self.worker_messages = Counter("shopfloor_mqtt_worker_messages", "Messages an MQTT worker process received",
+                                       ["worker"], registry=r)
+        self.worker_outbox_points = Gauge("shopfloor_mqtt_worker_outbox_depth_points",
+                                          "Points waiting in an MQTT worker's own outbox", ["worker"], registry=r)
         # Series exist from the start at 0, so a dashboard or alert rule sees them before the first event.
         self.points_out.labels("historian")
         self.write_errors.labels("historian")
@@ -82,6 +89,8 @@ class AgentState:
         self.last_write: float = 0.0
         self.last_write_error: str = ""
         self.lock = threading.Lock()
+        # MQTT receiver processes by name (`<source>/w<k>`): pid, restarts, their outbox; see mqtt/workers.py
+        self.workers: dict[str, dict[str, object]] = {}
 
     def source(self, source_id: str, kind: str) -> SourceHealth:
         health = SourceHealth(source_id, kind)

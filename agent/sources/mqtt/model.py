@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from agent.config.base import Model, SecretRef, Slug
 from agent.core.plan import RoutePlan
@@ -49,3 +49,17 @@ class MqttSource(Model):
         default=262144, description="larger messages are dead-lettered, not parsed")
     subscribe: list[str] = Field(description="topic filters to subscribe to")
     routes: list[MqttRoute]
+    workers: Annotated[int, Field(ge=1, le=32)] | Literal["auto"] = Field(
+        default=1, description="receiver processes on a shared subscription (docs/scaling.md); auto: one per "
+                               "core, at most 4; 1: one connection in the agent's own process")
+    share_group: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] | None = Field(
+        default=None, description="subscribe as $share/<group>/<filter>; agents that split one line's traffic "
+                                  "set the same group (default with workers > 1: a group of this agent's own)")
+
+    @field_validator("subscribe")
+    @classmethod
+    def _plain_filters(cls, filters: list[str]) -> list[str]:
+        for f in filters:
+            if f.startswith("$share/"):
+                raise ValueError(f"{f!r}: write the plain filter and set share_group instead")
+        return filters

@@ -26,23 +26,81 @@ from agent.config import MqttSource as MqttSourceConfig
 from agent.config import resolve_secret
 from agent.mqtt_client import make_client
 from agent.sources.base import SourceContext
+from agent.sources.mqtt.sessions import Session, SessionBook
+from agent.sources.mqtt.workers import WorkerPool, share_group, topic_filters, worker_count
 
 log = logging.getLogger(__name__)
 
 
 class MqttSource:
-    """One broker connection: subscribes to the configured filters and feeds every message to the pipeline."""
+    """The MQTT source the agent builds: one connection in the agent's own process (`workers: 1`, the default),
+    or receiver processes on a shared subscription (agent/sources/mqtt/workers.py)."""
 
     kind = "mqtt"
 
     def __init__(self, cfg: MqttSourceConfig, ctx: SourceContext, probe_s: float = 5.0) -> None:
         self.cfg = cfg
         self.id = cfg.id
+        count = worker_count(cfg)
+        if count == 1:
+            current = [Session(cfg.client_id, tuple(topic_filters(cfg.subscribe, cfg.share_group)))]
+        else:
+            group = share_group(cfg, ctx.agent_id)
+            current = [Session(f"{cfg.client_id}-w{k}", tuple(topic_filters(cfg.subscribe, group)))
+                       for k in range(count)]
+        # Without a record (a first start, or an agent from before the record), the one connection of old is
+        # assumed: `client_id` with the plain filters. Retiring a session that does not exist costs a connect.
+        book = SessionBook(ctx.data_dir, cfg.id)
+        retire, stale = book.plan(current, Session(cfg.client_id, tuple(cfg.subscribe)))
+        self.connection: MqttConnection | None = None
+        self.pool: WorkerPool | None = None
+        if count == 1:
+            self.connection = MqttConnection(cfg, ctx, probe_s, share_group=cfg.share_group,
+                                             stale_filters=stale.get(cfg.client_id))
+        if count > 1 or retire:
+            self.pool = WorkerPool(cfg, ctx, count if count > 1 else 0, book, retire, stale)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        if self.pool is not None and self.connection is not None:
+            await asyncio.gather(self.connection.run(stop), self.pool.run(stop))
+        elif self.pool is not None:
+            await self.pool.run(stop)
+        elif self.connection is not None:
+            await self.connection.run(stop)
+
+    def pause(self) -> None:
+        for part in (self.connection, self.pool):
+            if part is not None:
+                part.pause()
+
+    async def close(self) -> None:
+        for part in (self.connection, self.pool):
+            if part is not None:
+                await part.close()
+
+
+class MqttConnection:
+    """One broker connection: subscribes to the configured filters (as `$share/<group>/<filter>` when a share
+    group is given) and feeds every message to its Ingest."""
+
+    kind = "mqtt"
+
+    def __init__(self, cfg: MqttSourceConfig, ctx: SourceContext, probe_s: float = 5.0,
+                 share_group: str | None = None, health_id: str | None = None,
+                 stale_filters: list[str] | None = None, subscribe: bool = True) -> None:
+        self.cfg = cfg
+        self.id = cfg.id
         self.ingest = ctx.ingest
         self.now_ns = ctx.now_ns
         self.state = ctx.state
-        self.health = ctx.health(cfg.id, "mqtt")
-        self.probe_topic = f"shopfloor/v1/{ctx.site_id}/_agents/{ctx.agent_id}/probe/{cfg.id}"
+        self.health = ctx.health(health_id or cfg.id, "mqtt")
+        self.filters = topic_filters(cfg.subscribe, share_group) if subscribe else []
+        self.stale_filters = list(stale_filters or [])  # subscriptions the session still has and must drop
+        self.connected_at = 0.0  # monotonic time of the last connect
+        # Each connection has a probe topic of its own: a probe must come back to the connection that sent it,
+        # which a shared subscription would not promise.
+        probe = cfg.id if health_id is None else f"{cfg.id}/{cfg.client_id}"
+        self.probe_topic = f"shopfloor/v1/{ctx.site_id}/_agents/{ctx.agent_id}/probe/{probe}"
         self.probe_s = probe_s
         self._last_probe = time.monotonic()
         self._stop = threading.Event()
@@ -102,16 +160,19 @@ class MqttSource:
         if reason.is_failure:
             self._down(f"broker refused the connection: {reason}")
             return
-        subs: list[tuple[str, int]] = [(f, int(self.cfg.qos)) for f in self.cfg.subscribe]
+        if self.stale_filters:
+            client.unsubscribe(self.stale_filters)
+        subs: list[tuple[str, int]] = [(f, int(self.cfg.qos)) for f in self.filters]
         subs.append((self.probe_topic, 0))
         client.subscribe(subs)
+        self.connected_at = time.monotonic()
         with self._ack_lock:
             self._connection += 1
         self._last_probe = time.monotonic()
         self.health.up()
         self.state.metrics.connected.labels(self.cfg.id).set(1)
         log.info("MQTT source %s connected to %s (session present: %s), subscribed to %s", self.cfg.id,
-                 self.cfg.url, flags.session_present, ", ".join(self.cfg.subscribe))
+                 self.cfg.url, flags.session_present, ", ".join(self.filters) or "nothing (retiring the session)")
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         with self._ack_lock:
