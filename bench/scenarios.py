@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import shutil
 import signal
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+import yaml
 
 from agent.config import load as load_config
 from bench import configs, profile
@@ -45,6 +49,8 @@ class Options:
     opcua_sims: int = 3
     publishers: int = 1              # MQTT flood processes (each on its own topics)
     mqtt_protocol: str = "3.1.1"     # the agent's MQTT version ("3.1.1" or "5")
+    mqtt_workers: tuple[int, ...] = (2, 4)  # worker counts run beside the single connection (mqtt_steps)
+    mqtt_latency_repeats: int = 3    # consecutive steady-rate runs per worker count (mqtt_steps)
     profile_s: float = 0.0           # py-spy the agent this long after an OPC UA window (0: no profile)
     keep: bool = False               # keep the temp dirs (configs, logs, historian) for a post-mortem
 
@@ -128,14 +134,20 @@ def _round(d: dict[str, float], digits: int = 1) -> dict[str, float]:
 # --- MQTT ---------------------------------------------------------------------------------------------------
 
 
-def _mqtt_system(ws: Workspace, protocol: str) -> tuple[Broker, Path, int, Proc]:
+def _mqtt_system(ws: Workspace, protocol: str, workers: int = 1) -> tuple[Broker, Path, int, Proc]:
     broker = ws.broker()
     port = free_port()
     config = configs.mqtt_config(ws.dir / "factory.yaml", broker.url, ws.dir / "agent", port, AGENT_RECEIVE_MAXIMUM,
                                  protocol)
+    if workers != 1:
+        data = yaml.safe_load(config.read_text(encoding="utf-8"))
+        for source in data["sources"]["mqtt"]:
+            source["workers"] = workers
+        config.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
     agent = ws.agent(config, port)
-    # The agent subscribes on connect; a flood published before the SUBACK would not reach its session.
-    wait_until(lambda: _connected_sources(port) >= 1, 30, "agent MQTT source connected")
+    # The agent subscribes on connect; a flood published before the SUBACK would not reach its session. With
+    # workers, each worker process is a connection of its own (series line-bus/w<k>).
+    wait_until(lambda: _connected_sources(port) >= workers, 60, f"agent MQTT source connected ({workers} workers)")
     time.sleep(0.5)
     return broker, config, port, agent
 
@@ -178,10 +190,32 @@ def _series(config: Path) -> list[tuple[str, str, str]]:
     return [(cfg.site.id, ls.line.id, m.id) for ls in floor.lines.values() for m in ls.materials]
 
 
-def mqtt_throughput(opts: Options) -> dict[str, Any]:
+def _workers_label(workers: int) -> tuple[str, str]:
+    """(scenario name suffix, label suffix) of a run with `workers` MQTT receiver processes."""
+    return ("", "") if workers == 1 else (f"_w{workers}", f", {workers} workers")
+
+
+def _agent_cpu(cpu: dict[str, float]) -> float:
+    """CPU of the agent and its MQTT worker processes together (% of one core)."""
+    return round(sum(v for k, v in cpu.items() if k == "agent" or k.startswith("worker-")), 1)
+
+
+def _worker_cpu(agent: Proc) -> list[int]:
+    """pids of the agent's MQTT worker processes (their CPU counts with the agent's)."""
+    try:
+        import psutil
+
+        return [p.pid for p in psutil.Process(agent.pid).children()
+                if "agent.mqtt_worker" in p.cmdline() and "/w" in " ".join(p.cmdline())]
+    except Exception:
+        return []
+
+
+def mqtt_throughput(opts: Options, workers: int = 1) -> dict[str, Any]:
     """QoS 1 material levels flooded through Mosquitto into the agent; rows/s committed to the historian."""
-    with Workspace("mqtt-throughput", opts.keep) as ws:
-        broker, config, port, agent = _mqtt_system(ws, opts.mqtt_protocol)
+    suffix, label = _workers_label(workers)
+    with Workspace(f"mqtt-throughput{suffix}", opts.keep) as ws:
+        broker, config, port, agent = _mqtt_system(ws, opts.mqtt_protocol, workers)
         conn = wait_connect(ws.dir / "agent" / "historian.sqlite3")
         counter = RowCounter(conn, "material_level")
         names = [f"flood-{i}" for i in range(opts.publishers)]
@@ -189,8 +223,9 @@ def mqtt_throughput(opts: Options) -> dict[str, Any]:
         t_start = time.monotonic()
         pubs = [_flood(ws, config, broker, n, FLOOD_CAP // opts.publishers, (i, opts.publishers))
                 for i, n in enumerate(names)]
-        meter = CpuMeter({"agent": agent, **{n: p for n, p in zip(names, pubs, strict=True)}},
-                         {"mosquitto": mosquitto} if mosquitto else None)
+        extra = {"mosquitto": mosquitto} if mosquitto else {}
+        extra.update({f"worker-{k}": pid for k, pid in enumerate(_worker_cpu(agent))})
+        meter = CpuMeter({"agent": agent, **{n: p for n, p in zip(names, pubs, strict=True)}}, extra or None)
         meter.start()
         first_row: float | None = None
         stop_sent: float | None = None
@@ -237,12 +272,14 @@ def mqtt_throughput(opts: Options) -> dict[str, Any]:
         delivered = metric(port, "shopfloor_messages_in_total")
         rows = counter.poll()
         result: dict[str, Any] = {
-            "scenario": "mqtt_throughput", "label": f"MQTT {opts.mqtt_protocol} QoS 1 flood -> historian",
+            "scenario": f"mqtt_throughput{suffix}",
+            "label": f"MQTT {opts.mqtt_protocol} QoS 1 flood -> historian{label}", "workers": workers,
             "offered_per_s": round(pub_rate), "stored_per_s": round(steady),
             "ingest_s": round(span, 1), "publishers": opts.publishers,
             "backlog_at_publisher_stop": backlog_at_stop,
             "saturated": backlog_at_stop > 0.05 * max(1, acked_final or 0),
             "agent_cpu_pct": round(cpu["agent"], 1), "agent_peak_rss_mb": round(agent.peak_rss_mb(), 1),
+            "agent_and_workers_cpu_pct": _agent_cpu(cpu),
             "cpu_pct": _round(cpu), "count_query_ms_total": round(counter.query_s * 1000),
             "settings": {"agent_mqtt_protocol": opts.mqtt_protocol, "broker_max_inflight": BROKER_MAX_INFLIGHT, "agent_receive_maximum": AGENT_RECEIVE_MAXIMUM,
                          "publisher_window": PUBLISHER_WINDOW, "broker_persistence": False,
@@ -252,10 +289,11 @@ def mqtt_throughput(opts: Options) -> dict[str, Any]:
         return result
 
 
-def mqtt_latency(opts: Options, rate: float, profile_s: float = 0.0) -> dict[str, Any]:
+def mqtt_latency(opts: Options, rate: float, profile_s: float = 0.0, workers: int = 1) -> dict[str, Any]:
     """A paced QoS 1 flood (`rate` msgs/s, `ts` = wall clock at publish); latency ts -> visible."""
-    with Workspace("mqtt-latency", opts.keep) as ws:
-        broker, config, port, agent = _mqtt_system(ws, opts.mqtt_protocol)
+    suffix, label = _workers_label(workers)
+    with Workspace(f"mqtt-latency{suffix}", opts.keep) as ws:
+        broker, config, port, agent = _mqtt_system(ws, opts.mqtt_protocol, workers)
         conn = wait_connect(ws.dir / "agent" / "historian.sqlite3")
         counter = RowCounter(conn, "material_level")
         tracker = LatencyTracker(conn, "material_level", ("site", "line", "material"), _series(config),
@@ -264,7 +302,9 @@ def mqtt_latency(opts: Options, rate: float, profile_s: float = 0.0) -> dict[str
         mosquitto = broker._process.pid if broker._process else None  # noqa: SLF001 - CPU figure only
         t_start = time.monotonic()
         pub = _flood(ws, config, broker, "flood-0", total, (0, 1), rate=rate)
-        meter = CpuMeter({"agent": agent, "flood-0": pub}, {"mosquitto": mosquitto} if mosquitto else None)
+        extra = {"mosquitto": mosquitto} if mosquitto else {}
+        extra.update({f"worker-{k}": pid for k, pid in enumerate(_worker_cpu(agent))})
+        meter = CpuMeter({"agent": agent, "flood-0": pub}, extra or None)
         meter.start()
         recording = (profile.Recording(agent.pid, min(profile_s, opts.latency_seconds), ws.dir / "agent-profile.txt")
                      if profile_s > 0 else None)
@@ -299,12 +339,14 @@ def mqtt_latency(opts: Options, rate: float, profile_s: float = 0.0) -> dict[str
                     counter.samples[-1][0])
         span = max(1e-6, last - first)
         result: dict[str, Any] = {
-            "scenario": f"mqtt_latency_{int(rate)}", "label": f"MQTT {opts.mqtt_protocol} QoS 1 at {rate:,.0f}/s -> historian",
+            "scenario": f"mqtt_latency_{int(rate)}{suffix}", "workers": workers,
+            "label": f"MQTT {opts.mqtt_protocol} QoS 1 at {rate:,.0f}/s -> historian{label}",
             "offered_per_s": round(_flood_rate(pub)), "asked_per_s": rate,
             "publisher_s": round(pub_end - t_start, 1),
             "stored_per_s": round(counter.rate(first + 0.1 * span, last - 0.1 * span)),
             "latency": tracker.summary(),
             "agent_cpu_pct": round(cpu["agent"], 1), "agent_peak_rss_mb": round(agent.peak_rss_mb(), 1),
+            "agent_and_workers_cpu_pct": _agent_cpu(cpu),
             "cpu_pct": _round(cpu), "poll_query_ms_total": round((tracker.query_s + counter.query_s) * 1000),
             "settings": {"agent_mqtt_protocol": opts.mqtt_protocol, "broker_max_inflight": BROKER_MAX_INFLIGHT, "agent_receive_maximum": AGENT_RECEIVE_MAXIMUM,
                          "poll_every_ms": LATENCY_EVERY_S * 1000, "live_publisher": True},
@@ -314,6 +356,20 @@ def mqtt_latency(opts: Options, rate: float, profile_s: float = 0.0) -> dict[str
             result["profile"] = recording.finish()
             result["profile"]["when"] = "during the paced flood (py-spy itself takes a little CPU)"
         return result
+
+
+def mqtt_steps(opts: Options, quick: bool = False) -> list[tuple[str, Callable[[], dict[str, Any] | None]]]:
+    """The MQTT runs with receiver processes: for each count in `opts.mqtt_workers`, a flood and
+    `opts.mqtt_latency_repeats` consecutive runs at the steady `opts.latency_rate` (one with --quick).
+    Targets (docs/scaling.md): >= 30,000/s sustained on 2 cores; p99 < 1 s at 20,000/s in each of three
+    consecutive runs; nothing lost or duplicated."""
+    steps: list[tuple[str, Callable[[], dict[str, Any] | None]]] = []
+    for n in opts.mqtt_workers:
+        steps.append((f"MQTT throughput, {n} workers", functools.partial(mqtt_throughput, opts, workers=n)))
+        for i in range(1 if quick else opts.mqtt_latency_repeats):
+            steps.append((f"MQTT latency at {opts.latency_rate:,.0f}/s, {n} workers (run {i + 1})",
+                          functools.partial(mqtt_latency, opts, opts.latency_rate, workers=n)))
+    return steps
 
 
 # --- OPC UA -------------------------------------------------------------------------------------------------
