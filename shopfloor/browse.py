@@ -76,8 +76,10 @@ def node_id_text(node_id: ua.NodeId, namespaces: Sequence[str]) -> str:
 
 
 def tag_name(path: Sequence[str]) -> str:
-    """A series name from a browse path: its parts joined with '.', line breaks and surrounding spaces dropped."""
-    return ".".join(re.sub(r"[\r\n]+", " ", part).strip() for part in path).strip().rstrip("\\") or "_"
+    """A series name from a browse path: its parts joined with '.'; line breaks and surrounding spaces dropped,
+    '/', '+' and '#' (which a live MQTT topic level cannot hold) made '_'."""
+    parts = (re.sub(r"[/+#\0]", "_", re.sub(r"[\r\n]+", " ", part)).strip() for part in path)
+    return ".".join(parts).strip().rstrip("\\") or "_"
 
 
 def unique_names(tags: Iterable[FoundTag]) -> list[FoundTag]:

@@ -118,6 +118,8 @@ def test_collected_tags_come_after_the_machines_tags_and_change_none_of_them(tmp
      ("name: Oven.Temperature", "name: 'Oven.Temperature '",
       [("collect.s7-1[0].name", "'Oven.Temperature '",
         "a name without line breaks, surrounding spaces or a trailing backslash")]),
+     ("name: Tank1.Pump", "name: Tank1/Pump",
+      [("collect.mb-1[1].name", "'Tank1/Pump'", "a name without '/', '+' or '#' (it is one level of a live MQTT topic)")]),
      ("{name: Oven.Temperature, ", "{",
       [("collect.s7-1[0].name", "nothing (key missing)", "this key (it is required)")]),
      ("unit: degC}", "units: degC}",

@@ -47,6 +47,9 @@ class CollectTag(Model):
     def _storable_name(cls, value: str) -> str:
         if "\n" in value or "\r" in value or value.endswith("\\") or value != value.strip():
             raise ValueError("a name without line breaks, surrounding spaces or a trailing backslash")
+        if any(c in value for c in "/+#\0"):
+            # the name is one level of a live MQTT topic (docs/data-model.md, "Live MQTT topics")
+            raise ValueError("a name without '/', '+' or '#' (it is one level of a live MQTT topic)")
         return value
 
     def plan(self, kind: str) -> TagPlan:
