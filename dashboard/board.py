@@ -338,7 +338,8 @@ def overview(cfg: FactoryConfig, boards: Sequence[dict[str, Any]], now_ns: int) 
                                                     and i["minutes_to_shortage"] < 60)],
         }
     shift = boards[0]["shift"] if boards else None
-    return {"kind": "overview", "site": {"id": cfg.site.id, "name": cfg.site.name}, "now_ms": ms(now_ns),
+    site = {"id": cfg.site.id, "name": cfg.site.name or cfg.site.id}  # a site without a name goes by its id
+    return {"kind": "overview", "site": site, "now_ms": ms(now_ns),
             "shift": shift, "line_ids": list(lines), "lines": lines,
             "live": boards[0]["live"] if boards else {"broker": False, "agents": {}}}
 

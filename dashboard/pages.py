@@ -30,7 +30,7 @@ def page_context(page: str, **extra: Any) -> dict[str, Any]:
     lang_urls = {code: f"{request.path}?{urlencode({**args, 'lang': code})}" for code in i18n.LANGUAGES}
     return {
         "page": page, "lang": lang, "t": lambda key: i18n.t(lang, key), "labels": i18n.LABELS[lang],
-        "site": {"id": cfg.site.id, "name": cfg.site.name, "timezone": cfg.site.timezone,
+        "site": {"id": cfg.site.id, "name": cfg.site.name or cfg.site.id, "timezone": cfg.site.timezone,
                  "language": cfg.site.language},
         "lines": [{"id": ln.id, "name": ln.name} for ln in cfg.lines], "kiosk": None, "user": current_user(),
         "lang_urls": lang_urls, "api": {}, "urls": page_urls(), "states": states.for_pages(), **extra,
