@@ -19,6 +19,7 @@ from tests.conftest import ROOT
 from tests.e2e.conftest import SIM_START, Proc, System
 
 LEAD_PASSWORD = "line lead of the day"
+SIMULATOR_READY_S = 120
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 
 
@@ -51,13 +52,19 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
             system.anchor = f"{time.time():.3f}"  # one clock for every process, whenever each starts
             anchor = ("--sim-anchor", system.anchor)
             clock = ("--sim-start", SIM_START, *anchor)
-            system.plc("--sim-timestamps", *anchor, speed=1)
-            for kind, source_id, port in plcs:
-                ready = {"modbus": "Modbus simulator ready at", "s7": "S7 simulator ready at"}[kind]
-                proc = Proc(f"{kind}-{source_id}", ["simulate", kind, "--config", str(system.config), "--source",
-                                                    source_id, "--port", str(port), "--start", SIM_START, *anchor,
-                                                    "--speed", "1"], tmp)
-                system.procs.append(proc.start(ready=ready))
+            start = ("--start", SIM_START, *anchor, "--speed", "1")
+            simulators = [("plc", ["simulate", "plc", "--config", str(system.config), "--endpoint", system.endpoint,
+                                   *start, "--sim-timestamps", "--cert-dir", str(tmp / "plc-pki")],
+                           "PLC simulator ready at")]
+            simulators += [(f"{kind}-{source_id}", ["simulate", kind, "--config", str(system.config), "--source",
+                                                    source_id, "--port", str(port), *start],
+                            {"modbus": "Modbus simulator ready at", "s7": "S7 simulator ready at"}[kind])
+                           for kind, source_id, port in plcs]
+            for name, argv, ready in simulators:
+                proc = Proc(name, argv, tmp)
+                system.procs.append(proc)  # stopped at the end even if it is not ready in time
+                # the OPC UA simulator needs many seconds to be ready, more on a loaded machine
+                proc.start(ready=ready, timeout=SIMULATOR_READY_S)
             system.agent(*clock)  # subscribed before the line simulator publishes the first order
             system.line("--start", SIM_START, *anchor)
             system.dashboard(*clock)
