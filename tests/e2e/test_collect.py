@@ -1,13 +1,21 @@
 """A ten-line config with a `collect:` section, read by the agent from the real PLC simulator: the values land in
-the embedded SQLite historian, or in InfluxDB when `shopfloor agent --historian` names one."""
+the embedded SQLite historian, or in InfluxDB when `shopfloor agent --historian` names one. The Modbus and S7
+simulators' tags are collected the same way, with no code of their own."""
 
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from agent.sinks.influx import InfluxHistorian
+from simulators.broker import free_port
 from simulators.influxdb import InfluxServer, find_influxd
+from tests.conftest import FACTORY_YAML
 from tests.e2e.conftest import SIM_NS, wait_until
+from tests.e2e.test_modbus_flow import ModbusRig, modbus_change
+from tests.e2e.test_s7_flow import S7System
+
+FACTORY = yaml.safe_load(FACTORY_YAML.read_text(encoding="utf-8"))
 
 NAMES = {"Press1.Temperature", "Press1.Speed", "Press1.TotalCount"}
 
@@ -70,3 +78,52 @@ def test_agent_historian_option_writes_collected_tags_to_influxdb(make_system, t
         assert all(isinstance(p.fields.get("value"), float) for p in points if p.fields["quality"] == "Good")
         # the config's own historian (SQLite in the data dir) was not used
         assert not (system.data_dir / "historian.sqlite3").exists()
+
+
+def address_of(data, machine_id, node):
+    """Where a machine of a (changed) config reads the tag whose node in its machine type was `node`."""
+    machine = next(m for line in data["lines"] for m in line["machines"] if m["id"] == machine_id)
+    plain = {"press-modbus": "press", "cnc-modbus": "cnc"}.get(machine["type"], machine["type"])
+    index = [t["node"] for t in FACTORY["machine_types"][plain]["tags"]].index(node)
+    tag_node = data["machine_types"][machine["type"]]["tags"][index]["node"]
+    return machine.get("node_ids", {}).get(tag_node) or machine.get("node_prefix", "") + tag_node
+
+
+def collect_from_plc(system, kind):
+    """`system.config` replaced by a config collecting press-1's temperature, speed and total count from the
+    `kind` source of the config the simulator was started with."""
+    data = yaml.safe_load(system.config.read_text(encoding="utf-8"))
+    (source,) = data["sources"][kind]
+    tags = [{"name": name, "address": address_of(data, "press-1", node)}
+            for name, node in (("Press1.Temperature", "Temperature"), ("Press1.Speed", "Speed"),
+                               ("Press1.TotalCount", "TotalCount"))]
+    tags[1]["interval_ms"] = 200
+    system.config = system.tmp / "collect.yaml"
+    system.config.write_text(yaml.safe_dump({
+        "site": {"id": "plant-a", "name": "Plant A", "timezone": "Europe/Berlin"},
+        "sources": {kind: [source]},
+        "agent": {"data_dir": str(system.data_dir), "http_port": system.agent_port},
+        "collect": {source["id"]: tags}}), encoding="utf-8")
+    return source["id"], [t["address"] for t in tags]
+
+
+@pytest.mark.parametrize("kind", ["modbus", "s7"])
+def test_modbus_and_s7_sources_collect_tags_with_no_machine(make_system, kind):
+    if kind == "modbus":
+        port = free_port()
+        system = make_system(modbus_change(port))
+        ModbusRig(system, port).start()
+    else:
+        s7 = S7System(make_system)
+        s7.simulator()
+        system = s7.system
+    source_id, addresses = collect_from_plc(system, kind)
+    system.agent()
+    wait_until(lambda: {n for (n,) in system.sql("SELECT name FROM process_value_last WHERE quality = 'Good'")}
+               == NAMES, 30, f"a Good value of each tag collected over {kind} ({addresses})")
+    assert {r[:3] for r in system.sql("SELECT site, line, machine FROM process_value")} == {
+        ("plant-a", "_collect", source_id)}
+    first = system.sql("SELECT value FROM process_value_last WHERE name = 'Press1.TotalCount'")[0][0]
+    wait_until(lambda: system.sql("SELECT value FROM process_value_last WHERE name = 'Press1.TotalCount'")[0][0]
+               > first, 30, "a later TotalCount")
+    assert system.sql("SELECT COUNT(*) FROM machine_state") == [(0,)]
