@@ -30,7 +30,7 @@ def open_historian(cfg: FactoryConfig, data_dir: Path) -> Historian:
             password=resolve_secret(h.password, h.password_file), org=h.org, bucket=h.bucket,
             token=resolve_secret(h.token, h.token_file), timeout_s=h.timeout_s, batch_lines=h.batch_lines,
             use_gzip=h.gzip, verify_tls=h.verify_tls, ca_file=str(h.ca_file) if h.ca_file else None,
-            retention_days=h.retention_days)
+            retention_days=h.retention_days, in_flight=h.in_flight)
     from agent.sinks.sqlite_historian import SqliteHistorian
 
     return SqliteHistorian(h.path or data_dir / "historian.sqlite3", h.retention_days)
