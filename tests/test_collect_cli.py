@@ -1,13 +1,18 @@
-"""`shopfloor agent` on a collect-only config: a taken HTTP port and a wrong --historian are one clear line and
-an exit code, never a traceback."""
+"""A collect-only config on the command line: for `shopfloor agent` a taken HTTP port and a wrong --historian are
+one clear line and an exit code, never a traceback; the dashboard serves it (with no lines), sync refuses it in
+one line."""
 
+import json
 import os
 import socket
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 
+from simulators.broker import free_port
+from simulators.harness import wait_until
 from tests.conftest import ROOT
 
 CONFIG = """\
@@ -59,3 +64,29 @@ def test_a_wrong_historian_url_is_one_line_and_exit_2(tmp_path, url, env, line):
     done = agent(tmp_path, "--historian", url, env=env)
     assert (done.returncode, done.stderr.splitlines()) == (2, [line])
     assert not (tmp_path / "data").exists()  # refused before anything was opened
+
+
+def test_the_dashboard_serves_a_collect_only_config_and_sync_refuses_it_in_one_line(tmp_path):
+    config = tmp_path / "collect.yaml"
+    config.write_text(CONFIG, encoding="utf-8")
+    port = free_port()
+    log = (tmp_path / "dashboard.log").open("wb")
+    dashboard = subprocess.Popen([sys.executable, "-m", "shopfloor", "dashboard", "--config", str(config),
+                                  "--data-dir", str(tmp_path / "data"), "--port", str(port)],
+                                 cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        overview = wait_until(lambda: json.loads(urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/api/v1/overview", timeout=5).read()), 60, "the dashboard's overview")
+        assert (overview["site"]["id"], overview["line_ids"], overview["lines"]) == ("plant-a", [], {})
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as page:
+            assert page.status == 200 and b"Plant A" in page.read()
+        assert "Traceback" not in (tmp_path / "dashboard.log").read_text(errors="replace")
+    finally:
+        dashboard.terminate()
+        dashboard.wait(20)
+        log.close()
+    done = subprocess.run([sys.executable, "-m", "shopfloor", "sync", "--config", str(config), "--data-dir",
+                           str(tmp_path / "data"), "--port", str(free_port())],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr.splitlines()) == (
+        2, ["shopfloor sync: capacity.push.endpoints is empty: there is nowhere to push to"])
