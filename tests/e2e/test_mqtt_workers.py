@@ -101,8 +101,12 @@ def test_agent_stop_stops_its_workers_and_a_restart_drains_nothing_twice(make_sy
     wait_for_truth(system, line)
 
 
-def test_andon_call_and_its_ack_on_different_workers_read_right_on_the_board(make_system, broker):
-    system = make_system(two_workers)
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_andon_call_and_its_ack_on_different_workers_read_right_on_the_board(make_system, broker, protocol):
+    def two_workers_on(data):
+        two_workers(data)
+        data["sources"]["mqtt"][0]["protocol"] = protocol
+    system = make_system(two_workers_on)
     system.agent()
     wait_until(lambda: workers_connected(system), 30, "both workers connected")
     cfg = load(system.config, resolve_secrets=False)
