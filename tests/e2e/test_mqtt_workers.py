@@ -17,6 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.config import ConfigError, load
 from agent.sinks.sqlite_historian import SqliteHistorian
+from agent.sources.mqtt.sessions import Session, SessionBook
 from dashboard import queries
 from dashboard.kpi.andon import andon_calls
 from tests.conftest import FACTORY_YAML
@@ -160,10 +161,13 @@ def test_bad_worker_settings_are_config_errors(tmp_path: Path, key, value, expec
     assert f"sources.mqtt[0].{key}" in text and expected in text
 
 
-def test_changing_workers_takes_in_what_the_old_sessions_hold(make_system, broker):
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_changing_workers_takes_in_what_the_old_sessions_hold(make_system, broker, protocol):
     """1 -> 2 -> 1 workers, with messages published while the agent is stopped each time: they wait in the
     session the old config used, which the agent retires (takes in, then ends) on its next start."""
-    system = make_system()
+    def use_protocol(data):
+        data["sources"]["mqtt"][0]["protocol"] = protocol
+    system = make_system(use_protocol)
     agent = system.agent()
     wait_until(lambda: system.health()["sources"]["line-bus"]["connected"], 30, "one connection")
     assert agent.stop(signal.SIGTERM) == 0
@@ -199,3 +203,21 @@ def test_changing_workers_takes_in_what_the_old_sessions_hold(make_system, broke
 
 def stored_valid(system) -> int:
     return sum(historian_events(system).values())
+
+
+def test_session_record_plans_what_to_retire_and_survives_a_damaged_file(tmp_path: Path, caplog):
+    book = SessionBook(tmp_path, "bus")
+    plain = Session("agent", ("line/#",))
+    shared = [Session("agent-w0", ("$share/g/line/#",)), Session("agent-w1", ("$share/g/line/#",))]
+    # no record: the one connection of before is assumed and retired when the config has workers
+    assert book.plan(shared, legacy=plain) == ([plain], {})
+    assert [s.client_id for s in book.load() or []] == ["agent-w0", "agent-w1", "agent"]
+    book.forget("agent")
+    # same client id, other filters: nothing to retire, the old filters are dropped on connect
+    assert book.plan([Session("agent-w0", ("$share/h/line/#",))], legacy=plain) == (
+        [shared[1]], {"agent-w0": ["$share/g/line/#"]})
+    # a damaged record is said in the log and replaced; the legacy session is assumed again
+    book.path.write_text("{not json", encoding="utf-8")
+    assert book.plan([plain], legacy=plain) == ([], {})
+    assert "cannot be read" in caplog.text and str(book.path) in caplog.text
+    assert book.load() == [plain]
