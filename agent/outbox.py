@@ -309,5 +309,9 @@ class Outbox:
                  "payload": r[4], "payload_bytes": r[5]} for r in rows]
 
     def close(self) -> None:
-        self._write.close()
-        self._read.close()
+        """Close both connections once no transaction or read is under way on them (closing a connection
+        another thread is using can crash the process); a later call on the outbox raises sqlite3's
+        ProgrammingError."""
+        with self._tx, self._reader:
+            self._write.close()
+            self._read.close()

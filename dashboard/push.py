@@ -381,9 +381,11 @@ class PushJob:
         return run
 
     def stop(self) -> None:
-        if self.scheduler is not None:
-            self.scheduler.shutdown(wait=False)
+        """Stop the schedule, wait for a job under way and the delivery threads, then close the outboxes: a job
+        must never write to an outbox that is being closed."""
         self._stop.set()
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=True)
         for endpoint in self.endpoints:
             endpoint.wake.set()
         for t in self._threads:
