@@ -45,7 +45,11 @@ class Proc:
         self.popen = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=self.env)
         log.close()
         if ready:
-            wait_until(lambda: ready in self.log() or self._died(), timeout, f"{self.name}: {ready!r}")
+            try:
+                wait_until(lambda: ready in self.log() or self._died(), timeout, f"{self.name}: {ready!r}")
+            except AssertionError:
+                self.kill()  # not ready in time: the caller never learns of it, so it must not outlive the test
+                raise
             if self.popen.poll() is not None:
                 raise AssertionError(f"{self.name} exited with {self.popen.returncode}:\n{self.log()[-3000:]}")
         return self
