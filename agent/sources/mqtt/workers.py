@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from agent.config import MqttSource as MqttSourceConfig
-from agent.sources.base import SourceContext
+from agent.sources.base import Backoff, SourceContext
 from agent.sources.mqtt.sessions import Session, SessionBook
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ class WorkerProcess:
         return proc
 
     def _supervise(self) -> None:
-        backoff = 1.0
+        backoff = Backoff(first=1.0)
         while not self.pool.stopping.is_set():
             started = time.monotonic()
             try:
@@ -128,8 +128,7 @@ class WorkerProcess:
             except OSError as exc:
                 log.error("MQTT worker %s cannot start: %s", self.name, exc)
                 self._down(f"worker cannot start: {exc}")
-                self.pool.stopping.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
+                self.pool.stopping.wait(backoff.next())
                 continue
             with self._lock:
                 self.proc = proc
@@ -155,9 +154,8 @@ class WorkerProcess:
             log.error("MQTT worker %s (pid %s) exited with code %s; starting it again", self.name, proc.pid, code)
             self._down(f"worker exited with code {code}; restarting")
             if time.monotonic() - started > 60:
-                backoff = 1.0
-            self.pool.stopping.wait(backoff)
-            backoff = min(backoff * 2, 10.0)
+                backoff.reset()  # it had run a while: not a crash loop
+            self.pool.stopping.wait(backoff.next())
 
     def _down(self, error: str) -> None:
         if self.health.connected:
