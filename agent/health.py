@@ -61,6 +61,9 @@ class AgentMetrics:
                                registry=r)
         self.lag = Gauge("shopfloor_source_lag_seconds",
                          "Time between the newest source timestamp and its arrival", ["source"], registry=r)
+        self.read_errors = Counter("shopfloor_source_read_errors",
+                                   "Tags whose read turned Bad: refused, unanswered or not decodable, by reason",
+                                   ["source", "reason"], registry=r)
         self.publish_decoded = Counter("shopfloor_opcua_publish_responses",
                                        "OPC UA publish responses by decoder: fast, or asyncua for unusual shapes",
                                        ["source", "decoder"], registry=r)

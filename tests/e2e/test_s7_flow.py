@@ -171,7 +171,7 @@ def test_an_error_answer_is_bad_quality_then_recovers(make_system):
                                      "AND time > ?", marked), 15, "press-1 process values with quality Bad")
     wait_until(lambda: s7.system.metric("shopfloor_dead_letters_total") > dead_before, 15,
                "press-1's Bad counts kept as dead letters")
-    wait_until(lambda: s7.system.metric("shopfloor_s7_read_errors_total") >= 8, 15,
+    wait_until(lambda: s7.system.metric("shopfloor_source_read_errors_total") >= 8, 15,
                "a Bad read of each of press-1's 8 tags counted")
     health = s7.system.health()["sources"]["plc-s7"]
     assert health["connected"] is True  # the PLC answers; only the DB is refused, and /healthz says so
@@ -190,7 +190,7 @@ def test_an_undecodable_value_is_counted_and_the_agent_keeps_serving(make_system
                30, "process values of all 6 machines")
     marked = time.time_ns()
     s7.control(4, b"\x03")  # undecodable values on, clock running
-    wait_until(lambda: s7.system.metric("shopfloor_s7_read_errors_total") > 0, 15, "undecodable reads counted")
+    wait_until(lambda: s7.system.metric("shopfloor_source_read_errors_total") > 0, 15, "undecodable reads counted")
     wait_until(lambda: s7.system.sql("SELECT 1 FROM process_value WHERE quality='Bad' AND time > ?", marked), 15,
                "NaN process values stored with quality Bad")
     # the packers' PackML names are no text any more: their state is unknown (OFFLINE), the others run on

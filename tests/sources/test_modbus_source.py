@@ -113,7 +113,7 @@ class Rig:
 
     def read_errors(self) -> float:
         return self.state.metrics.registry.get_sample_value("shopfloor_source_read_errors_total",
-                                                            {"source": "press-plc"}) or 0.0
+                                                            {"source": "press-plc", "reason": "exception"}) or 0.0
 
 
 async def start_rig(tmp_path: Path, tags: list[TagRef], image: RegisterImage, strict: bool = False,

@@ -14,12 +14,10 @@ import asyncio
 import contextlib
 import logging
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusIOException
 
@@ -41,23 +39,6 @@ log = logging.getLogger(__name__)
 
 KIND = "modbus"
 ILLEGAL_ADDRESS = 2
-
-_read_error_counters: weakref.WeakKeyDictionary[CollectorRegistry, Counter] = weakref.WeakKeyDictionary()
-
-
-def _read_errors(ctx: SourceContext) -> Counter:
-    """The agent's counter of failed reads (requests answered with an exception or not at all)."""
-    metrics = ctx.state.metrics
-    counter = getattr(metrics, "read_errors", None)
-    if isinstance(counter, Counter):
-        return counter
-    registry = metrics.registry
-    if registry not in _read_error_counters:
-        _read_error_counters[registry] = Counter(
-            "shopfloor_source_read_errors", "Read requests a device answered with an error or not at all",
-            ["source"], registry=registry)
-    return _read_error_counters[registry]
-
 
 class _PymodbusNoise(logging.Filter):
     """pymodbus logs every unanswered request and refused connection; the source reports each once itself."""
@@ -92,7 +73,9 @@ class ModbusSource:
         self.id = cfg.id
         self.ctx = ctx
         self.health = ctx.health(cfg.id, KIND)
-        self.read_errors = _read_errors(ctx).labels(cfg.id)
+        self.read_errors = ctx.state.metrics.read_errors
+        for reason in ("exception", "timeout", "request", "undecodable"):
+            self.read_errors.labels(cfg.id, reason)  # present at 0 from the start
         self.refs = {ref.index: ref for ref in ctx.tags}
         self.tags: dict[int, _Tag] = {}
         self.unreadable: dict[int, str] = {}  # tags whose address does not parse: why
@@ -220,7 +203,6 @@ class ModbusSource:
         except ModbusIOException as exc:
             if not client.connected:
                 raise ConnectionError("connection lost") from exc
-            self.read_errors.inc()
             return self._bad(request, STATUS_NO_RESPONSE,
                              f"no answer from unit {request.unit} within {self.cfg.timeout_s:g} s")
         except ConnectionException as exc:
@@ -230,11 +212,9 @@ class ModbusSource:
             code = int(getattr(response, "exception_code", 0))
             if code == ILLEGAL_ADDRESS and len(request.items) > 1 and request not in self.split_requests:
                 return await self._read_split(client, request)
-            self.read_errors.inc()
             return self._bad(request, code, exception_text(code), now)
         values = response.bits if request.table in ("co", "di") else response.registers
         if len(values) < request.count:
-            self.read_errors.inc()
             return self._bad(request, STATUS_BAD_RESPONSE,
                              f"answer holds {len(values)} values where {request.count} were asked", now)
         if self.failing_reads.pop(self._key(request), None) is not None:
@@ -297,13 +277,18 @@ class ModbusSource:
     # --- handing readings over ---
 
     def _hand(self, readings: list[Reading]) -> None:
-        """Hand over the readings that changed; log each tag's trouble once and its recovery once."""
+        """Hand over the readings that changed; log each tag's trouble once and its recovery once. Every Bad
+        reading counts in shopfloor_source_read_errors, changed or not: its rate says reads are failing now."""
+        for r in readings:
+            if r.quality == Quality.BAD:
+                self.read_errors.labels(self.id, _reason(r.status)).inc()
         changed = [r for r in readings if self._changed(r)]
         if not changed or self._paused:
             return
         for r in changed:
             self.last[r.tag] = (r.value, r.quality, r.status_text)
             self._note_failure(r)
+
         self.ctx.ingest.readings(self.id, changed)
 
     def _changed(self, r: Reading) -> bool:
@@ -336,3 +321,14 @@ class ModbusSource:
         if self.failing.get(r.tag) != r.status_text:
             self.failing[r.tag] = r.status_text
             log.warning("Modbus source %s: %s is Bad: %s", self.id, where, r.status_text)
+
+
+def _reason(status: int) -> str:
+    """The `reason` label of a Bad reading's count in shopfloor_source_read_errors."""
+    if status == STATUS_NO_RESPONSE:
+        return "timeout"
+    if status == STATUS_UNDECODABLE:
+        return "undecodable"
+    if status == STATUS_BAD_RESPONSE:
+        return "request"
+    return "exception"

@@ -5,7 +5,7 @@ A session connects (rack/slot or TSAPs), takes the PDU size the PLC grants, and 
 several items per request) and hands over a tag's reading only when its value, quality or status changed (a
 process value by more than its deadband). An item the PLC refuses (address out of range, no such DB, access
 denied), a value that does not decode, or a request left unanswered becomes a BAD reading saying why, counted in
-`shopfloor_s7_read_errors_total` and logged once per tag and status. A refused tag is read on its own from then
+`shopfloor_source_read_errors_total` and logged once per tag and status. A refused tag is read on its own from then
 on, so that its neighbours in the same range keep their values. A lost connection marks the source down (its
 machines OFFLINE) and reconnects with `Backoff`.
 """
@@ -16,17 +16,14 @@ import asyncio
 import contextlib
 import logging
 import re
-import weakref
 from collections.abc import Iterable
 
-from prometheus_client import Counter
 from snap7.async_client import AsyncClient
 from snap7.datatypes import S7Area
 from snap7.error import S7ProtocolError, S7TimeoutError
 from snap7.s7protocol import S7Protocol
 from snap7.type import Area, Parameter
 
-from agent.health import AgentMetrics
 from agent.sources.base import Backoff, Quality, Reading, SourceContext, TagRef
 from agent.sources.s7.model import S7Address, S7SourceConfig, parse_address
 from agent.sources.s7.plan import ReadPlan, plan_reads
@@ -52,19 +49,6 @@ ITEM_CODE = re.compile(r"\(0x([0-9a-fA-F]{2})\)$")  # how snap7's read_area name
 if logging.getLogger("snap7").level == logging.NOTSET:
     logging.getLogger("snap7").setLevel(logging.WARNING)
 
-_error_counters: weakref.WeakKeyDictionary[AgentMetrics, Counter] = weakref.WeakKeyDictionary()
-
-
-def read_errors(metrics: AgentMetrics) -> Counter:
-    """The agent's counter of S7 tag reads that came back BAD, by source and reason."""
-    counter = _error_counters.get(metrics)
-    if counter is None:
-        counter = Counter("shopfloor_s7_read_errors", "S7 tag reads that came back Bad, by reason",
-                          ["source", "reason"], registry=metrics.registry)
-        _error_counters[metrics] = counter
-    return counter
-
-
 class ConnectionLost(Exception):
     """The session cannot go on; the message says why."""
 
@@ -81,7 +65,7 @@ class S7Source:
         self.now_ns = ctx.now_ns
         self.metrics = ctx.state.metrics
         self.health = ctx.health(cfg.id, self.kind)
-        self.errors = read_errors(self.metrics)
+        self.errors = self.metrics.read_errors
         for reason in ("item", "undecodable", "timeout", "request"):
             self.errors.labels(cfg.id, reason)  # present at 0 from the start
         self.tags: dict[int, tuple[TagRef, S7Address]] = {}
@@ -302,16 +286,17 @@ class S7Source:
         return readings
 
     def _hand(self, readings: list[Reading]) -> None:
-        """Hand over the readings that are news; count and log the BAD ones once per tag and status."""
+        """Hand over the readings that are news; count every Bad one, log it once per tag and status."""
         news: list[Reading] = []
         newly_bad: list[Reading] = []
         for reading in readings:
+            if reading.quality == Quality.BAD:  # every Bad read counts, news or not: its rate says reads fail now
+                self.errors.labels(self.id, _reason(reading.status)).inc()
             tag = self.tags.get(reading.tag)
             deadband = tag[0].deadband if tag and tag[0].signal == "process_value" else None
             if not is_news(self.last.get(reading.tag), reading.value, reading.quality, reading.status, deadband):
                 continue
             if reading.quality == Quality.BAD:
-                self.errors.labels(self.id, _reason(reading.status)).inc()
                 if self.logged.get(reading.tag) != reading.status_text:
                     self.logged[reading.tag] = reading.status_text
                     newly_bad.append(reading)
