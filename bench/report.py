@@ -205,15 +205,22 @@ def _influx_note(r: dict[str, Any]) -> str:
         encode_s = mid["in_write_s"] - mid["in_post_s"]
         gzip_s = cost["join_gzip_us_per_point"] * r["points"] / 1e6
         rates = ", ".join(f"{run['points_per_s']:,}" for run in runs)
+        in_flight = r.get("settings", {}).get("writes_in_flight", 1)
+        if in_flight > 1:  # with writes in flight, time in writes is summed over the writer threads
+            where = (f"Writes ran {in_flight} at a time: over the median run's {mid['seconds']} s, the writer "
+                     f"threads spent {mid['in_post_s']} s in {mid['requests']} requests and {encode_s:.2f} s "
+                     f"encoding lines, summed over the threads (about {gzip_s:.2f} s of it join + gzip).")
+        else:
+            where = (f"Where the median run's {mid['seconds']} s went: {mid['in_post_s']} s in {mid['requests']} "
+                     f"requests (about {gzip_s:.2f} s of it join + gzip, the rest the HTTP round trip: InfluxDB "
+                     f"parsing and storing), {encode_s:.2f} s encoding lines, "
+                     f"{mid['seconds'] - mid['in_write_s']:.2f} s in the outbox (claim, decoding batches past the "
+                     f"500,000-point in-memory handoff, settle).")
         return (f"{r['points']:,} points ({mix}) committed to a real outbox in batches of 5,000, drained by the "
                 f"agent's pipeline (claims of 20,000 points, requests of 5,000 gzipped lines) into a fresh "
                 f"database per run: {rates} points/s, median "
                 f"{r['stored_per_s']:,}/s (target {r['target_per_s']:,}/s: {met}); bench process (the pipeline) "
-                f"{mid['bench_cpu_pct']:.0f}% CPU, influxd {mid['influxd_cpu_pct']:.0f}%. Where the median run's "
-                f"{mid['seconds']} s went: {mid['in_post_s']} s in {mid['requests']} requests (about {gzip_s:.2f} s "
-                f"of it join + gzip, the rest the HTTP round trip: InfluxDB parsing and storing), "
-                f"{encode_s:.2f} s encoding lines, {mid['seconds'] - mid['in_write_s']:.2f} s in the outbox "
-                f"(claim, decoding batches past the 500,000-point in-memory handoff, settle). Alone, line encoding "
+                f"{mid['bench_cpu_pct']:.0f}% CPU, influxd {mid['influxd_cpu_pct']:.0f}%. {where} Alone, line encoding "
                 f"costs {cost['encode_us_per_point']} us/point and join + gzip {cost['join_gzip_us_per_point']} "
                 f"us/point ({cost['bytes_per_line']} bytes a line, gzip {cost['gzip_ratio']}x). Every point was "
                 f"counted back per measurement; dead letters {sum(run['dead_letters'] for run in runs)}.")
