@@ -1,6 +1,6 @@
 """Capacity truth: what the factory would have promised against what its simulated plant really made.
 
-The simulated plant (simulators/plant.py) runs for `days` simulated days, fast-forwarded in one process. What its
+The simulated plant (simulators/plant/) runs for `days` simulated days, fast-forwarded in one process. What its
 PLCs show becomes historian points as the agent writes them (a state point per change, a count point per counter
 change, the product a machine reports), and what its MQTT devices say goes through the agent's own mapping
 (agent/core/mapping.py) into the same SQLite historian. The capacity the dashboard publishes is computed from that

@@ -14,7 +14,7 @@ SIM_NS = "urn:shopfloor:plc-sim"
 BENCH_LINE = "bench"
 BENCH_TYPE = "bench"
 BENCH_STATE_MAP = "bench-codes"
-TAGS_PER_MACHINE = 100  # simulators/plc.py BENCH_TAGS_PER_MACHINE
+TAGS_PER_MACHINE = 100  # simulators/opcua/server.py BENCH_TAGS_PER_MACHINE
 
 
 def _factory() -> dict[str, Any]:

@@ -283,7 +283,7 @@ def mqtt_throughput(opts: Options, workers: int = 1) -> dict[str, Any]:
             "cpu_pct": _round(cpu), "count_query_ms_total": round(counter.query_s * 1000),
             "settings": {"agent_mqtt_protocol": opts.mqtt_protocol, "broker_max_inflight": BROKER_MAX_INFLIGHT, "agent_receive_maximum": AGENT_RECEIVE_MAXIMUM,
                          "publisher_window": PUBLISHER_WINDOW, "broker_persistence": False,
-                         "live_publisher": True, "flood_client": "raw MQTT 3.1.1 (simulators/line.py)"},
+                         "live_publisher": True, "flood_client": "raw MQTT 3.1.1 (simulators/line/raw_publisher.py)"},
         }
         result.update(_mqtt_loss(rows, acked_final or 0, delivered))
         return result

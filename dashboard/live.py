@@ -236,7 +236,7 @@ class LiveView:
         if len(parts) < 3:
             return None
         if parts[0] == "_agents" and (len(parts) != 3 or parts[2] != "status"):
-            return None  # the agents' probes (payload `probe`, agent/sources/mqtt.py): not live values
+            return None  # the agents' probes (payload `probe`, agent/sources/mqtt/source.py): not live values
         try:
             body = parse_payload(payload)
         except MalformedPayload as exc:

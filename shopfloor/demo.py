@@ -1,7 +1,8 @@
 """`shopfloor demo`: the whole system on one machine, on embedded defaults, with simulators.
 
-Starts an MQTT broker (unless --mqtt names one), the PLC and line simulators and the agent as child
-processes, prints where everything is, and stops all of it on Ctrl-C.
+Starts an MQTT broker (unless --mqtt names one), the PLC simulators (OPC UA, and Modbus TCP and S7 for the
+sources of those kinds that read machines), the line simulator and the agent as child processes, prints where
+everything is, and stops all of it on Ctrl-C.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ The modules (a section's module holds its models and the checks of its rules acr
 - plant.py          lines, stations, machines and the addresses they are read from
 - machine_types.py  machine types, their tags, state maps
 - collect.py        plain tags collected per source as process values, with no machine model
-- addresses.py      OPC UA NodeIds and the address syntax of each kind of PLC source
-- sources.py        sources: OPC UA and MQTT (Modbus and S7 from agent/sources/<kind>/model.py)
+- addresses.py      the address syntax each kind of PLC source reads a tag with
+- sources.py        sources (each kind's model from agent/sources/<kind>/model.py)
 - runtime.py        agent, outbox, historian, live
 - dashboard.py      dashboard: users, stop reasons, kiosk
 - kpi.py            microstops and planned rates

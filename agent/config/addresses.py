@@ -1,5 +1,5 @@
-"""Where a machine's tag is read: an OPC UA NodeId in its text form, and the address syntax of each kind of PLC
-source (the Modbus and S7 syntaxes live with their source's config model)."""
+"""Where a machine's tag is read: the address syntax of each kind of PLC source (an OPC UA NodeId in its text
+form, a Modbus or S7 address; each syntax lives with its source's config model, agent/sources/<kind>/model.py)."""
 
 from __future__ import annotations
 

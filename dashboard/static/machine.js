@@ -294,7 +294,7 @@ async function load() {
     drawPareto(detail);
     drawTrends(detail);
   } catch (err) {
-    // The banner of board.js tells about a lost connection; the charts keep their last picture.
+    // The top bar's banner (sf-topbar.js) tells about a lost connection; the charts keep their last picture.
   } finally {
     inFlight = false;
   }

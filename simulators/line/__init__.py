@@ -1,6 +1,6 @@
 """MQTT line simulator: badge readers, andon buttons, line-side material and orders of the simulated plant.
 
-What happens is decided by the plant (simulators/plant.py), the same world the PLC simulator shows: this
+What happens is decided by the plant (simulators/plant/), the same world the PLC simulator shows: this
 simulator publishes its floor's messages. It publishes exactly the topics and JSON fields that `sources.mqtt[].routes` of config/factory.yaml expect, on a
 simulated clock that starts at the real now and runs `speed` times faster. Every payload carries `ts` (ISO 8601
 UTC with microseconds), strictly increasing per topic, because the historian keys a point by series + timestamp.

@@ -1,6 +1,6 @@
 """Modbus TCP simulator: the machines of one Modbus source of a factory config, as a pymodbus server.
 
-The simulated plant (simulators/plant.py, through the protocol-neutral simulators/machines model) decides what
+The simulated plant (simulators/plant/, through the protocol-neutral simulators/machines model) decides what
 each machine does; this server shows every machine tag at the address the config gives it, the same address the
 agent reads: the machine's `node_ids[node]`, else its `node_prefix` + the tag's `node` (agent/sources/modbus/
 README.md has the syntax). So the register map is the config's own:

@@ -1,4 +1,4 @@
-"""OPC UA PLC simulator: an asyncua server showing the machines of the simulated plant (simulators/plant.py).
+"""OPC UA PLC simulator: an asyncua server showing the machines of the simulated plant (simulators/plant/).
 
 The plant decides what each machine does (the line's orders, changeovers, stops, faults, breaks and shifts);
 simulators/machines turns that into the raw tags each machine type declares (state codes, PackML names or bits;

@@ -1,6 +1,6 @@
 """S7 simulator: the machines of one S7 source of a factory config, served by snap7's S7 server (ISO-on-TCP).
 
-The simulated plant (simulators/plant.py, through the protocol-neutral simulators/machines model) decides what
+The simulated plant (simulators/plant/, through the protocol-neutral simulators/machines model) decides what
 each machine does; this server shows every machine tag at the address the config gives it, the same address the
 agent reads: the machine's `node_ids[node]`, else `node_prefix` + the tag's `node` (agent/sources/s7/README.md
 has the syntax; layout.py the layout `--print-layout` suggests). Each DB, and M, I and Q, is as long as its

@@ -95,7 +95,7 @@ def test_no_payload_stops_the_live_view(view, broker, retained):
 
 def test_agent_probes_are_not_malformed(view, broker):
     start_view(view, broker)
-    # what an agent's MQTT source sends itself when its subscription has been quiet (agent/sources/mqtt.py)
+    # what an agent's MQTT source sends itself when its subscription has been quiet (agent/sources/mqtt/source.py)
     publish(broker, [(P + "_agents/edge-1/probe/line-bus", b"probe")] * 3, retain=False)
     publish(broker, [(P + "line-1/press-1/state", state("RUNNING", 1))])
     wait_until(lambda: press_state(view) == "RUNNING", 10, "the state after the probes")

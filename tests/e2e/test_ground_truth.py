@@ -2,7 +2,7 @@
 historian -> the dashboard's API, over a whole day shift (08:00-20:00 with lunch and tea breaks, several orders
 and changeovers per line) at `--speed 240`.
 
-The plant records what really happened (simulators/plant.py, `Truth`); the boards must agree with it: A, E, Q
+The plant records what really happened (simulators/plant/, `Truth`); the boards must agree with it: A, E, Q
 and OEE of every machine within 1 percentage point, the line's good output exactly, and at several moments of
 the shift minutes to shortage within 5 % and the headcount exactly. Nothing is shortened but the real time.
 """
