@@ -36,6 +36,12 @@ DEFAULT_DEPTH = 10
 READ_CHUNK = 500  # nodes per Read request: below what servers commonly allow (MaxNodesPerRead)
 # Data types whose values are numbers: Boolean, SByte .. Double, Number, Integer, UInteger, Enumeration.
 NUMBER_TYPES = frozenset({1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 26, 27, 28, 29})
+# A level of the tree is browsed BROWSE_CHUNK nodes to a request (below what servers commonly allow,
+# MaxNodesPerBrowse), CONCURRENT_BROWSES requests in flight: big address spaces take few round trips, and the
+# server is not flooded.
+BROWSE_CHUNK = 200
+CONCURRENT_BROWSES = 4
+HIERARCHICAL = ua.NodeId(ua.Int32(ua.ObjectIds.HierarchicalReferences))
 HAS_PROPERTY = ua.NodeId(ua.Int32(ua.ObjectIds.HasProperty))
 
 
@@ -146,6 +152,7 @@ async def browse(client: Client, under: str, depth: int) -> tuple[list[FoundTag]
     except ua.UaStatusCodeError as exc:
         raise BrowseError(f"--under {under}: no such node on this server ({type(exc).__name__})", 3) from None
     visited = {start.nodeid}
+    requests = asyncio.Semaphore(CONCURRENT_BROWSES)
     # (position in the tree, browse path, node): sorted by position, variables come out as a depth-first walk
     variables: list[tuple[tuple[int, ...], tuple[str, ...], Node]] = []
     units: dict[ua.NodeId, Node] = {}  # variable -> its EngineeringUnits property
@@ -153,8 +160,11 @@ async def browse(client: Client, under: str, depth: int) -> tuple[list[FoundTag]
     frontier: list[Branch] = [(start, (), (), False)]
     for level in range(depth + 1):
         below: list[Branch] = []
-        for node, position, path, is_variable in frontier:
-            for i, ref in enumerate(await node.get_children_descriptions()):
+        chunks = [frontier[i:i + BROWSE_CHUNK] for i in range(0, len(frontier), BROWSE_CHUNK)]
+        found = [refs for chunk in await asyncio.gather(*(_children(client, [n for n, *_ in chunk], requests)
+                                                          for chunk in chunks)) for refs in chunk]
+        for (node, position, path, is_variable), refs in zip(frontier, found, strict=True):
+            for i, ref in enumerate(refs):
                 child = ua.NodeId(ref.NodeId.Identifier, ref.NodeId.NamespaceIndex, ref.NodeId.NodeIdType)
                 if ref.ReferenceTypeId == HAS_PROPERTY:
                     if is_variable and ref.BrowseName.Name == "EngineeringUnits":
@@ -172,6 +182,32 @@ async def browse(client: Client, under: str, depth: int) -> tuple[list[FoundTag]
         frontier = below
     variables.sort(key=lambda v: v[0])
     return await _describe(client, [(path, node) for _, path, node in variables], units, namespaces)
+
+
+async def _children(client: Client, nodes: list[Node],
+                    requests: asyncio.Semaphore) -> list[list[ua.ReferenceDescription]]:
+    """The hierarchical references of each node, forward, in one Browse request for all of them."""
+    params = ua.BrowseParameters()
+    params.View = ua.ViewDescription()
+    params.RequestedMaxReferencesPerNode = 0
+    for node in nodes:
+        desc = ua.BrowseDescription()
+        desc.NodeId = node.nodeid
+        desc.BrowseDirection = ua.BrowseDirection.Forward
+        desc.ReferenceTypeId = HIERARCHICAL
+        desc.IncludeSubtypes = True
+        desc.ResultMask = ua.BrowseResultMask.All
+        params.NodesToBrowse.append(desc)
+    async with requests:
+        results = await client.uaclient.browse(params)
+    out = []
+    for node, result in zip(nodes, results, strict=True):
+        if result.ContinuationPoint:
+            # more references than the server gives in one answer: this node alone, continued to the end
+            out.append(await node.get_children_descriptions())
+        else:
+            out.append(list(result.References) if result.StatusCode.is_good() else [])
+    return out
 
 
 async def _describe(client: Client, variables: list[tuple[tuple[str, ...], Node]], units: dict[ua.NodeId, Node],
@@ -231,7 +267,9 @@ def _unit_text(value: ua.DataValue | None) -> str | None:
 async def run_browse(endpoint: str, under: str, depth: int, timeout_s: float, username: str | None,
                      password: str | None) -> tuple[list[FoundTag], list[FoundTag]]:
     """Connect to `endpoint`, browse, disconnect; BrowseError when the server cannot be reached or browsed."""
-    client = Client(endpoint, timeout=timeout_s)
+    # the connection watchdog probes the server every watchdog_intervall and gives up after as long: a server
+    # busy answering a big browse must get the same time as any other answer
+    client = Client(endpoint, timeout=timeout_s, watchdog_intervall=timeout_s)
     if username:
         client.set_user(username)
         client.set_password(password or "")

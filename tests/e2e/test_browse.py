@@ -134,3 +134,17 @@ def test_problems_are_one_line_with_exit_2_or_3():
 def test_a_depth_that_is_not_a_number_is_an_argument_error(depth):
     done = browse("opc.tcp://127.0.0.1:4840", "--depth", depth)
     assert done.returncode == 2 and "--depth: invalid int value" in done.stderr
+
+
+def test_a_thousand_tags_are_browsed_and_collected_as_one_config(make_system, tmp_path):
+    system = make_system()
+    system.plc("--bench-tags", "1000", "--bench-only")
+    done = browse(system.endpoint, "--under", f"nsu={SIM_NS};s=bench")
+    assert done.returncode == 0, done.stderr
+    tags = tags_of(done.stdout)
+    assert len(tags) == 1010  # ten machines of a State and t00..t99, more than one Browse request per level
+    assert tags[0] == {"name": "m000.State", "address": f"nsu={SIM_NS};s=bench.m000.State"}
+    assert tags[-1] == {"name": "m009.t99", "address": f"nsu={SIM_NS};s=bench.m009.t99"}
+    assert len({t["name"] for t in tags}) == 1010
+    cfg = loads_as_config(tmp_path, done.stdout, system.endpoint)
+    assert len(cfg.mapping_plan().bindings) == 1010
