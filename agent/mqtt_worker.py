@@ -124,7 +124,14 @@ class Worker:
         client, host, port = make_client(cfg.client_id, cfg.url, cfg.protocol, cfg.username,
                                          resolve_secret(cfg.password, cfg.password_file), cfg.tls, clean=True)
         connected = threading.Event()
-        client.on_connect = lambda *args: connected.set()
+
+        def on_connect(client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+            if reason.is_failure:
+                log.warning("MQTT worker %s: the broker refused ending session %s: %s", self.name, cfg.client_id,
+                            reason)
+            else:
+                connected.set()
+        client.on_connect = on_connect
         props = None
         if cfg.protocol == "5":
             props = Properties(PacketTypes.CONNECT)
