@@ -36,7 +36,7 @@ def health_report(state: AgentState, outbox: Outbox) -> tuple[int, dict[str, Any
         for s in state.sources.values()
     }
     healthy = all(s.connected for s in state.sources.values())
-    body = {
+    body: dict[str, Any] = {
         "status": "ok" if healthy else "degraded",
         "agent": state.agent_id,
         "sources": sources,
@@ -54,6 +54,8 @@ def health_report(state: AgentState, outbox: Outbox) -> tuple[int, dict[str, Any
             "last_error": state.last_write_error or None,
         },
     }
+    if state.workers:  # MQTT receiver processes, each with its own outbox (agent/sources/mqtt/workers.py)
+        body["workers"] = {name: dict(worker) for name, worker in state.workers.items()}
     return (200 if healthy else 503), body
 
 
@@ -74,11 +76,13 @@ Route = Callable[[], tuple[int, str, bytes]]
 class ListenError(OSError):
     """The HTTP endpoints cannot listen on their address (most often: another program has the port)."""
 
-    def __init__(self, host: str, port: int, reason: str) -> None:
-        super().__init__(f"cannot listen on {host}:{port}: {reason}")
+    def __init__(self, host: str, port: int, errno: int | None, reason: str) -> None:
+        super().__init__(errno, reason)  # errno and strerror as the OSError it stands for
         self.host = host
         self.port = port
-        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"cannot listen on {self.host}:{self.port}: {self.strerror}"
 
 
 class StatusServer:
@@ -90,7 +94,7 @@ class StatusServer:
         try:
             self.server = ThreadingHTTPServer((host, port), handler)
         except OSError as exc:
-            raise ListenError(host, port, exc.strerror or str(exc)) from exc
+            raise ListenError(host, port, exc.errno, exc.strerror or str(exc)) from exc
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, name=name, daemon=True)
 

@@ -104,6 +104,7 @@ def plan(args: argparse.Namespace, opts: Options,
                    lambda: scenarios.mqtt_latency(opts, opts.latency_rate, opts.profile_s))]
         if not args.quick:
             steps.append(("MQTT latency at half the measured throughput", sustainable_latency))
+        steps += scenarios.mqtt_steps(opts, args.quick)  # the same with 2 and 4 receiver processes
     if args.only in (None, "opcua"):
         steps.append(("OPC UA ~33,000 changes/s", lambda: scenarios.opcua(opts, 300, opts.profile_s)))
         if not args.quick:

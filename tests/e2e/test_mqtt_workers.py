@@ -86,6 +86,11 @@ def test_workers_store_every_message_once_when_one_is_killed_mid_flood(make_syst
     assert system.metric("shopfloor_dead_letters_total") > 0
     health = system.health()
     assert health["sources"]["line-bus/w0"]["connected"] and health["sources"]["line-bus/w1"]["connected"]
+    # each worker's own outbox and restarts on /healthz: the killed one restarted once, its new process serves
+    workers = health["workers"]
+    assert set(workers) == {"line-bus/w0", "line-bus/w1"}
+    assert sum(w["restarts"] for w in workers.values()) == 1
+    assert {w["pid"] for w in workers.values()} == {p.pid for p in worker_procs(agent)}
     assert agent.running
 
 
