@@ -1,8 +1,9 @@
 """One MQTT receiver process of a source with `workers: N` (agent/sources/mqtt/workers.py starts it as
 `python -m agent.mqtt_worker <name>`; the name only shows in the process list).
 
-It is the agent's data path in small, wired here beside the runner (a source builds no sink): a connection on the shared subscription, a pipeline (mapper, outbox
-commit, acknowledgements after the commit, drain to the historian) and nothing else. Its spec comes as the
+It is the agent's data path in small, wired here beside the runner (a source builds no sink): a connection on
+the shared subscription, a pipeline (mapper, outbox commit, acknowledgements after the commit, drain to the
+historian) and nothing else. Its spec comes as the
 first line of its input; `pause` and `stop` lines follow; the end of its input stops it too, in the same order
 as the agent stops: take nothing new, commit and acknowledge what arrived, disconnect, drain what the historian
 accepts within the time left.
