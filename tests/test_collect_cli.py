@@ -90,3 +90,18 @@ def test_the_dashboard_serves_a_collect_only_config_and_sync_refuses_it_in_one_l
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stderr.splitlines()) == (
         2, ["shopfloor sync: capacity.push.endpoints is empty: there is nowhere to push to"])
+
+
+def test_a_taken_port_is_an_oserror_saying_so_for_every_status_server():
+    """`shopfloor sync` prints the OSError's strerror of its own status server: the same words as before."""
+    from agent.http import ListenError, StatusServer
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ListenError) as caught:
+            StatusServer("127.0.0.1", port, {})
+    assert isinstance(caught.value, OSError)
+    assert (caught.value.strerror, str(caught.value)) == (
+        "Address already in use", f"cannot listen on 127.0.0.1:{port}: Address already in use")
