@@ -1,5 +1,6 @@
 """The MQTT client every part of Shopfloor uses (the source, the live publisher, the dashboard's live view):
-make_client configures it from a source's settings. paho's Client, tuned for a QoS 1 subscriber that takes tens of thousands of messages a second.
+make_client configures it from a source's settings. It is paho's Client, tuned for a QoS 1 subscriber that takes
+tens of thousands of messages a second.
 
 Three changes, all inside paho's own hooks, so the protocol handling stays paho's:
 - Reads: paho asks the socket for a packet a few bytes at a time (one system call for the command byte, one
