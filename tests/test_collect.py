@@ -53,6 +53,15 @@ def test_a_config_with_only_site_sources_historian_and_collect_is_valid(tmp_path
         assert b.pv_tags == {"site": "plant-a", "line": COLLECT_LINE, "machine": b.source, "name": b.spec.name}
 
 
+def test_the_ten_line_config_needs_no_site_name(tmp_path):
+    text = ("site: {id: plant-a, timezone: Europe/Berlin}\n"
+            "sources:\n  opcua: [{id: plc-1, endpoint: \"opc.tcp://127.0.0.1:4840\"}]\n"
+            "collect:\n  plc-1:\n    - {name: Boiler1.Temperature, address: \"ns=2;s=Boiler1.Temperature\"}\n")
+    cfg = load(write(tmp_path, text))
+    assert (cfg.site.id, cfg.site.name, cfg.historian.kind) == ("plant-a", "", "sqlite")
+    assert [b.pv_tags["name"] for b in cfg.mapping_plan().bindings] == ["Boiler1.Temperature"]
+
+
 @pytest.mark.parametrize(
     ("name", "source", "address", "poll_ms", "sampling_ms", "deadband", "scale", "offset"),
     [("Boiler1.Temperature", "plc-1", "ns=2;s=Boiler1.Temperature", None, 1000.0, None, 1.0, 0.0),  # subscribed

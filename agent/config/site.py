@@ -12,7 +12,7 @@ from agent.config.base import HHMM, Issue, Model, Slug, unique
 
 class Site(Model):
     id: Slug
-    name: str
+    name: str = Field(default="", description="display name; the id when empty")
     timezone: str = Field(description="IANA time zone of the site, e.g. Asia/Shanghai")
     language: Literal["zh-CN", "en"] = "zh-CN"
 
