@@ -21,6 +21,17 @@ def rows(path, table):
         return 0
 
 
+def machine_rows(path, table, machine):
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return conn.execute(f"SELECT COUNT(*) FROM {table} WHERE machine = ?", (machine,)).fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.OperationalError:
+        return 0
+
+
 def test_demo_fills_the_historian_within_30s_and_stops_cleanly(tmp_path):
     agent_port, dashboard_port = free_port(), free_port()
     platform_port = free_port()
@@ -33,6 +44,16 @@ def test_demo_fills_the_historian_within_30s_and_stops_cleanly(tmp_path):
         wait_until(lambda: all(rows(historian, t) > 0 for t in
                                ("machine_state", "machine_count", "process_value", "material_level")),
                    30, "the demo's historian to fill")
+        # machines read over all three PLC protocols side by side: OPC UA (plc-1), Modbus TCP (cnc-2 on plc-mb)
+        # and S7 (packer-2 on plc-s7), each with its states and counts in the historian
+        agent_health = wait_until(lambda: (h := json.loads(urllib.request.urlopen(
+            f"http://127.0.0.1:{agent_port}/healthz", timeout=5).read()))["status"] == "ok" and h, 30,
+            "every source of the agent connected")
+        assert {s: v["kind"] for s, v in agent_health["sources"].items()} == {
+            "plc-1": "opcua", "plc-mb": "modbus", "plc-s7": "s7", "line-bus": "mqtt"}
+        for machine in ("press-1", "cnc-2", "packer-2"):
+            wait_until(lambda m=machine: all(machine_rows(historian, t, m) > 0 for t in
+                                             ("machine_state", "machine_count")), 30, f"{machine}'s data")
         out = demo.log()
         assert f"http://127.0.0.1:{agent_port}/healthz" in out and "historian" in out
         assert f"dashboard        http://127.0.0.1:{dashboard_port}" in out
