@@ -35,19 +35,6 @@ def influx_events(historian):
     return {m: len(historian.events(m, T_MIN, T_MAX)) for m in MQTT_MEASUREMENTS}
 
 
-def all_machines_over_opcua(data):
-    """Every machine read from the OPC UA PLC simulator, the one this test runs (the example factory reads one
-    machine over Modbus and one over S7), so that its ground truth covers them all."""
-    opcua = data["sources"]["opcua"][0]["id"]
-    for line in data["lines"]:
-        for machine in line["machines"]:
-            if machine["source"] != opcua:
-                machine.update(source=opcua, node_prefix=f"nsu=urn:shopfloor:plc-sim;s={line['id']}.{machine['id']}.")
-                machine.pop("node_ids", None)
-    for kind in ("modbus", "s7"):
-        data["sources"].pop(kind, None)
-
-
 @pytest.mark.long
 @pytest.mark.timeout(OUTAGE_S * 2 + 300)
 def test_influxdb_outage_with_agent_restarts_loses_and_doubles_nothing(make_system, tmp_path):
@@ -56,7 +43,6 @@ def test_influxdb_outage_with_agent_restarts_loses_and_doubles_nothing(make_syst
 
         def use_influx(data):
             data["historian"] = {"kind": "influxdb", "url": proxy.url, "database": "plant", "in_flight": 4}
-            all_machines_over_opcua(data)
         system = make_system(use_influx)
         cfg = load(system.config)
         historian = InfluxHistorian(server.url, database="plant")
