@@ -32,7 +32,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -42,13 +41,13 @@ from pathlib import Path
 
 from pymodbus.constants import ExcCodes
 
-from agent import config as agent_config
-from agent.clock import add_anchor_argument, caught_up
+from agent.clock import caught_up
 from agent.config import FactoryConfig
 from agent.sources.modbus.codec import orders
 from agent.sources.modbus.model import TYPES, ModbusAddress, ModbusSourceConfig, parse_address
 from simulators.machines import Machine, MachineTags, RawValue, SimClock, save_truth
 from simulators.modbus.device import ModbusDevice, RegisterImage
+from simulators.plc_cli import add_plant_arguments, load_config, serve, start_logging
 
 log = logging.getLogger(__name__)
 
@@ -302,18 +301,9 @@ def _failure(text: str) -> tuple[int | None, ModbusAddress, int]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the Modbus simulator's options to a (sub)command parser."""
-    parser.add_argument("--config", required=True, type=Path, metavar="FILE", help="factory config (YAML)")
+    add_plant_arguments(parser, "Modbus")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
     parser.add_argument("--port", type=int, default=5020, help="TCP port (default %(default)s; 502 needs root)")
-    parser.add_argument("--source", help="serve the machines of this Modbus source id (default: the first one)")
-    parser.add_argument("--speed", type=float, default=1.0,
-                        help="simulated seconds per real second (default %(default)s; 60 = a minute per second)")
-    parser.add_argument("--seed", type=int, default=1, help="random seed; same seed, same behaviour (default 1)")
-    parser.add_argument("--start", type=datetime.fromisoformat, metavar="ISO_TIME",
-                        help="simulated clock start, e.g. 2025-03-03T09:00+08:00 (default: now)")
-    add_anchor_argument(parser)
-    parser.add_argument("--truth", type=Path, default=None, metavar="FILE",
-                        help="write the plant's ground truth there (JSON, every 2 s and on stop; docs/kpi.md)")
     parser.add_argument("--paused", action="store_true", help="start with the simulated clock stopped")
     parser.add_argument("--strict", action="store_true",
                         help="answer exception 2 (illegal data address) to reads of registers no tag uses")
@@ -333,12 +323,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGINT or SIGTERM; 0 on a clean stop, 2 on a configuration problem."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("pymodbus").setLevel(logging.ERROR)  # it warns of its own deprecations on every start
-    try:
-        cfg = agent_config.load(args.config, resolve_secrets=False)
-    except agent_config.ConfigError as exc:
-        print(exc, file=sys.stderr)
+    start_logging("pymodbus", logging.ERROR)  # it warns of its own deprecations on every start
+    cfg = load_config(args.config)
+    if cfg is None:
         return 2
     if args.bench_units:
         try:
@@ -365,28 +352,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _serve(simulator: ModbusSimulator | ModbusBenchDevice) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(signum, stop.set)
-        except NotImplementedError:  # Windows: no loop signal handlers
-            signal.signal(signum, lambda *_: loop.call_soon_threadsafe(stop.set))
-    started = time.monotonic()
-    try:
-        await simulator.start()
-    except (OSError, RuntimeError) as exc:
-        print(f"modbus simulator: cannot listen on {simulator.device.host}:{simulator.port}: {exc}", file=sys.stderr)
-        await simulator.stop()
-        return 2
-    try:
-        print(f"Modbus simulator ready at {simulator.device.host}:{simulator.port}", flush=True)
-        log.info("ready after %.1f s", time.monotonic() - started)
-        await stop.wait()
-    finally:
-        await simulator.stop()
-    log.info("Modbus simulator stopped")
-    return 0
+    return await serve("Modbus", lambda: f"{simulator.device.host}:{simulator.port}", simulator.start,
+                       simulator.stop, refused=(OSError, RuntimeError))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,34 +6,24 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
 import time
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 
-from agent import config as agent_config
-from agent.clock import add_anchor_argument, caught_up
+from agent.clock import caught_up
 from simulators.opcua.server import DEFAULT_CERT_DIR, DEFAULT_ENDPOINT, SECURITY_POLICIES, PlcSimulator
+from simulators.plc_cli import add_plant_arguments, load_config, start_logging, stop_on_signals
 
 log = logging.getLogger(__name__)
 
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the PLC simulator's options to a (sub)command parser."""
-    parser.add_argument("--config", required=True, type=Path, metavar="FILE", help="factory config (YAML)")
+    add_plant_arguments(parser, "OPC UA", truth_help=(
+        "write the plant's ground truth there (JSON, every second and on stop): time per board state, units per "
+        "SKU and ideal time per machine and shift; staffing and material per line (docs/kpi.md)"))
     parser.add_argument("--endpoint", default=DEFAULT_ENDPOINT, help="OPC UA endpoint URL to serve (default %(default)s)")
-    parser.add_argument("--source", help="serve the machines of this OPC UA source id (default: the first one)")
-    parser.add_argument("--speed", type=float, default=1.0,
-                        help="simulated seconds per real second (default %(default)s; 60 = a minute per second)")
-    parser.add_argument("--seed", type=int, default=1, help="random seed; same seed, same behaviour (default 1)")
-    parser.add_argument("--start", type=datetime.fromisoformat, metavar="ISO_TIME",
-                        help="simulated clock start, e.g. 2025-03-03T09:00+08:00 (default: now)")
-    add_anchor_argument(parser)
-    parser.add_argument("--truth", type=Path, default=None, metavar="FILE",
-                        help="write the plant's ground truth there (JSON, every second and on stop): time per board "
-                             "state, units per SKU and ideal time per machine and shift; staffing and material per "
-                             "line (docs/kpi.md)")
     parser.add_argument("--sim-timestamps", action="store_true",
                         help="stamp values with the simulated clock (default: the wall clock)")
     parser.add_argument("--paused", action="store_true", help="start with Sim.Running false (clock stopped)")
@@ -61,12 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGINT or SIGTERM; 0 on a clean stop, 2 on a configuration problem."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("asyncua").setLevel(logging.WARNING)  # asyncua logs every monitored item at INFO
-    try:
-        cfg = agent_config.load(args.config, resolve_secrets=False)
-    except agent_config.ConfigError as exc:
-        print(exc, file=sys.stderr)
+    start_logging("asyncua", logging.WARNING)  # asyncua logs every monitored item at INFO
+    cfg = load_config(args.config)
+    if cfg is None:
         return 2
     password = None
     if args.username:
@@ -83,10 +70,9 @@ def run(args: argparse.Namespace) -> int:
             cfg, endpoint=args.endpoint, source=source, speed=args.speed, seed=args.seed, paused=args.paused,
             security=args.security, cert_dir=args.cert_dir, username=args.username, password=password,
             bench_tags=args.bench_tags, bench_period_ms=args.bench_period_ms, bench_only=args.bench_only,
-            bench_offset=args.bench_offset, bench_stats_file=args.bench_stats_file, start_time=caught_up(args.start, args.speed, args.sim_anchor),
-            sim_timestamps=args.sim_timestamps,
-            operation_limit=args.operation_limit,
-            origin=args.start, truth_file=args.truth,
+            bench_offset=args.bench_offset, bench_stats_file=args.bench_stats_file,
+            start_time=caught_up(args.start, args.speed, args.sim_anchor), sim_timestamps=args.sim_timestamps,
+            operation_limit=args.operation_limit, origin=args.start, truth_file=args.truth,
         )
     except ValueError as exc:
         print(f"plc simulator: {exc}", file=sys.stderr)
@@ -95,13 +81,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _serve(simulator: PlcSimulator) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(signum, stop.set)
-        except NotImplementedError:  # Windows: no loop signal handlers
-            signal.signal(signum, lambda *_: loop.call_soon_threadsafe(stop.set))
+    stop = stop_on_signals()
     started = time.monotonic()
     async with simulator:
         if simulator.certificate_path is not None:

@@ -33,10 +33,8 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import signal
 import struct
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,11 +45,11 @@ from snap7.datatypes import S7Area
 from snap7.server import Server
 from snap7.type import SrvArea
 
-from agent import config as agent_config
-from agent.clock import add_anchor_argument, caught_up
+from agent.clock import caught_up
 from agent.config import FactoryConfig
 from agent.sources.s7.model import S7Address, S7SourceConfig, parse_address
 from simulators.machines import Machine, MachineTags, SimClock, save_truth
+from simulators.plc_cli import add_plant_arguments, load_config, serve, start_logging
 from simulators.s7.layout import area_sizes, encode, print_layout, undecodable
 
 log = logging.getLogger(__name__)
@@ -286,19 +284,10 @@ def _failure(text: str) -> tuple[int, int]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the S7 simulator's options to a (sub)command parser."""
-    parser.add_argument("--config", required=True, type=Path, metavar="FILE", help="factory config (YAML)")
+    add_plant_arguments(parser, "S7")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
     parser.add_argument("--port", type=int, default=10102,
                         help="TCP port (default %(default)s; 102, the S7 port, needs root; 0 = any free port)")
-    parser.add_argument("--source", help="serve the machines of this S7 source id (default: the first one)")
-    parser.add_argument("--speed", type=float, default=1.0,
-                        help="simulated seconds per real second (default %(default)s; 60 = a minute per second)")
-    parser.add_argument("--seed", type=int, default=1, help="random seed; same seed, same behaviour (default 1)")
-    parser.add_argument("--start", type=datetime.fromisoformat, metavar="ISO_TIME",
-                        help="simulated clock start, e.g. 2025-03-03T09:00+08:00 (default: now)")
-    add_anchor_argument(parser)
-    parser.add_argument("--truth", type=Path, default=None, metavar="FILE",
-                        help="write the plant's ground truth there (JSON, every 2 s and on stop; docs/kpi.md)")
     parser.add_argument("--paused", action="store_true", help="start with the simulated clock stopped")
     parser.add_argument("--control-db", type=int, default=CONTROL_DB, metavar="N",
                         help="the control DB's number (default %(default)s)")
@@ -312,12 +301,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGINT or SIGTERM; 0 on a clean stop, 2 on a configuration problem."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("snap7").setLevel(logging.ERROR)  # snap7 logs every client and every refused read
-    try:
-        cfg = agent_config.load(args.config, resolve_secrets=False)
-    except agent_config.ConfigError as exc:
-        print(exc, file=sys.stderr)
+    start_logging("snap7", logging.ERROR)  # snap7 logs every client and every refused read
+    cfg = load_config(args.config)
+    if cfg is None:
         return 2
     if args.print_layout:
         print(print_layout(cfg, args.source or next((s.id for s in cfg.sources.s7), None)), end="")
@@ -335,28 +321,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _serve(simulator: S7Simulator) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(signum, stop.set)
-        except NotImplementedError:  # Windows: no loop signal handlers
-            signal.signal(signum, lambda *_: loop.call_soon_threadsafe(stop.set))
-    started = time.monotonic()
-    try:
-        await simulator.start()
-    except Exception as exc:  # snap7 wraps the socket's error (port in use, no permission) in its own
-        print(f"s7 simulator: cannot listen on {simulator.host}:{simulator.port}: {exc}", file=sys.stderr)
-        await simulator.stop()
-        return 2
-    try:
-        print(f"S7 simulator ready at {simulator.host}:{simulator.port}", flush=True)
-        log.info("ready after %.1f s", time.monotonic() - started)
-        await stop.wait()
-    finally:
-        await simulator.stop()
-    log.info("S7 simulator stopped")
-    return 0
+    # snap7 wraps the socket's error (port in use, no permission) in its own
+    return await serve("S7", lambda: f"{simulator.host}:{simulator.port}", simulator.start, simulator.stop,
+                       refused=(Exception,))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
