@@ -45,15 +45,13 @@ from agent.clock import caught_up
 from agent.config import FactoryConfig
 from agent.sources.modbus.codec import orders
 from agent.sources.modbus.model import TYPES, ModbusAddress, ModbusSourceConfig, parse_address
-from simulators.machines import Machine, MachineTags, RawValue, SimClock, save_truth
+from simulators.machines import Machine, RawValue
+from simulators.machines.served import ServedPlant
 from simulators.modbus.device import ModbusDevice, RegisterImage
 from simulators.plc_cli import add_plant_arguments, load_config, serve, start_logging
 
 log = logging.getLogger(__name__)
 
-US = 1_000_000
-TICK_S = 0.1
-TRUTH_EVERY_S = 2.0
 CONTROL_UNIT = 247
 CONTROL_FAIL, CONTROL_UNDECODABLE, CONTROL_RUNNING = 0, 1, 2
 EXCEPTION_CODES = frozenset(int(code) for code in ExcCodes)
@@ -97,67 +95,49 @@ def undecodable_value(tag: ShownTag) -> int | float | None:
     return None
 
 
-class ModbusSimulator:
+class ModbusSimulator(ServedPlant):
     """A pymodbus server showing the machines of one Modbus source of a config, driven by the simulated plant."""
+
+    protocol = "Modbus"
 
     def __init__(self, cfg: FactoryConfig, *, host: str = "127.0.0.1", port: int = 5020, source: str | None = None,
                  speed: float = 1.0, seed: int = 1, paused: bool = False, start_time: datetime | None = None,
                  origin: datetime | None = None, truth_file: Path | None = None, strict: bool = False,
                  failures: Sequence[tuple[int, ModbusAddress, int]] = (), undecodable: bool = False) -> None:
-        sources = {s.id: s for s in cfg.sources.modbus}
-        source = source or next(iter(sources), None)
-        if source not in sources:
-            raise ValueError(f"no Modbus source {source!r} in sources.modbus "
-                             f"({', '.join(sources) or 'none defined'})")
-        if speed <= 0:
-            raise ValueError("speed must be positive")
-        self.cfg = cfg
-        self.source: ModbusSourceConfig = sources[source]
-        self.clock = SimClock(int(start_time.timestamp() * US) if start_time is not None else None, speed,
-                              running=not paused)
-        origin_us = int(origin.timestamp() * US) if origin is not None else self.clock.start_us
-        self.model = MachineTags(cfg, source, seed=seed, origin_us=origin_us, now_us=self.clock.start_us)
+        super().__init__(cfg, "modbus", source=source, speed=speed, seed=seed, paused=paused, start_time=start_time,
+                         origin=origin, truth_file=truth_file)
+        self.source: ModbusSourceConfig = self.source_config
         self.shown = self._map_tags()
         self.image = RegisterImage(exempt=CONTROL_UNIT)
         for unit, address, code in failures:
             self.image.fail(unit, address.table, address.offset, code)
         self.image.set_raw(CONTROL_UNIT, "hr", 0, [0, int(undecodable), int(not paused)])
         self.device = ModbusDevice(self.image, host, port, strict=strict)
-        self.truth_file = truth_file
-        self._next_truth = 0.0
-        self._task: asyncio.Task[None] | None = None
 
     def _map_tags(self) -> list[ShownTag]:
         shown: list[ShownTag] = []
         used: dict[tuple[int, str, int], str] = {}
-        for line, machine in self.cfg.machines():
-            if machine.source != self.source.id:
-                continue
-            sim = self.model.machine(line.id, machine.id)
-            for tag in self.cfg.machine_types[machine.type].tags:
-                if tag.node not in sim.tags:
-                    continue
-                where = f"machine {line.id}.{machine.id} tag {tag.node}"
-                text = machine.node_id(tag)
-                try:
-                    address = parse_address(text)
-                except ValueError as exc:
-                    raise ValueError(f"{where}: {text!r} is not {exc}") from None
-                if sim.tags[tag.node].type == "string":
-                    raise ValueError(f"{where}: a Modbus register cannot carry text (PackML state names, or a "
-                                     f"product without `codes`); use a code state map or product codes")
-                unit = address.unit if address.unit is not None else self.source.unit_id
-                if unit == CONTROL_UNIT:
-                    raise ValueError(f"{where}: unit {CONTROL_UNIT} is the simulator's control unit")
-                for offset in range(address.offset, address.offset + address.count):
-                    key = (unit, address.table, offset if address.bit is None else offset * 16 + address.bit)
-                    if key in used and address.bit is None:
-                        raise ValueError(f"{where}: {text} overlaps {used[key]}")
-                    used[key] = f"{where} ({text})"
-                byte_order, word_order = orders(address.order, self.source.byte_order, self.source.word_order)
-                scaled = tag.signal == "process_value" and tag.scale != 0
-                shown.append(ShownTag(sim, tag.node, tag.signal, unit, address, byte_order, word_order,
-                                      tag.scale if scaled else 1.0, tag.offset if scaled else 0.0))
+        for where, sim, machine, tag in self.source_tags():
+            text = machine.node_id(tag)
+            try:
+                address = parse_address(text)
+            except ValueError as exc:
+                raise ValueError(f"{where}: {text!r} is not {exc}") from None
+            if sim.tags[tag.node].type == "string":
+                raise ValueError(f"{where}: a Modbus register cannot carry text (PackML state names, or a "
+                                 f"product without `codes`); use a code state map or product codes")
+            unit = address.unit if address.unit is not None else self.source.unit_id
+            if unit == CONTROL_UNIT:
+                raise ValueError(f"{where}: unit {CONTROL_UNIT} is the simulator's control unit")
+            for offset in range(address.offset, address.offset + address.count):
+                key = (unit, address.table, offset if address.bit is None else offset * 16 + address.bit)
+                if key in used and address.bit is None:
+                    raise ValueError(f"{where}: {text} overlaps {used[key]}")
+                used[key] = f"{where} ({text})"
+            byte_order, word_order = orders(address.order, self.source.byte_order, self.source.word_order)
+            scaled = tag.signal == "process_value" and tag.scale != 0
+            shown.append(ShownTag(sim, tag.node, tag.signal, unit, address, byte_order, word_order,
+                                  tag.scale if scaled else 1.0, tag.offset if scaled else 0.0))
         return shown
 
     # -- life cycle
@@ -171,19 +151,14 @@ class ModbusSimulator:
         self.model.start(max(self.model.now_us, self.clock.now_us()))
         self._show()
         await self.device.start()
-        self._task = asyncio.create_task(self._tick_loop(), name="modbus-sim-tick")
+        self.start_ticking()
         log.info("Modbus simulator serving %d tags of %d machines (source %s) on %s:%s",
                  len(self.shown), len({id(t.machine) for t in self.shown}), self.source.id, self.device.host,
                  self.device.port)
 
     async def stop(self) -> None:
         """Stop ticking and serving; safe to call twice."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self.write_truth()
+        await self.stop_ticking()
         await self.device.stop()
 
     async def __aenter__(self) -> ModbusSimulator:
@@ -193,32 +168,18 @@ class ModbusSimulator:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    def write_truth(self) -> None:
-        if self.truth_file is not None:
-            save_truth(self.truth_file, self.model.truth_json())
-
     # -- ticking
 
     def _control(self, register: int) -> int:
         return self.image.values.get((CONTROL_UNIT, "hr"), {}).get(register, 0)
 
-    async def _tick_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(TICK_S)
-            try:
-                code = self._control(CONTROL_FAIL)
-                self.image.fail_all = code if code in EXCEPTION_CODES else 0
-                self.clock.set_running(bool(self._control(CONTROL_RUNNING)))
-                now = self.clock.now_us()
-                if now > self.model.now_us:
-                    self.model.advance(now)
-                self._show()
-                if self.truth_file is not None and loop.time() >= self._next_truth:
-                    self._next_truth = loop.time() + TRUTH_EVERY_S
-                    await asyncio.to_thread(save_truth, self.truth_file, self.model.truth_json())
-            except Exception:
-                log.exception("Modbus simulator tick failed")
+    def tick(self) -> None:
+        """Apply the control registers, run the plant up to the clock and show it."""
+        code = self._control(CONTROL_FAIL)
+        self.image.fail_all = code if code in EXCEPTION_CODES else 0
+        self.clock.set_running(bool(self._control(CONTROL_RUNNING)))
+        self.advance()
+        self._show()
 
     def _show(self) -> None:
         """Every tag's current raw value into the registers (or its undecodable value, when asked for)."""

@@ -48,15 +48,13 @@ from snap7.type import SrvArea
 from agent.clock import caught_up
 from agent.config import FactoryConfig
 from agent.sources.s7.model import S7Address, S7SourceConfig, parse_address
-from simulators.machines import Machine, MachineTags, SimClock, save_truth
+from simulators.machines import Machine
+from simulators.machines.served import ServedPlant
 from simulators.plc_cli import add_plant_arguments, load_config, serve, start_logging
 from simulators.s7.layout import area_sizes, encode, print_layout, undecodable
 
 log = logging.getLogger(__name__)
 
-US = 1_000_000
-TICK_S = 0.1
-TRUTH_EVERY_S = 2.0
 CONTROL_DB = 60000
 CONTROL_FAIL, CONTROL_FAIL_DB, CONTROL_FLAGS = 0, 2, 4
 FLAG_UNDECODABLE, FLAG_RUNNING = 0x01, 0x02
@@ -91,28 +89,21 @@ class _FailingServer(Server):
         return result
 
 
-class S7Simulator:
+class S7Simulator(ServedPlant):
     """snap7's S7 server showing the machines of one S7 source of a config, driven by the simulated plant."""
+
+    protocol = "S7"
 
     def __init__(self, cfg: FactoryConfig, *, host: str = "127.0.0.1", port: int = 10102, source: str | None = None,
                  speed: float = 1.0, seed: int = 1, paused: bool = False, start_time: datetime | None = None,
                  origin: datetime | None = None, truth_file: Path | None = None, control_db: int = CONTROL_DB,
                  failures: Sequence[tuple[int, int]] = (), undecodable: bool = False) -> None:
-        sources = {s.id: s for s in cfg.sources.s7}
-        source = source or next(iter(sources), None)
-        if source not in sources:
-            raise ValueError(f"no S7 source {source!r} in sources.s7 ({', '.join(sources) or 'none defined'})")
-        if speed <= 0:
-            raise ValueError("speed must be positive")
-        self.cfg = cfg
-        self.source: S7SourceConfig = sources[source]
+        super().__init__(cfg, "s7", source=source, speed=speed, seed=seed, paused=paused, start_time=start_time,
+                         origin=origin, truth_file=truth_file)
+        self.source: S7SourceConfig = self.source_config
         self.host = host
         self.port = port
         self.control_db = control_db
-        self.clock = SimClock(int(start_time.timestamp() * US) if start_time is not None else None, speed,
-                              running=not paused)
-        origin_us = int(origin.timestamp() * US) if origin is not None else self.clock.start_us
-        self.model = MachineTags(cfg, source, seed=seed, origin_us=origin_us, now_us=self.clock.start_us)
         self.shown = self._map_tags()
         sizes = area_sizes(t.address for t in self.shown)
         if ("DB", control_db) in sizes:
@@ -125,42 +116,32 @@ class S7Simulator:
         self.cli_failures = {("DB", db): code for db, code in failures}
         struct.pack_into(">B", self.control, CONTROL_FLAGS, (FLAG_UNDECODABLE if undecodable else 0)
                          | (0 if paused else FLAG_RUNNING))
-        self.truth_file = truth_file
         self.failing: dict[tuple[str, int], int] = dict(self.cli_failures)
         self._server: _FailingServer | None = None
-        self._next_truth = 0.0
-        self._task: asyncio.Task[None] | None = None
         self._started = False
 
     def _map_tags(self) -> list[ShownTag]:
         shown: list[ShownTag] = []
         used: dict[tuple[str, int, int, int], str] = {}
-        for line, machine in self.cfg.machines():
-            if machine.source != self.source.id:
-                continue
-            sim = self.model.machine(line.id, machine.id)
-            for tag in self.cfg.machine_types[machine.type].tags:
-                if tag.node not in sim.tags:
-                    continue
-                where = f"machine {line.id}.{machine.id} tag {tag.node}"
-                text = machine.node_id(tag)
-                try:
-                    address = parse_address(text)
-                except ValueError as exc:
-                    raise ValueError(f"{where}: {exc}; `shopfloor simulate s7 --print-layout` suggests "
-                                     "addresses") from None
-                is_text = sim.tags[tag.node].type == "string"
-                if is_text != (address.type == "STRING"):
-                    raise ValueError(f"{where}: {address} is a {address.type}, the tag shows "
-                                     f"{'text (a PackML name or a SKU): use a STRING address' if is_text else 'a number'}")
-                bits = [address.bit] if address.type == "BOOL" else range(8)
-                for offset in range(address.start, address.start + address.size):
-                    for bit in bits:
-                        key = (address.area, address.db, offset, bit)
-                        if key in used:
-                            raise ValueError(f"{where}: {text} overlaps {used[key]}")
-                        used[key] = f"{where} ({text})"
-                shown.append(ShownTag(sim, tag.node, tag.signal, address))
+        for where, sim, machine, tag in self.source_tags():
+            text = machine.node_id(tag)
+            try:
+                address = parse_address(text)
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}; `shopfloor simulate s7 --print-layout` suggests "
+                                 "addresses") from None
+            is_text = sim.tags[tag.node].type == "string"
+            if is_text != (address.type == "STRING"):
+                shows = "text (a PackML name or a SKU): use a STRING address" if is_text else "a number"
+                raise ValueError(f"{where}: {address} is a {address.type}, the tag shows {shows}")
+            bits = [address.bit] if address.type == "BOOL" else range(8)
+            for offset in range(address.start, address.start + address.size):
+                for bit in bits:
+                    key = (address.area, address.db, offset, bit)
+                    if key in used:
+                        raise ValueError(f"{where}: {text} overlaps {used[key]}")
+                    used[key] = f"{where} ({text})"
+            shown.append(ShownTag(sim, tag.node, tag.signal, address))
         return shown
 
     # -- life cycle
@@ -179,7 +160,7 @@ class S7Simulator:
         server.start_to(self.host, self.port)
         if self.port == 0 and server.server_socket is not None:
             self.port = server.server_socket.getsockname()[1]
-        self._task = asyncio.create_task(self._tick_loop(), name="s7-sim-tick")
+        self.start_ticking()
         log.info("S7 simulator serving %d tags of %d machines (source %s) in %s on %s:%s", len(self.shown),
                  len(self.model.machines), self.source.id,
                  ", ".join(f"DB{db}" if area == "DB" else area for area, db in sorted(self.areas)),
@@ -187,12 +168,7 @@ class S7Simulator:
 
     async def stop(self) -> None:
         """Stop ticking and serving; safe to call twice."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self.write_truth()
+        await self.stop_ticking()
         server, self._server = self._server, None
         if server is not None:
             await asyncio.to_thread(server.stop)
@@ -204,23 +180,7 @@ class S7Simulator:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    def write_truth(self) -> None:
-        if self.truth_file is not None:
-            save_truth(self.truth_file, self.model.truth_json())
-
     # -- ticking
-
-    async def _tick_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(TICK_S)
-            try:
-                self.tick()
-                if self.truth_file is not None and loop.time() >= self._next_truth:
-                    self._next_truth = loop.time() + TRUTH_EVERY_S
-                    await asyncio.to_thread(save_truth, self.truth_file, self.model.truth_json())
-            except Exception:
-                log.exception("S7 simulator tick failed")
 
     def tick(self) -> None:
         """Apply the control DB, run the plant up to the clock and show it."""
@@ -234,9 +194,7 @@ class S7Simulator:
         if self._server is not None:
             self._server.failing = failing  # one assignment: a client thread sees the old or the new set
         self.clock.set_running(bool(flags & FLAG_RUNNING))
-        now = self.clock.now_us()
-        if now > self.model.now_us:
-            self.model.advance(now)
+        self.advance()
         self._show()
 
     def _show(self) -> None:
