@@ -51,7 +51,8 @@ def opcua_config(path: Path, ports: list[int], machines_per_sim: list[int], data
     """factory.yaml reduced to one line `bench` of bench machines m000.., one OPC UA source per simulator.
 
     Simulator i serves machines [sum(machines_per_sim[:i]), ...) on `ports[i]` (see `plc --bench-offset`).
-    No MQTT source, live publisher off; products are dropped (their cycle times name the removed lines).
+    No MQTT source, live publisher off; products and the example's machine types are dropped (cycle times and
+    product codes name what was removed).
     """
     data = _factory()
     data["sources"] = {"opcua": [
@@ -60,7 +61,9 @@ def opcua_config(path: Path, ports: list[int], machines_per_sim: list[int], data
         for i, port in enumerate(ports)]}
     data["live"] = {"enabled": False}
     data["products"] = []
-    data["state_maps"][BENCH_STATE_MAP] = {"kind": "code", "codes": {1: "RUNNING"}}
+    # only the bench machine type: the example's types name products (codes) that are dropped here
+    data["state_maps"] = {BENCH_STATE_MAP: {"kind": "code", "codes": {1: "RUNNING"}}}
+    data["machine_types"] = {}
     tags: list[dict[str, Any]] = [{"node": "State", "signal": "state"}]
     tags += [{"node": f"t{j:02d}", "signal": "process_value", "name": f"t{j:02d}", "sampling_ms": sampling_ms,
               "queue_size": 1} for j in range(TAGS_PER_MACHINE)]
