@@ -267,7 +267,7 @@ def notes(results: list[dict[str, Any]]) -> list[str]:
         parts = [f"**{r['label']}**:"]
         if r["scenario"].startswith("influx_"):
             parts.append(_influx_note(r))
-        elif r["scenario"] == "mqtt_throughput":
+        elif r["scenario"].startswith("mqtt_throughput"):
             parts.append(f"{r['acked']:,} messages acknowledged by the broker, {r['rows']:,} rows stored, "
                          f"{r['redelivered']:,} redelivered; ingest took {r['ingest_s']} s; publisher(s) "
                          f"{r['publishers']} at {r['offered_per_s']:,}/s, backlog in the broker when they stopped "
