@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -24,7 +25,7 @@ TICK_S = 0.1
 TRUTH_EVERY_S = 2.0
 
 
-class ServedPlant:
+class ServedPlant(ABC):
     """The machines of one source of `kind` (a key under `sources:`), on a pausable simulated clock."""
 
     protocol = ""  # the protocol's name in messages: "Modbus", "S7"
@@ -65,9 +66,9 @@ class ServedPlant:
         if now > self.model.now_us:
             self.model.advance(now)
 
+    @abstractmethod
     def tick(self) -> None:
         """Apply the controls, run the plant up to the clock and show it (each protocol's own)."""
-        raise NotImplementedError
 
     def start_ticking(self) -> None:
         self._task = asyncio.create_task(self._tick_loop(), name=f"{self.protocol.lower()}-sim-tick")

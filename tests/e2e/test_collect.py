@@ -9,7 +9,7 @@ import yaml
 
 from agent.sinks.influx import InfluxHistorian
 from simulators.broker import free_port
-from simulators.influxdb import InfluxServer, find_influxd
+from simulators.influxdb import InfluxServer
 from tests.conftest import FACTORY_YAML
 from tests.e2e.conftest import SIM_NS, wait_until
 from tests.e2e.test_modbus_flow import ModbusRig, modbus_change
@@ -59,7 +59,6 @@ def test_collected_tags_are_stored_in_the_sqlite_historian(make_system):
     assert system.sql("SELECT COUNT(*) FROM machine_count") == [(0,)]
 
 
-@pytest.mark.skipif(not find_influxd(), reason="needs Debian's influxdb package")
 def test_agent_historian_option_writes_collected_tags_to_influxdb(make_system, tmp_path):
     with InfluxServer(tmp_path / "influxdb") as server:
         server.create_database("plant")
