@@ -138,6 +138,11 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+# Commands that live in a module of their own: each module has `register(sub)`, which adds its parser(s) to the
+# subparsers and sets `func`; imported when the parser is built.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shopfloor", description="Shop-floor agent, simulators and tools.")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
@@ -220,6 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo_arguments(p)
     p.set_defaults(func=cmd_demo)
+
+    import importlib
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
     return parser
 
 
