@@ -36,6 +36,7 @@ class DeadLetter:
     reason: str
     payload: bytes
     time_ns: int
+    unknown: str = ""  # the kind of id the config does not know (badge, line, station, ...), when that is why
 
 
 @dataclass
@@ -195,6 +196,15 @@ def compile_route(route: RoutePlan) -> CompiledRoute:
 
 class InputError(ValueError):
     """An input that cannot become a point; its message is the dead-letter reason."""
+
+
+class UnknownIdError(InputError):
+    """An input naming a badge, line, station, machine or material the config does not have: anyone on the
+    broker can make such ids up, so they are counted by `kind` and kept as dead letters, never as points."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 # --- the mapper ----------------------------------------------------------------------------------------------
@@ -455,6 +465,8 @@ class Mapper:
         """Map one MQTT message; anything that does not fit becomes a dead letter with the reason."""
         try:
             out.points.append(self._mqtt_point(source, topic, payload, received_ns))
+        except UnknownIdError as exc:
+            out.dead_letters.append(DeadLetter(source, topic, str(exc), payload, received_ns, exc.kind))
         except InputError as exc:
             out.dead_letters.append(DeadLetter(source, topic, str(exc), payload, received_ns))
         except (RecursionError, MemoryError, ValueError, TypeError) as exc:
@@ -490,10 +502,6 @@ class Mapper:
             if value is not _MISSING:
                 fields[name] = value
         measurement = route.route.signal
-        if measurement == "operator_event" and "badge" in fields and isinstance(fields["badge"], str):
-            operator = self.badges.get(fields["badge"])
-            if operator:
-                fields["operator"] = operator
         time_ns = received_ns
         if route.time_path is not None:
             raw_time = json_path_get(doc, route.time_path)
@@ -502,6 +510,12 @@ class Mapper:
                     time_ns = parse_timestamp_ns(raw_time)
                 except (ValueError, OverflowError) as exc:
                     raise InputError(str(exc)) from None
+        if measurement == "operator_event" and isinstance(fields.get("badge"), str):
+            # a badge at a station is a person on the line's headcount: only the operators' badges are
+            operator = self.badges.get(fields["badge"])
+            if operator is None:
+                raise UnknownIdError("badge", f"unknown badge {fields['badge'][:64]!r} (not in operators)")
+            fields["operator"] = operator
         try:
             return validate(Point(measurement, tags, fields, time_ns))
         except SchemaError as exc:
@@ -525,16 +539,16 @@ class Mapper:
     def _check_ids(self, tags: dict[str, str]) -> None:
         line = tags.get("line")
         if line is not None and line not in self.lines:
-            raise InputError(f"unknown line {line!r}")
+            raise UnknownIdError("line", f"unknown line {line!r}")
         station = tags.get("station")
         if station is not None and (line, station) not in self.stations:
-            raise InputError(f"unknown station {station!r} on line {line}")
+            raise UnknownIdError("station", f"unknown station {station!r} on line {line}")
         material = tags.get("material")
         if material is not None and material not in self.materials:
-            raise InputError(f"unknown material {material!r}")
+            raise UnknownIdError("material", f"unknown material {material!r}")
         machine = tags.get("machine")
         if machine is not None and (machine not in self.machines or self.machines[machine][0] != line):
-            raise InputError(f"unknown machine {machine!r} on line {line}")
+            raise UnknownIdError("machine", f"unknown machine {machine!r} on line {line}")
 
 
 def _audited(fields: dict[str, Any], time_ns: int, source_ns: int | None) -> dict[str, Any]:

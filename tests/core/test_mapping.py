@@ -22,8 +22,6 @@ def mqtt(mapper, topic, payload, received_ns=1):
     [
         ("line/line-1/mold-1/badge", {"badge": "B1002", "action": "in", "ts": TS}, "operator_event",
          {"line": "line-1", "station": "mold-1", "event": "in"}, {"badge": "B1002", "operator": "op-002"}),
-        ("line/line-1/mold-1/badge", {"badge": "B9999", "action": "out", "ts": TS}, "operator_event",
-         {"line": "line-1", "station": "mold-1", "event": "out"}, {"badge": "B9999"}),
         ("line/line-2/deburr-1/andon", {"call_id": "A-1", "event": "call", "kind": "quality", "ts": TS},
          "andon_event", {"line": "line-2", "station": "deburr-1", "event": "call", "kind": "quality"},
          {"call_id": "A-1"}),
@@ -83,6 +81,31 @@ def test_mqtt_bad_input_becomes_dead_letter(factory_cfg, topic, payload, reason)
     assert reason in dead.reason
     assert (dead.source, dead.topic, dead.time_ns) == ("line-bus", topic, 5)
     assert dead.payload == (payload if isinstance(payload, bytes) else json.dumps(payload).encode())
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "kind", "reason"),
+    [
+        ("line/line-1/mold-1/badge", {"badge": "B9999", "action": "in", "ts": TS}, "badge",
+         "unknown badge 'B9999' (not in operators)"),
+        ("line/line-9/mold-1/badge", {"badge": "B1001", "action": "in", "ts": TS}, "line", "unknown line 'line-9'"),
+        ("line/line-1/mold-9/badge", {"badge": "B1001", "action": "in", "ts": TS}, "station",
+         "unknown station 'mold-9' on line line-1"),
+        ("line/line-1/material/gold/level", {"level": 1}, "material", "unknown material 'gold'"),
+    ],
+)
+def test_unknown_ids_are_dead_letters_of_their_kind(factory_cfg, topic, payload, kind, reason):
+    """Made-up ids (anyone on the broker can publish them) never become points: a made-up badge would count as a
+    person on the line."""
+    out = mqtt(Mapper(factory_cfg.mapping_plan()), topic, payload)
+    assert out.points == []
+    (dead,) = out.dead_letters
+    assert (dead.unknown, dead.reason) == (kind, reason)
+
+
+def test_other_bad_input_names_no_unknown_id(factory_cfg):
+    out = mqtt(Mapper(factory_cfg.mapping_plan()), "line/line-1/order", b"{not json")
+    assert out.dead_letters[0].unknown == ""
 
 
 def test_mqtt_without_timestamp_uses_receive_time(factory_cfg):
