@@ -48,6 +48,9 @@ class AgentMetrics:
         self.points_out = Counter("shopfloor_points_out", "Points confirmed by a sink", ["sink"], registry=r)
         self.dead_letters = Counter("shopfloor_dead_letters", "Inputs kept as dead letters", ["source"],
                                     registry=r)
+        self.unknown_ids = Counter("shopfloor_unknown_ids", "Messages naming an id the config does not have "
+                                   "(badge, line, station, machine, material), kept as dead letters", ["kind"],
+                                   registry=r)
         self.reconnects = Counter("shopfloor_source_reconnects", "Times a source lost its connection",
                                   ["source"], registry=r)
         self.write_errors = Counter("shopfloor_sink_write_errors", "Failed sink writes", ["sink"], registry=r)
@@ -80,6 +83,8 @@ class AgentMetrics:
         self.points_out.labels("historian")
         self.write_errors.labels("historian")
         self.dead_letters.labels("historian")
+        for kind in ("badge", "line", "station", "machine", "material"):
+            self.unknown_ids.labels(kind)
 
 
 class AgentState:

@@ -171,6 +171,8 @@ class Pipeline:
                 self._drain_wake.set()
             for dead in result.dead_letters:
                 metrics.dead_letters.labels(dead.source).inc()
+                if dead.unknown:
+                    metrics.unknown_ids.labels(dead.unknown).inc()
                 log.warning("dead letter from %s %s: %s", dead.source, dead.topic, dead.reason)
             if self._queue.empty():
                 self._heartbeat()

@@ -1,10 +1,15 @@
 """A private MQTT broker for the demo and the tests.
 
 `Broker` runs Mosquitto as a subprocess when the binary is found (on PATH, in /usr/sbin or in the usual Windows
-install folder), with a config written into its data directory: a loopback listener, anonymous access,
-persistence in the data directory, a raised in-flight window and a deep per-client queue, so that a QoS 1
-subscriber that falls behind gets messages late rather than never. When no Mosquitto exists (a Windows edge PC
-without it installed), it falls back to an in-process amqtt broker on the same port.
+install folder), with a config written into its data directory: a loopback listener, persistence in the data
+directory, a raised in-flight window and a deep per-client queue, so that a QoS 1 subscriber that falls behind
+gets messages late rather than never. When no Mosquitto exists (a Windows edge PC without it installed), it falls
+back to an in-process amqtt broker on the same port.
+
+Access is anonymous unless `users` (name -> password, hashed into a password file in the data directory) or a
+`password_file` is given; `acl_file` limits who may read and write which topics (deploy/mosquitto/acl, the one the
+demo uses); `tls` makes the listener speak TLS only, and with `require_certificate` every client must present a
+certificate signed by the CA, whose common name is then its user name for the ACL (mutual TLS).
 
     with Broker() as broker:
         run_something_against(broker.url)
@@ -13,7 +18,9 @@ without it installed), it falls back to an in-process amqtt broker on the same p
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import logging
 import os
 import shutil
@@ -85,6 +92,9 @@ class Broker:
         start_timeout_s: float = 10.0,
         tls: tuple[Path, Path, Path] | None = None,
         password_file: Path | None = None,
+        users: dict[str, str] | None = None,
+        acl_file: Path | None = None,
+        require_certificate: bool = False,
     ) -> None:
         self._port = port
         self._own_dir = data_dir is None
@@ -96,8 +106,18 @@ class Broker:
         self.tls = tls
         # a mosquitto_passwd file: anonymous clients are then refused
         self.password_file = password_file
-        if (tls or password_file) and implementation == "amqtt":
-            raise BrokerError("TLS and passwords are offered with Mosquitto only")
+        # user name -> password, written (hashed) to a password file of the data directory on start
+        self.users = dict(users or {})
+        if self.users and password_file is not None:
+            raise BrokerError("give users or a password_file, not both")
+        self.acl_file = acl_file
+        # mutual TLS: a client without a certificate signed by the CA is refused; its certificate's common name
+        # is its user name (for the ACL)
+        self.require_certificate = require_certificate
+        if require_certificate and not tls:
+            raise BrokerError("require_certificate needs tls (the CA that signs the clients' certificates)")
+        if (tls or password_file or users or acl_file) and implementation == "amqtt":
+            raise BrokerError("TLS, passwords and ACLs are offered with Mosquitto only")
         binary = find_mosquitto() if implementation != "amqtt" else None
         if implementation == "mosquitto" and binary is None:
             raise BrokerError("mosquitto was asked for but is not installed (not on PATH nor in /usr/sbin)")
@@ -201,7 +221,7 @@ class Broker:
         lines = [
             "# written by shopfloor simulators/broker.py; rewritten on every start",
             f"listener {self._port} {HOST}",
-            f"allow_anonymous {'false' if self.password_file else 'true'}",
+            f"allow_anonymous {'false' if self._authenticated else 'true'}",
             # In-flight window per client: the publisher and the agent's subscription both need more than
             # the default 20 to get past a few thousand QoS 1 messages a second.
             f"max_inflight_messages {self.max_inflight}",
@@ -225,14 +245,43 @@ class Broker:
         if self.tls:
             ca, cert, key = (Path(p).resolve().as_posix() for p in self.tls)
             lines += [f"cafile {ca}", f"certfile {cert}", f"keyfile {key}", "tls_version tlsv1.2"]
-        if self.password_file:
-            lines.append(f"password_file {Path(self.password_file).resolve().as_posix()}")
+        if self.require_certificate:
+            lines += ["require_certificate true", "use_identity_as_username true"]
+        if self.password_file or self.users:
+            lines.append(f"password_file {Path(self._password_path).resolve().as_posix()}")
+        if self.acl_file:
+            lines.append(f"acl_file {Path(self.acl_file).resolve().as_posix()}")
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             # As root Mosquitto would switch to the mosquitto user, who cannot write our data directory.
             lines.append("user root")
         return "\n".join(lines) + "\n"
 
+    @property
+    def _authenticated(self) -> bool:
+        return bool(self.password_file or self.users or self.require_certificate)
+
+    @property
+    def _password_path(self) -> Path:
+        return self.password_file or self.data_dir / "passwd"
+
+    def _write_password_file(self) -> None:
+        """The users' passwords as Mosquitto 2 keeps them (`$7$`: PBKDF2-SHA512, 101 rounds, as mosquitto_passwd
+        writes), readable by the owner only."""
+        lines = []
+        for name, password in self.users.items():
+            if not name or ":" in name or "\n" in name:
+                raise BrokerError(f"user name {name!r}: no ':' or line break, not empty")
+            salt = os.urandom(12)
+            digest = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, 101)
+            lines.append(f"{name}:$7$101${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}")
+        path = self._password_path
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write("\n".join(lines) + "\n")
+
     def _start_mosquitto(self, binary: str) -> None:
+        if self.users:
+            self._write_password_file()
         conf = self.data_dir / "mosquitto.conf"
         conf.write_text(self._config_text(), encoding="utf-8")
         self._stderr = open(self.data_dir / "mosquitto.stderr", "ab")  # noqa: SIM115 - lives as long as the process
