@@ -34,6 +34,10 @@ from agent.sinks.influx_protocol import quote_ident
 
 DEMO_USER = "lead"
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "factory.yaml"
+# The broker the demo starts takes the documented ACL (docs/mqtt-security.md) and these users, each with a password
+# made for the demo: the agent, the dashboard's live view, and the line simulator as a gateway for every line.
+BROKER_ACL = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto" / "acl"
+AGENT_USER, DASHBOARD_USER, LINE_USER = "shopfloor-agent", "shopfloor-dashboard", "line-gateway"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,8 +89,6 @@ def historian_from_url(url: str) -> dict[str, Any]:
     if parsed.scheme not in schemes or not parsed.hostname or not parsed.path.strip("/"):
         raise ValueError(f"{url!r}: expected influxdb://[user@]host:port/database or "
                          "influxdb2://host:port/bucket?org=ORG")
-    if parsed.password:
-        raise ValueError(f"{parsed.scheme}://{parsed.hostname}: put the password in INFLUX_PASSWORD, not in the URL")
     http, api = schemes[parsed.scheme]
     query = dict(parse_qsl(parsed.query))
     section: dict[str, Any] = {"kind": "influxdb", "api": api,
@@ -114,9 +116,28 @@ def _kept_secret(path: Path, make: Callable[[], str]) -> Path:
     return path
 
 
+def broker_passwords(data_dir: Path) -> dict[str, Path]:
+    """The demo broker's users and the files with their passwords (made once, kept in the data dir)."""
+    return {user: _kept_secret(data_dir / f"mqtt-{user}.password", lambda: secrets.token_urlsafe(16))
+            for user in (AGENT_USER, DASHBOARD_USER, LINE_USER)}
+
+
+def with_broker_user(cfg_path: Path, out: Path, user: str, password_file: Path) -> Path:
+    """A copy of a demo config whose MQTT sources log in as `user` (the dashboard's own copy: it reads the live
+    topics as the dashboard's user, which may not write them)."""
+    data: dict[str, Any] = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
+    for source in data.get("sources", {}).get("mqtt", []):
+        source.pop("password", None)
+        source.update(username=user, password_file=str(password_file))
+    out.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return out
+
+
 def demo_config(config: Path, data_dir: Path, mqtt_url: str, opcua_port: int, agent_port: int,
-                historian_url: str | None = None, platform_url: str | None = None) -> Path:
-    """A copy of the factory config pointed at the demo's broker, simulator, data dir and historian."""
+                historian_url: str | None = None, platform_url: str | None = None,
+                mqtt_password: Path | None = None) -> Path:
+    """A copy of the factory config pointed at the demo's broker, simulator, data dir and historian; with
+    `mqtt_password`, its MQTT sources log in to the demo's broker as the agent's user."""
     data: dict[str, Any] = yaml.safe_load(config.read_text(encoding="utf-8"))
     if historian_url:
         data["historian"] = historian_from_url(historian_url)
@@ -125,6 +146,9 @@ def demo_config(config: Path, data_dir: Path, mqtt_url: str, opcua_port: int, ag
         source["endpoint"] = f"opc.tcp://127.0.0.1:{opcua_port}{parsed.path}"
     for source in data.get("sources", {}).get("mqtt", []):
         source["url"] = mqtt_url
+        if mqtt_password is not None:
+            source.pop("password", None)
+            source.update(username=AGENT_USER, password_file=str(mqtt_password))
     for source in data.get("sources", {}).get("modbus", []):
         # the demo's Modbus simulator serves it on this machine: on its port when free (502 needs root), else another
         port = int(source.get("port", 502))
@@ -219,7 +243,7 @@ def _wait_for_mqtt_sources(agent_port: int, sources: list[str], agent: subproces
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from simulators.broker import Broker
+    from simulators.broker import Broker, find_mosquitto
 
     data_dir = Path(args.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -231,10 +255,20 @@ def run_demo(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         return 2
     broker = None
+    passwords: dict[str, Path] = {}
     if args.mqtt:
         mqtt_url = args.mqtt
     else:
-        broker = Broker(port=_free_port() if not _port_free(1883) else 1883, data_dir=data_dir / "broker")
+        port = _free_port() if not _port_free(1883) else 1883
+        if find_mosquitto():
+            # users with passwords and the ACL: only the agent writes the live topics (the amqtt fallback, on
+            # a PC without Mosquitto, has neither)
+            passwords = broker_passwords(data_dir)
+            broker = Broker(port=port, data_dir=data_dir / "broker",
+                            users={u: p.read_text(encoding="utf-8").strip() for u, p in passwords.items()},
+                            acl_file=BROKER_ACL if BROKER_ACL.is_file() else None)
+        else:
+            broker = Broker(port=port, data_dir=data_dir / "broker")
         broker.start()
         mqtt_url = broker.url
     opcua_port = args.opcua_port if _port_free(args.opcua_port) else _free_port()
@@ -244,8 +278,12 @@ def run_demo(args: argparse.Namespace) -> int:
     platform_url = f"http://127.0.0.1:{platform_port}"
     try:
         cfg_path = demo_config(Path(args.config), data_dir, mqtt_url, opcua_port, agent_port, args.historian,
-                               platform_url)
+                               platform_url, passwords.get(AGENT_USER))
         cfg = load(cfg_path)
+        dashboard_cfg = cfg_path
+        if passwords:
+            dashboard_cfg = with_broker_user(cfg_path, data_dir / "demo-dashboard-config.yaml", DASHBOARD_USER,
+                                             passwords[DASHBOARD_USER])
     except (ValueError, ConfigError) as exc:
         if broker is not None:
             broker.stop()
@@ -302,9 +340,10 @@ def run_demo(args: argparse.Namespace) -> int:
         # the agent first: its MQTT session must exist before the line simulator publishes the first order
         spawn("agent", ["agent", "--config", str(cfg_path), *sim_clock])
         _wait_for_mqtt_sources(agent_port, [m.id for m in cfg.sources.mqtt], children[-1][1])
-        spawn("line simulator", ["simulate", "line", "--config", str(cfg_path), "--mqtt", mqtt_url, *start,
-                                 "--truth-file", str(data_dir / "line-truth.json")])
-        spawn("dashboard", ["dashboard", "--config", str(cfg_path), "--port", str(dashboard_port), *sim_clock])
+        line_login = (["--username", LINE_USER, "--password-file", str(passwords[LINE_USER])] if passwords else [])
+        spawn("line simulator", ["simulate", "line", "--config", str(cfg_path), "--mqtt", mqtt_url, *line_login,
+                                 *start, "--truth-file", str(data_dir / "line-truth.json")])
+        spawn("dashboard", ["dashboard", "--config", str(dashboard_cfg), "--port", str(dashboard_port), *sim_clock])
         platform = any(e.name == "demo-platform" for e in cfg.capacity.push.endpoints)
         if platform:
             spawn("platform simulator", [
@@ -315,6 +354,9 @@ def run_demo(args: argparse.Namespace) -> int:
         print(
             "\nShopfloor demo is running:\n"
             f"  MQTT broker      {mqtt_url}{' (started by the demo)' if broker else ''}\n"
+            + (f"  broker users     {', '.join(passwords)}: passwords in {data_dir}/mqtt-<user>.password; "
+               f"ACL {BROKER_ACL if broker and broker.acl_file else 'none'} (docs/mqtt-security.md)\n"
+               if passwords else "") +
             f"  PLC simulator    {endpoint}\n"
             + "".join(f"  Modbus simulator 127.0.0.1:{d.port} (Modbus source {d.id}, control unit 247)\n"
                       for d in modbus_devices)

@@ -7,6 +7,8 @@ import signal
 import sys
 import threading
 from datetime import datetime
+from pathlib import Path
+from urllib.parse import quote, urlsplit
 
 from agent.clock import add_anchor_argument, caught_up
 from simulators.line.simulator import LineSimulator
@@ -16,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `shopfloor simulate line`."""
     parser.add_argument("--config", required=True, metavar="FILE", help="factory config (YAML)")
     parser.add_argument("--mqtt", default="mqtt://127.0.0.1:1883", metavar="URL", help="broker URL")
+    parser.add_argument("--username", default=None, help="broker user name (a broker with passwords and an ACL)")
+    parser.add_argument("--password-file", default=None, metavar="FILE",
+                        help="file holding the broker password of --username (kept out of the command line)")
     parser.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second")
     parser.add_argument("--seed", type=int, default=1, help="random seed (same seed, same shop floor)")
     add_anchor_argument(parser)
@@ -55,6 +60,23 @@ def _lane(text: str) -> tuple[int, int]:
     return lane, lanes
 
 
+def _with_credentials(url: str, username: str | None, password_file: str | None) -> str:
+    """The broker URL with the user name and the password read from its file (the URL stays in this process;
+    what the simulator prints or logs shows *** for the password)."""
+    if username is None:
+        if password_file is not None:
+            raise ValueError("--password-file needs --username")
+        return url
+    parts = urlsplit(url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    try:
+        password = Path(password_file).read_text(encoding="utf-8").strip() if password_file else None
+    except OSError as exc:
+        raise ValueError(f"--password-file {password_file}: {exc.strerror or exc}") from None
+    userinfo = quote(username, safe="") + (f":{quote(password, safe='')}" if password is not None else "")
+    return parts._replace(netloc=f"{userinfo}@{host}").geturl()
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the simulator until it is done or SIGINT/SIGTERM; 0 when every message was acknowledged, 2 on a
     configuration problem (told in one line)."""
@@ -66,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 2
     try:
-        sim = LineSimulator(cfg, args.mqtt, args.speed, args.seed, qos=args.qos,
+        url = _with_credentials(args.mqtt, args.username, args.password_file)
+        sim = LineSimulator(cfg, url, args.speed, args.seed, qos=args.qos,
                             malformed_every=args.malformed_every, count=args.count, duration_s=args.duration,
                             flood=args.flood, truth_file=args.truth_file, client_id=args.client_id,
                             protocol=args.protocol, max_inflight=args.max_inflight, flood_client=args.flood_client,

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -22,6 +22,15 @@ log = logging.getLogger(__name__)
 MAX_WINDOW = 30_000
 
 Pending = tuple[str, str, str]  # group ("valid" or "malformed"), signal or malformed kind, ts
+
+
+def shown(url: str) -> str:
+    """The URL as it may be printed or logged: a password in it is replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
 
 
 class Tally:
@@ -56,8 +65,8 @@ class Publisher:
                  on_connected: Callable[[], None] | None = None) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError(f"MQTT URL like mqtt://host:1883 expected, got {url!r}")
-        self.url, self.qos = url, qos
+            raise ValueError(f"MQTT URL like mqtt://host:1883 expected, got {shown(url)!r}")
+        self.url, self.qos = shown(url), qos
         self._host = parts.hostname
         self._port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
         self._on_connected = on_connected
@@ -67,7 +76,8 @@ class Publisher:
         if parts.scheme == "mqtts":
             self.client.tls_set()
         if parts.username:
-            self.client.username_pw_set(parts.username, parts.password)
+            self.client.username_pw_set(unquote(parts.username),
+                                        unquote(parts.password) if parts.password is not None else None)
         # The in-flight window is kept here, not by paho: paho's own (max_inflight_messages_set) rescans every
         # message in flight on each PUBACK, which held a 1000-message window to about 3,700 messages/s.
         self.client.max_inflight_messages_set(0)

@@ -10,9 +10,9 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
-from simulators.line.publisher import MAX_WINDOW, Pending, Tally
+from simulators.line.publisher import MAX_WINDOW, Pending, Tally, shown
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,8 @@ class RawPublisher:
                  on_connected: Callable[[], None] | None = None) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError(f"MQTT URL like mqtt://host:1883 expected, got {url!r}")
-        self.url, self.qos, self.client_id = url, qos, client_id
+            raise ValueError(f"MQTT URL like mqtt://host:1883 expected, got {shown(url)!r}")
+        self.url, self.qos, self.client_id = shown(url), qos, client_id
         self._parts = parts
         self._on_connected = on_connected
         self.connected = threading.Event()
@@ -74,10 +74,10 @@ class RawPublisher:
         payload = _str16(self.client_id)
         if parts.username:
             flags |= 0x80
-            payload += _str16(parts.username)
+            payload += _str16(unquote(parts.username))
             if parts.password is not None:
                 flags |= 0x40
-                payload += _str16(parts.password)
+                payload += _str16(unquote(parts.password))
         variable = b"\x00\x04MQTT\x04" + bytes([flags]) + b"\x00\x00"
         sock.sendall(b"\x10" + _varint(len(variable) + len(payload)) + variable + payload)
         connack = b""

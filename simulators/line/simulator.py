@@ -14,7 +14,7 @@ from typing import Any
 from agent.config import FactoryConfig
 from simulators.clock import SimClock
 from simulators.line.payloads import MalformedMaker, TopicStamps
-from simulators.line.publisher import Publisher
+from simulators.line.publisher import Publisher, shown
 from simulators.line.raw_publisher import RawPublisher
 from simulators.plant import US, FloorMessage, Plant
 
@@ -38,7 +38,7 @@ class LineSimulator:
                  flood_rate: float | None = None, flood_lane: tuple[int, int] = (0, 1),
                  announce: bool = False, start: datetime | None = None, origin: datetime | None = None,
                  clock: SimClock | None = None) -> None:
-        self.cfg, self.url = cfg, url
+        self.cfg, self.url = cfg, shown(url)
         # every `ts` comes from this clock (a given one, a test's, replaces the one `start` and `speed` would make)
         self.clock = clock or SimClock(int(start.timestamp() * US) if start is not None else None, speed)
         # The plant starts at the demo's shared clock start (`origin`), like the PLC simulator's: both run the
