@@ -113,6 +113,7 @@ class MqttConnection:
             cfg.client_id, cfg.url, cfg.protocol, cfg.username, password, cfg.tls,
             manual_ack=True, clean=False)
         self.client.on_connect = self._on_connect
+        self.client.on_connect_fail = self._on_connect_fail
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.max_inflight_messages_set(cfg.receive_maximum)
@@ -181,7 +182,13 @@ class MqttConnection:
             return
         if not self.health.connected and self.health.last_error.startswith("broker refused"):
             return  # the refusal says more than the disconnect that follows it
-        self._down(f"disconnected: {reason}")
+        # a TLS refusal of the client's certificate shows as a lost connection: connect_error says what it was
+        self._down(self.client.connect_error or f"disconnected: {reason}")
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        """No connection (refused, TLS, TLS files): the client's connect_error says why and what to check."""
+        if not self._stop.is_set():
+            self._down(self.client.connect_error or "cannot connect to the broker")
 
     def _down(self, error: str) -> None:
         if self.health.connected:
