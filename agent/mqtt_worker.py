@@ -18,6 +18,7 @@ import shutil
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +26,15 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from agent.clock import SimulatedClock
 from agent.config import FactoryConfig, resolve_secret
+from agent.core.schema import Point
 from agent.health import AgentState
 from agent.mqtt_client import make_client
 from agent.outbox import Outbox
 from agent.pipeline import Pipeline
 from agent.sinks import open_historian
+from agent.sinks.live import live_values
 from agent.sources.base import SourceContext
 from agent.sources.mqtt.sessions import session_dir
 from agent.sources.mqtt.source import MqttConnection
@@ -56,14 +60,17 @@ class Worker:
         quota = int(cfg.outbox.quota_mb * 1024 * 1024) // max(1, int(spec["workers"]))
         self.outbox = Outbox(own / "outbox.sqlite3", quota, cfg.outbox.dead_letter_payload_max_bytes)
         self.historian = open_historian(cfg, data_dir)
-        self.pipeline = Pipeline(cfg, self.outbox, self.historian, self.state, None, now_ns=time.time_ns)
-        ctx = SourceContext(self.pipeline, self.state, [], data_dir, cfg.site.id, spec["agent_id"], time.time_ns)
+        self._out_lock = threading.Lock()
+        self.live = LiveForwarder(cfg.site.id, self._write) if cfg.live.enabled else None
+        self.live_every = max(cfg.live.min_interval_ms, 50) / 1000
+        clock = SimulatedClock.from_spec(spec["clock"]) if spec.get("clock") else time.time_ns
+        self.pipeline = Pipeline(cfg, self.outbox, self.historian, self.state, self.live, now_ns=clock)
+        ctx = SourceContext(self.pipeline, self.state, [], data_dir, cfg.site.id, spec["agent_id"], clock)
         mine = source.model_copy(update={"client_id": spec["client_id"]})
         self.cfg = mine
         self.connection = MqttConnection(mine, ctx, share_group=spec["share_group"], health_id=source.id,
                                          stale_filters=spec.get("stale_filters") or [],
                                          subscribe=not self.retiring)
-        self._out_lock = threading.Lock()
         self._taken, self._taken_at = 0.0, 0.0  # messages taken in so far, and when that last changed
         self._done = threading.Event()
 
@@ -75,6 +82,8 @@ class Worker:
         reporter.start()
         commands = threading.Thread(target=self._read_commands, name="worker-commands", daemon=True)
         commands.start()
+        if self.live is not None:
+            threading.Thread(target=self._live_loop, name="worker-live", daemon=True).start()
         taken_in = False
         while not self._done.wait(0.5):
             if not self.pipeline.running:
@@ -91,6 +100,8 @@ class Worker:
         ended = taken_in and self._end_session()
         failed = self.pipeline.fatal is not None
         self.pipeline.stop()
+        if self.live is not None:
+            self.live.flush()
         self._report()
         left = self.outbox.depth()[1]
         if self.pipeline.stopped:
@@ -160,6 +171,11 @@ class Worker:
                 break
         self._done.set()  # "stop", or the agent is gone
 
+    def _live_loop(self) -> None:
+        assert self.live is not None
+        while not self._done.wait(self.live_every):
+            self.live.flush()
+
     def _report_loop(self) -> None:
         while not self._done.wait(STATUS_EVERY_S):
             self._report()
@@ -184,12 +200,49 @@ class Worker:
             "historian_error": self.state.last_write_error,
             "lag_s": registry.get_sample_value("shopfloor_source_lag_seconds", {"source": self.source_id}),
         }
+        self._write(status)
+
+    def _write(self, line: dict[str, Any]) -> None:
+        """One line to the agent (status or live values)."""
         with self._out_lock:
             try:
-                sys.stdout.write(json.dumps(status) + "\n")
+                sys.stdout.write(json.dumps(line) + "\n")
                 sys.stdout.flush()
             except (OSError, ValueError):
                 self._done.set()  # nobody reads: the agent is gone
+
+
+class LiveForwarder:
+    """The worker's live publisher: the newest value per topic of what its historian confirmed, sent to the
+    agent every `live.min_interval_ms` as one line; the agent's publisher keeps the newest of all workers by
+    timestamp (agent/sinks/live.py `offer`)."""
+
+    def __init__(self, site: str, write: Callable[[dict[str, Any]], None]) -> None:
+        self.site = site
+        self.write = write
+        self.skipped = 0
+        self._pending: dict[str, tuple[int, bytes]] = {}
+        self._lock = threading.Lock()
+
+    def publish(self, points: Sequence[Point]) -> None:
+        self.offer(live_values(self.site, points, self._skip))
+
+    def offer(self, values: Iterable[tuple[str, int, bytes]]) -> None:
+        with self._lock:
+            for topic, ts, payload in values:
+                self._pending[topic] = (ts, payload)
+
+    def flush(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        if pending:
+            self.write({"live": [[topic, ts, payload.decode()] for topic, (ts, payload) in pending.items()]})
+
+    def _skip(self, what: str, exc: Exception) -> None:
+        self.skipped += 1
+        if self.skipped in (1, 100, 10000):
+            log.warning("MQTT worker: %s has no live topic (%s); %d so far, the historian has them", what, exc,
+                        self.skipped)
 
 
 def main() -> int:

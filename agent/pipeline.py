@@ -13,7 +13,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -37,6 +37,8 @@ HEARTBEAT_EVERY_S = 5.0
 
 class LivePublisher(Protocol):
     def publish(self, points: Sequence[Point]) -> None: ...
+
+    def offer(self, values: Iterable[tuple[str, int, bytes]]) -> None: ...
 
 
 class Pipeline:
@@ -79,6 +81,10 @@ class Pipeline:
 
     def down(self, source: str, reason: str) -> None:
         self._queue.put(("down", source, reason, self.now_ns()))
+
+    def live_values(self, values: list[tuple[str, int, bytes]]) -> None:
+        if self.live is not None:
+            self.live.offer(values)
 
     def up(self, source: str) -> None:
         """The source has a working session again. Call it before the session's first reading is handed over:

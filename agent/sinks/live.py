@@ -19,7 +19,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -29,6 +29,8 @@ from agent.core.schema import Point
 from agent.mqtt_client import make_client
 
 log = logging.getLogger(__name__)
+
+LiveValue = tuple[str, int, bytes]  # topic, ts in epoch ms, UTF-8 JSON payload
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _NOT_IN_A_TOPIC = re.compile("[+#\x00]")
@@ -86,7 +88,8 @@ class MqttLivePublisher:
             f"{broker.client_id}-live", broker.url, broker.protocol, broker.username, password, broker.tls,
             will=(self.status_topic, death))
         self.client.on_connect = self._on_connect
-        self._latest: dict[str, bytes] = {}
+        self._latest: dict[str, tuple[int, bytes]] = {}  # topic -> (ts ms, payload) to publish next
+        self._sent_ts: dict[str, int] = {}  # topic -> ts ms of the value last published
         self.skipped = 0  # points without a live publication (see the module docstring)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -118,21 +121,25 @@ class MqttLivePublisher:
         client.publish(self.status_topic, json.dumps(birth).encode(), qos=1, retain=True)
 
     def publish(self, points: Sequence[Point]) -> None:
-        """Queue the newest value of each point's topic for the next flush; a point that cannot be published is
-        logged, counted in `skipped` and costs no other point."""
-        encoded: dict[str, bytes] = {}
-        for p in points:
-            try:
-                item = live_topic(self.site, p)
-                if item is None:
-                    continue
-                topic, payload = _encode(*item)
-            except Exception as exc:  # one point's text must not stop the others
-                self._skip(p.measurement, exc)
-                continue
-            encoded[topic] = payload
+        """Queue the newest value of each point's topic for the next flush (the pipeline's own points, in the
+        order the historian confirmed them); a point that cannot be published is logged, counted in `skipped`
+        and costs no other point."""
+        values = live_values(self.site, points, self._skip)
         with self._lock:
-            self._latest.update(encoded)
+            for topic, ts, payload in values:
+                self._latest[topic] = (ts, payload)
+
+    def offer(self, values: Iterable[LiveValue]) -> None:
+        """Values that receiver processes (`workers:`) mapped and stored: each replaces its topic's value only
+        when it is at least as new as the newest this publisher holds or sent, since two processes confirm
+        writes in no particular order between them (an andon acknowledgement stays the topic's value when its
+        call is confirmed later)."""
+        with self._lock:
+            for topic, ts, payload in values:
+                pending = self._latest.get(topic)
+                newest = max(pending[0] if pending else -1, self._sent_ts.get(topic, -1))
+                if ts >= newest:
+                    self._latest[topic] = (ts, payload)
 
     def _skip(self, what: str, exc: Exception) -> None:
         self.skipped += 1
@@ -154,11 +161,30 @@ class MqttLivePublisher:
             latest, self._latest = self._latest, {}
         if not latest:
             return
-        for topic, payload in latest.items():
+        for topic, (ts, payload) in latest.items():
             try:
                 self.client.publish(topic, payload, qos=0, retain=True)
             except ValueError as exc:  # paho refuses a topic or payload: this one only
                 self._skip(topic, exc)
+                continue
+            self._sent_ts[topic] = ts
+
+
+def live_values(site: str, points: Sequence[Point], skip: Callable[[str, Exception], None]) -> list[LiveValue]:
+    """The newest live value of each topic among `points` (the last one wins, as the points come), encoded as
+    MQTT carries it; a point that cannot be published goes to `skip` and costs no other point."""
+    out: dict[str, LiveValue] = {}
+    for p in points:
+        try:
+            item = live_topic(site, p)
+            if item is None:
+                continue
+            topic, payload = _encode(*item)
+        except Exception as exc:  # one point's text must not stop the others
+            skip(p.measurement, exc)
+            continue
+        out[topic] = (topic, int(item[1]["ts"]), payload)
+    return list(out.values())
 
 
 def _encode(topic: str, payload: dict[str, Any]) -> tuple[str, bytes]:

@@ -82,6 +82,10 @@ class Ingest(Protocol):
     def up(self, source: str) -> None:
         """A session works again. Call it before the session's first reading."""
 
+    def live_values(self, values: list[tuple[str, int, bytes]]) -> None:
+        """Live topic values (topic, ts in epoch ms, payload) that a receiver process mapped and stored itself;
+        the agent's live publisher keeps the newest per topic."""
+
 
 @dataclass
 class SourceContext:

@@ -146,6 +146,26 @@ def test_andon_call_and_its_ack_on_different_workers_read_right_on_the_board(mak
     assert (call.call_id, call.called_ns, call.acked_ns) == ("C-77", called, acked)
     assert call.time_to_acknowledge_s == pytest.approx(42.0)
     assert call.open
+    # The live topic a board subscribes to shows the acknowledgement, the newer of the two, whichever worker's
+    # write the agent heard of last.
+    live = f"shopfloor/v1/{cfg.site.id}/{line.id}/{station}/andon"
+    assert retained(broker, live)["v"] == "ack"
+
+
+def retained(broker, topic: str) -> dict:
+    """The retained payload of `topic` (JSON), as a board connecting now would get it."""
+    got: list[bytes] = []
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"live-check-{time.monotonic_ns()}")
+    sub.on_message = lambda client, userdata, msg: got.append(bytes(msg.payload))
+    sub.connect("127.0.0.1", broker.port)
+    sub.subscribe(topic, qos=1)
+    sub.loop_start()
+    try:
+        wait_until(lambda: got, 10, f"the retained value of {topic}")
+    finally:
+        sub.loop_stop()
+        sub.disconnect()
+    return json.loads(got[-1])
 
 
 @pytest.mark.parametrize(("key", "value", "expected"), [

@@ -106,3 +106,26 @@ def test_a_point_that_makes_no_topic_is_skipped_and_later_batches_still_go_out(p
     wait_until(lambda: subscriber.json(P + "packer-1/count/good"), 10, "the next batch")
     assert subscriber.json(P + "press-1/state")["v"] == "FAULT"
     assert publisher.client.is_connected()
+
+
+def test_values_from_receiver_processes_keep_the_newest_per_topic_whatever_order_they_come_in(publisher,
+                                                                                              subscriber):
+    """Two receiver processes confirm writes in no order between them: the acknowledgement of an andon call
+    stays the topic's value when the call itself comes after it, also once the acknowledgement is published."""
+    from agent.sinks.live import live_values
+
+    def values(*points: Point) -> list[tuple[str, int, bytes]]:
+        return live_values("cixi-1", points, lambda what, exc: None)
+
+    call = at(10, "andon_event", {"station": "mold-1", "event": "call", "kind": "quality"}, {"call_id": "C-1"})
+    ack = at(52, "andon_event", {"station": "mold-1", "event": "ack", "kind": "quality"}, {"call_id": "C-1"})
+    publisher.offer(values(ack))
+    publisher.offer(values(call))  # before the flush: the pending acknowledgement stays
+    wait_until(lambda: subscriber.json(P + "mold-1/andon"), 10, "the andon topic")
+    assert subscriber.json(P + "mold-1/andon")["v"] == "ack"
+    publisher.offer(values(call, RESIN))  # after it was published: still the older value, so not sent
+    wait_until(lambda: subscriber.json(P + "_line/material/resin-pp"), 10, "the material level beside it")
+    assert subscriber.json(P + "mold-1/andon")["v"] == "ack"
+    later = at(90, "andon_event", {"station": "mold-1", "event": "call", "kind": "quality"}, {"call_id": "C-2"})
+    publisher.offer(values(later))
+    wait_until(lambda: (subscriber.json(P + "mold-1/andon") or {}).get("call_id") == "C-2", 10, "a newer call")

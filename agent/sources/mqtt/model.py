@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
-from agent.config.base import Model, SecretRef, Slug
+from agent.config.base import Model, NoCredentials, SecretRef, Slug
 from agent.core.plan import RoutePlan
 
 
@@ -35,7 +35,7 @@ class MqttRoute(Model):
 
 class MqttSource(Model):
     id: Slug
-    url: Annotated[str, Field(pattern=r"^mqtts?://[^/]+$")]
+    url: Annotated[str, NoCredentials, Field(pattern=r"^mqtts?://[^/]+$")]
     protocol: Literal["3.1.1", "5"] = "5"
     client_id: str
     username: str | None = None
@@ -50,8 +50,9 @@ class MqttSource(Model):
     subscribe: list[str] = Field(description="topic filters to subscribe to")
     routes: list[MqttRoute]
     workers: Annotated[int, Field(ge=1, le=32)] | Literal["auto"] = Field(
-        default=1, description="receiver processes on a shared subscription (docs/scaling.md); auto: one per "
-                               "core, at most 4; 1: one connection in the agent's own process")
+        default="auto", description="receiver processes on a shared subscription (docs/scaling.md); auto (the "
+                                    "default): one per core, at most 4; 1: one connection in the agent's own "
+                                    "process")
     share_group: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] | None = Field(
         default=None, description="subscribe as $share/<group>/<filter>; agents that split one line's traffic "
                                   "set the same group (default with workers > 1: a group of this agent's own)")

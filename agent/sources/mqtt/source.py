@@ -115,7 +115,9 @@ class MqttConnection:
         self.client.on_connect = self._on_connect
         self.client.on_connect_fail = self._on_connect_fail
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
+        self._subscribing: dict[int, list[str]] = {}  # SUBSCRIBE message id -> its filters, until the SUBACK
         self.client.max_inflight_messages_set(cfg.receive_maximum)
         ctx.ingest.register_acknowledger(cfg.id, self._acknowledge)
 
@@ -165,7 +167,13 @@ class MqttConnection:
             client.unsubscribe(self.stale_filters)
         subs: list[tuple[str, int]] = [(f, int(self.cfg.qos)) for f in self.filters]
         subs.append((self.probe_topic, 0))
-        client.subscribe(subs)
+        if props is not None and getattr(props, "SharedSubscriptionAvailable", 1) == 0 and any(
+                f.startswith("$share/") for f, _ in subs):
+            self._refused("the broker does not offer shared subscriptions (MQTT 5 CONNACK); use workers: 1 "
+                          "or a broker that does (Mosquitto 2, EMQX, HiveMQ)")
+        _, mid = client.subscribe(subs)
+        if mid is not None:
+            self._subscribing[mid] = [f for f, _ in subs]
         self.connected_at = time.monotonic()
         with self._ack_lock:
             self._connection += 1
@@ -174,6 +182,19 @@ class MqttConnection:
         self.state.metrics.connected.labels(self.cfg.id).set(1)
         log.info("MQTT source %s connected to %s (session present: %s), subscribed to %s", self.cfg.id,
                  self.cfg.url, flags.session_present, ", ".join(self.filters) or "nothing (retiring the session)")
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[Any], props: Any) -> None:
+        """A filter the broker refuses (its ACL, or no shared subscriptions) would leave the source connected and
+        silent: it is an error in /healthz and the log, counted as a read error."""
+        filters = self._subscribing.pop(mid, [])
+        refused = [f"{f} ({r})" for f, r in zip(filters, reasons, strict=False) if r.is_failure]
+        if refused:
+            self._refused(f"the broker refused the subscription to {', '.join(refused)}")
+
+    def _refused(self, error: str) -> None:
+        log.error("MQTT source %s (%s): %s; nothing arrives on it", self.cfg.id, self.cfg.url, error)
+        self.health.last_error = error
+        self.state.metrics.read_errors.labels(self.cfg.id, "subscription refused").inc()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         with self._ack_lock:

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from agent.clock import SimulatedClock
 from agent.config import MqttSource as MqttSourceConfig
 from agent.sources.base import Backoff, SourceContext
 from agent.sources.mqtt.sessions import Session, SessionBook
@@ -108,6 +109,8 @@ class WorkerProcess:
             "data_dir": str(self.pool.ctx.data_dir), "agent_id": self.pool.ctx.agent_id,
             "mode": "retire" if self.retire else "receive",
             "stale_filters": list(self.retire.filters) if self.retire else self.stale_filters,
+            # the agent's clock, when it is a simulated one (a demo): the worker stamps on the same
+            "clock": now.spec() if isinstance(now := self.pool.ctx.now_ns, SimulatedClock) else None,
         }
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_ROOT), env.get("PYTHONPATH", "")) if p)
@@ -169,8 +172,19 @@ class WorkerProcess:
             except ValueError:
                 log.warning("MQTT worker %s wrote %r", self.name, line[:200])
                 continue
-            if isinstance(status, dict):
+            if isinstance(status, dict) and "live" in status:
+                self._live(status["live"])
+            elif isinstance(status, dict):
                 self._apply(status)
+
+    def _live(self, values: Any) -> None:
+        """The worker's newest live values since its last line: to the agent's one live publisher."""
+        try:
+            items = [(str(topic), int(ts), str(payload).encode()) for topic, ts, payload in values]
+        except (TypeError, ValueError):
+            log.warning("MQTT worker %s wrote live values the agent cannot read", self.name)
+            return
+        self.pool.ctx.ingest.live_values(items)
 
     def _apply(self, status: dict[str, Any]) -> None:
         """Mirror one status line into the agent's health and metrics (counters as increments)."""
@@ -178,6 +192,8 @@ class WorkerProcess:
         m = self.pool.ctx.state.metrics
         if status.get("connected"):
             h.up()
+            if status.get("last_error"):  # connected, and yet something is wrong (a refused subscription)
+                h.last_error = str(status["last_error"])
         elif h.connected or status.get("last_error"):
             h.down(str(status.get("last_error") or "not connected"))
         h.reconnects = int(status.get("reconnects", h.reconnects)) + self.restarts
