@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBS   := mosquitto influxdb influxdb-client victoria-metrics chromium chromium-driver fonts-noto-cjk
 
-.PHONY: install system-deps demo test lint unit bench clean
+.PHONY: install system-deps demo test lint unit bench clean wheelhouse
 
 install: $(STAMP)
 
@@ -44,5 +44,11 @@ test: install system-deps lint
 bench: install system-deps
 	$(BIN)/python -m bench
 
+# Everything an air-gapped edge PC needs: the Shopfloor wheel, every runtime dependency as a wheel, pinned
+# requirements with hashes, install scripts and the example config (docs/operations.md). For a Windows PC:
+# make wheelhouse WHEELHOUSE_ARGS="--platform win_amd64"
+wheelhouse: install
+	$(BIN)/python deploy/wheelhouse.py --out dist/wheelhouse $(WHEELHOUSE_ARGS)
+
 clean:
-	rm -rf $(VENV) data build *.egg-info .pytest_cache .mypy_cache .ruff_cache test-artifacts
+	rm -rf $(VENV) data build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache test-artifacts
