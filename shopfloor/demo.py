@@ -86,6 +86,8 @@ def historian_from_url(url: str) -> dict[str, Any]:
     parsed = urlparse(url)
     schemes = {"influxdb": ("http", "v1"), "influxdbs": ("https", "v1"),
                "influxdb2": ("http", "v2"), "influxdb2s": ("https", "v2")}
+    if parsed.password:  # before anything echoes the URL
+        raise ValueError(f"{parsed.scheme}://{parsed.hostname}: put the password in INFLUX_PASSWORD, not in the URL")
     if parsed.scheme not in schemes or not parsed.hostname or not parsed.path.strip("/"):
         raise ValueError(f"{url!r}: expected influxdb://[user@]host:port/database or "
                          "influxdb2://host:port/bucket?org=ORG")

@@ -149,7 +149,7 @@ SQLITE = "historian:\n  kind: sqlite\n  retention_days: 400\n"
         ("historian:\n  kind: influxdb\n  url: db:8086\n  database: plant\n",
          "historian.url\n  found:    'db:8086'\n  expected: text matching"),
         ("historian:\n  kind: influxdb\n  url: http://edge:s3cr3t-token@db:8086\n  database: plant\n",
-         "historian.url\n  found:    'http://edge:(not shown)@db:8086'\n  expected: text matching"),
+         "historian.url\n  found:    'http://edge:(not shown)@db:8086'\n  expected: a URL with no user or password"),
         ("historian:\n  kind: influxdb\n  url: http://db:8086\n  database: plant\n  password: ${HOME}\n",
          "historian.username\n  found:    'nothing (key missing)'\n  expected: the user the password belongs to"),
         ("historian:\n  kind: influxdb\n  url: http://db:8086\n  database: plant\n  batch_lines: 10000\n",

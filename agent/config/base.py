@@ -8,13 +8,30 @@ import re
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 SLUG = r"^[a-z0-9][a-z0-9_-]{0,47}$"
 Slug = Annotated[str, Field(pattern=SLUG, description="short id: lower-case letters, digits, '-' or '_'")]
 HHMM = Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="local time HH:MM")]
 SECRET_KEYS = frozenset({"password", "token"})
 ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+
+
+# `scheme://user[:password]@host`: a URL that carries credentials
+_URL_USERINFO = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@")
+
+
+def _no_credentials(value: Any) -> Any:
+    if isinstance(value, str) and _URL_USERINFO.match(value):
+        raise ValueError("a URL with no user or password in it: credentials have keys of their own (a source's or "
+                         "the historian's `username`, and `password: ${ENV_VAR}` or `password_file`; see Secrets "
+                         "in config/README.md)")
+    return value
+
+
+# Put in a URL field's Annotated[...]: a user or password in the URL is refused before any other check, so the
+# user learns where credentials go (they would be neither used to log in nor kept out of the logs).
+NoCredentials = BeforeValidator(_no_credentials)
 
 
 class Model(BaseModel):

@@ -9,7 +9,16 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from agent.config.base import Issue, Model, SecretRef, Slug, unique, unreadable_file, unset_secret
+from agent.config.base import (
+    Issue,
+    Model,
+    NoCredentials,
+    SecretRef,
+    Slug,
+    unique,
+    unreadable_file,
+    unset_secret,
+)
 
 
 class MaintenanceWindow(Model):
@@ -33,7 +42,7 @@ class FeedToken(Model):
 
 class PushEndpoint(Model):
     name: Slug = Field(description="names the endpoint in logs, /healthz and /metrics")
-    url: Annotated[str, Field(pattern=r"^https?://[^\s/@?#]+(/[^\s#]*)?$")] = Field(
+    url: Annotated[str, NoCredentials, Field(pattern=r"^https?://[^\s/@?#]+(/[^\s#]*)?$")] = Field(
         description="where capacity events are POSTed")
     secrets: list[SecretRef] = Field(default=[], description="Standard Webhooks secrets (whsec_...), from the "
                                                              "environment; every one signs (key rotation)")
@@ -51,7 +60,7 @@ class PushSettings(Model):
                                "order started or finished) and pushes at once")
     max_event_kb: Annotated[int, Field(ge=1, le=10240)] = Field(
         default=256, description="a larger event is sent as a thin 'changed' event with a pull URL")
-    feed_url: Annotated[str, Field(pattern=r"^https?://[^\s/@?#]+(/[^\s?#]*)?$")] | None = Field(
+    feed_url: Annotated[str, NoCredentials, Field(pattern=r"^https?://[^\s/@?#]+(/[^\s?#]*)?$")] | None = Field(
         default=None, description="base URL of the /v1 feed the platform pulls (default the dashboard's)")
     quota_mb: Annotated[float, Field(gt=0)] = Field(default=64, description="disk for events waiting per endpoint")
 

@@ -8,7 +8,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from agent.config.base import SECRET_KEYS, Issue, Model, SecretRef, Slug, unreadable_file, unset_secret
+from agent.config.base import (
+    SECRET_KEYS,
+    Issue,
+    Model,
+    NoCredentials,
+    SecretRef,
+    Slug,
+    unreadable_file,
+    unset_secret,
+)
 
 
 class AgentSettings(Model):
@@ -37,8 +46,8 @@ class HistorianSettings(Model):
         default=400, description="sqlite: default 400; influxdb: unset, the database's retention policy decides")
     # InfluxDB: 1.x through /write (database, retention_policy, username/password) with api: v1;
     # 2.x, 3.x and Cloud (org, bucket, token) with api: v2.
-    url: Annotated[str, Field(pattern=r"^https?://[^\s/@?#]+(/[^\s?#]*)?$",
-                              description="no user, password or query in it")] | None = None
+    url: Annotated[str, NoCredentials, Field(pattern=r"^https?://[^\s/@?#]+(/[^\s?#]*)?$",
+                                             description="no user, password or query in it")] | None = None
     api: Literal["v1", "v2"] = "v1"
     database: str | None = Field(default=None, description="v1: the database; v2: read through this "
                                                            "database mapping (default: the bucket)")

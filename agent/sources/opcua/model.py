@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from agent.config.base import Model, SecretRef, Slug
+from agent.config.base import Model, NoCredentials, SecretRef, Slug
 
 NODE_ID_FORMS = "ns=<index>; or nsu=<namespace URI>; then i=<number>, s=<text>, g=<GUID> or b=<base64>"
 _NODE_ID = re.compile(r"(?:ns=(?P<ns>[^;]*);|nsu=(?P<uri>.*?);)?(?P<kind>[isgb])=(?P<id>.*)\Z", re.DOTALL)
@@ -69,7 +69,7 @@ class OpcUaSecurity(Model):
 
 class OpcUaSource(Model):
     id: Slug
-    endpoint: Annotated[str, Field(pattern=r"^opc\.tcp://")]
+    endpoint: Annotated[str, NoCredentials, Field(pattern=r"^opc\.tcp://")]
     security: OpcUaSecurity = OpcUaSecurity()
     username: str | None = None
     password: SecretRef | None = None
