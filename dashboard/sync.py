@@ -10,13 +10,18 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from agent import notify
 from agent.config import FactoryConfig
 from agent.http import StatusServer
 from agent.sinks import open_historian
 from dashboard import wall_clock_ns
+
+if TYPE_CHECKING:
+    from dashboard.push import PushJob
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +66,24 @@ def run_sync(cfg: FactoryConfig, args: argparse.Namespace) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    stop.wait()
+    notify.ready()
+    vitals = notify.Vitals("sync")
+    while not stop.wait(notify.watchdog_period()):  # under systemd's watchdog: WATCHDOG=1 while pushing works
+        vitals.report(*_pushing(job))
+    notify.stopping()
     job.stop()
     server.stop()
     holds.close()
     historian.close()
     return 0
+
+
+def _pushing(job: PushJob) -> tuple[bool, str]:
+    """Whether the push works, and if not, why: its schedule runs and every endpoint's delivery thread is alive
+    (an endpoint the platform disabled is not a fault of this process, and a restart would not mend it)."""
+    if job.scheduler is None or not job.scheduler.running:
+        return False, "the push schedule does not run"
+    stalled = [e["name"] for e in job.health()["endpoints"] if not e["delivering"] and not e["disabled"]]
+    if stalled:
+        return False, f"delivery to {', '.join(stalled)} has stopped"
+    return True, ""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -13,13 +12,7 @@ from pydantic import ValidationError
 
 from agent.clock import add_anchor_argument
 from agent.config import ConfigError, FactoryConfig, HistorianSettings, load
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    # asyncua logs every reconnect attempt at length; the agent reports connection state itself.
-    logging.getLogger("asyncua").setLevel(logging.ERROR if level.upper() != "DEBUG" else logging.DEBUG)
+from shopfloor import logs
 
 
 def _load_or_exit(path: str) -> object:
@@ -76,11 +69,15 @@ def cmd_agent(args: argparse.Namespace) -> int:
     cfg: FactoryConfig = _load_or_exit(args.config)  # type: ignore[assignment]
     if args.historian:
         cfg = _with_historian(cfg, args.historian)
+
+    def reload_config() -> FactoryConfig:  # SIGHUP: the same file and options again; ConfigError when invalid
+        again = load(args.config)
+        return _with_historian(again, args.historian) if args.historian else again
     start = caught_up(args.sim_start, args.speed, args.sim_anchor)
     clock = simulated_clock(start, args.speed) if start else None
     try:
         agent = Agent(cfg, data_dir=Path(args.data_dir) if args.data_dir else None,
-                      http_port=args.agent_port, now_ns=clock)
+                      http_port=args.agent_port, now_ns=clock, reload_config=reload_config)
     except ListenError as exc:
         print(f"shopfloor agent: {exc} (another program has the port? choose one with --agent-port or "
               "agent.http_port)", file=sys.stderr)
@@ -145,7 +142,7 @@ COMMAND_MODULES: tuple[str, ...] = ()
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shopfloor", description="Shop-floor agent, simulators and tools.")
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    logs.add_arguments(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("check-config", help="validate a config file; exit 0 when valid, 2 with every problem")
@@ -230,12 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    logs.add_to_commands(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging(args.log_level)
+    logs.setup_from_args(args)
     return int(args.func(args))
 
 

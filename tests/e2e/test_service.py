@@ -1,0 +1,217 @@
+"""Shopfloor as a systemd service: the units in deploy/systemd/ verify, and the real agent and sync processes
+speak sd_notify to a socket this test binds (as systemd would): READY=1, WATCHDOG=1 only while the agent's
+pipeline commits, STOPPING=1 on SIGTERM. The agent's JSON log file parses line by line and rotates at its size."""
+
+from __future__ import annotations
+
+import base64
+import configparser
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from shopfloor.cli import build_parser
+from simulators.broker import free_port
+from tests.conftest import ROOT
+from tests.e2e.conftest import Proc, wait_until
+
+UNITS = ROOT / "deploy" / "systemd"
+UNIT_NAMES = ("shopfloor-agent.service", "shopfloor-dashboard.service", "shopfloor-sync.service")
+WATCHDOG_USEC = 1_000_000  # the agent checks itself and notifies every 0.5 s
+
+
+class NotifySocket:
+    """The datagram socket systemd listens on for sd_notify, with what arrived and when."""
+
+    def __init__(self) -> None:
+        # a folder of its own under /tmp: a socket path must be short (108 bytes)
+        self.dir = Path(tempfile.mkdtemp(prefix="sd-"))
+        self.path = self.dir / "notify"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(self.path))
+        self.sock.settimeout(0.05)
+        self.messages: list[tuple[float, str]] = []
+
+    def env(self) -> dict[str, str]:
+        return {"NOTIFY_SOCKET": str(self.path), "WATCHDOG_USEC": str(WATCHDOG_USEC)}
+
+    def receive(self, seconds: float) -> list[tuple[float, str]]:
+        """Take what arrives within `seconds`; returns those messages (each datagram's lines, one by one)."""
+        new: list[tuple[float, str]] = []
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            new += [(time.monotonic(), line) for line in data.decode().splitlines()]
+        self.messages += new
+        return new
+
+    def wait_for(self, state: str, timeout: float) -> float:
+        """Receive until `state` (e.g. "READY=1") arrives; when it did."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            for at, line in self.receive(0.1):
+                if line == state:
+                    return at
+        raise AssertionError(f"no {state} within {timeout} s; got {[m for _, m in self.messages][-10:]}")
+
+    def close(self) -> None:
+        self.sock.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def notify_socket() -> Iterator[NotifySocket]:
+    sock = NotifySocket()
+    yield sock
+    sock.close()
+
+
+def unit(name: str) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # systemd keys are case-sensitive
+    parser.read_string((UNITS / name).read_text().replace("\\\n", " "))
+    return parser
+
+
+@pytest.mark.parametrize("name", UNIT_NAMES)
+def test_unit_runs_a_hardened_notify_service_whose_command_line_parses(name):
+    service = unit(name)["Service"]
+    assert service["Type"] == "notify" and int(service["WatchdogSec"]) > 0
+    assert service["Restart"] == "on-failure" and "2" in service["RestartPreventExitStatus"].split()
+    assert service["User"] == "shopfloor" and service["EnvironmentFile"].startswith("/etc/shopfloor/")
+    assert service["ProtectSystem"] == "strict" and service["NoNewPrivileges"] == "true"
+    assert service["PrivateTmp"] == "true" and "/var/lib/shopfloor" in service["ReadWritePaths"].split()
+    program, *argv = shlex.split(service["ExecStart"])
+    assert program == "/opt/shopfloor/.venv/bin/shopfloor"
+    args = build_parser().parse_args(argv)  # the options the unit gives exist, with these values
+    assert args.command == name.removeprefix("shopfloor-").removesuffix(".service")
+    assert args.config == "/etc/shopfloor/factory.yaml" and args.data_dir == "/var/lib/shopfloor"
+    assert args.log_format == "json" and args.log_file.startswith("/var/log/shopfloor/")
+
+
+def test_units_pass_systemd_analyze_verify(tmp_path):
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed (Debian: apt-get install systemd)")
+    for name in UNIT_NAMES:  # verify checks that ExecStart exists: point it at this checkout's command
+        text = (UNITS / name).read_text().replace("/opt/shopfloor/.venv/bin/shopfloor",
+                                                  str(ROOT / ".venv" / "bin" / "shopfloor"))
+        (tmp_path / name).write_text(text)
+    done = subprocess.run([analyze, "verify", "--man=no", *(str(tmp_path / n) for n in UNIT_NAMES)],
+                          capture_output=True, text=True, timeout=60)
+    # an unknown key or a value systemd cannot parse is only a warning on stderr, with exit status 0
+    assert done.returncode == 0 and not done.stderr.strip(), done.stderr
+
+
+def publish_level(port: int, level: float) -> None:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="service-test")
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        client.publish("line/line-1/material/resin-pp/level",
+                       json.dumps({"level": level, "ts": int(time.time() * 1000)}), qos=1).wait_for_publish(5)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def watchdogs(messages: list[tuple[float, str]], after: float = 0.0) -> list[float]:
+    return [at for at, line in messages if line == "WATCHDOG=1" and at > after]
+
+
+def test_agent_notifies_ready_watchdog_while_its_pipeline_commits_and_stopping(make_system, notify_socket, tmp_path):
+    system = make_system()
+    log_file = tmp_path / "agent-json.log"
+    agent = Proc("agent", ["--log-format", "json", "--log-file", str(log_file), "--log-level", "DEBUG",
+                           "--log-max-bytes", "2500", "--log-backups", "2", "agent", "--config", str(system.config)],
+                 tmp_path, env=notify_socket.env()).start()
+    system.procs.append(agent)
+    ready = notify_socket.wait_for("READY=1", 30)
+    assert not watchdogs(notify_socket.messages)  # nothing before READY=1
+    assert system.http("/healthz")[0] in (200, 503)  # READY=1 comes once it serves
+    assert len(watchdogs(notify_socket.receive(2.0), ready)) >= 3
+
+    # The pipeline stuck: another program holds the outbox's write lock (a backup tool, a hung disk), so the
+    # ingest thread cannot commit the message that arrives. The agent withholds WATCHDOG=1 (systemd would
+    # restart it after WatchdogSec); once the lock is gone, the message is stored and notifications resume.
+    wait_until(lambda: system.health()["sources"]["line-bus"]["connected"], 20, "line-bus connected")
+    lock = sqlite3.connect(system.data_dir / "outbox.sqlite3", isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    try:
+        publish_level(system.broker.port, 182.5)
+        held = wait_until(lambda: "watchdog notifications held back" in log_file.read_text(), 10,
+                          "the agent to log that it holds the watchdog back")
+        assert held
+        since = time.monotonic()
+        silent = notify_socket.receive(2.0)
+        assert not watchdogs(silent, since + 0.6), "WATCHDOG=1 while the pipeline could not commit"
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    unlocked = time.monotonic()
+    assert len(watchdogs(notify_socket.receive(2.0), unlocked)) >= 2
+    wait_until(lambda: system.sql("SELECT COUNT(*) FROM material_level") == [(1,)], 10, "the level stored")
+
+    assert agent.stop(signal.SIGTERM) == 0
+    notify_socket.receive(0.2)
+    assert "STOPPING=1" in [line for _, line in notify_socket.messages]
+
+    files = sorted(tmp_path.glob("agent-json.log*"))
+    assert [f.name for f in files] == ["agent-json.log", "agent-json.log.1", "agent-json.log.2"], files
+    for f in files:
+        lines = f.read_text(encoding="utf-8").splitlines()
+        assert f.stat().st_size <= 2500 or len(lines) == 1, f  # rotated before the next line passed the size
+        for line in lines:
+            entry = json.loads(line)
+            assert {"ts", "level", "logger", "message"} <= set(entry), line
+    entries = [json.loads(line) for line in log_file.read_text(encoding="utf-8").splitlines()]
+    assert any(e["message"].startswith("agent edge-1 stopped") for e in entries)
+
+
+def test_sync_notifies_ready_watchdog_and_stopping(make_system, notify_socket, tmp_path):
+    secret = tmp_path / "platform-secret"
+    secret.write_text("whsec_" + base64.b64encode(b"a-key-for-the-sync-test-000001").decode())
+
+    def push_nowhere(data):  # a platform that is down: delivery fails and is retried, the process is healthy
+        data["capacity"] = {"push": {"in_dashboard": False, "endpoints": [{
+            "name": "platform", "url": f"http://127.0.0.1:{free_port()}/events", "secret_files": [str(secret)]}]}}
+
+    system = make_system(push_nowhere)
+    sync = Proc("sync", ["sync", "--config", str(system.config), "--port", str(free_port())], tmp_path,
+                env=notify_socket.env())
+    system.procs.append(sync)
+    sync.start()
+    ready = notify_socket.wait_for("READY=1", 30)
+    assert len(watchdogs(notify_socket.receive(1.6), ready)) >= 2
+    assert sync.stop(signal.SIGTERM) == 0
+    notify_socket.receive(0.2)
+    assert "STOPPING=1" in [line for _, line in notify_socket.messages]
+
+
+def test_outside_systemd_notify_does_nothing(monkeypatch):
+    from agent import notify
+
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+    assert notify.notify("READY=1") is False and notify.watchdog_period() is None
+    monkeypatch.setenv("WATCHDOG_USEC", "30000000")
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid() + 1))  # systemd watches another process (the parent)
+    assert notify.watchdog_period() is None
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    assert notify.watchdog_period() == 15.0
