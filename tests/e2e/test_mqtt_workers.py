@@ -246,3 +246,65 @@ def test_session_record_plans_what_to_retire_and_survives_a_damaged_file(tmp_pat
     assert book.plan([plain], legacy=plain) == ([], {})
     assert "cannot be read" in caplog.text and str(book.path) in caplog.text
     assert book.load() == [plain]
+
+
+class AclBroker:
+    """A real amqtt broker (the demo's fallback on a PC without Mosquitto) whose ACL lets anonymous clients
+    subscribe to `shopfloor/#` only: it answers any other SUBSCRIBE with a failure (0x80). Mosquitto 2.0 grants
+    such a subscription and checks read rights per message instead, which gives the agent nothing to report."""
+
+    def __init__(self) -> None:
+        import asyncio
+        import threading
+
+        from simulators.broker import free_port
+
+        self.port = free_port()
+        self.url = f"mqtt://127.0.0.1:{self.port}"
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        self.broker = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(15)
+
+    async def _start(self):
+        from amqtt.broker import Broker as Amqtt
+
+        broker = Amqtt({
+            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
+            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
+                        "amqtt.plugins.topic_checking.TopicAccessControlListPlugin": {
+                            "acl": {"anonymous": ["shopfloor/#"]}}}})
+        await broker.start()
+        return broker
+
+    def close(self) -> None:
+        import asyncio
+
+        asyncio.run_coroutine_threadsafe(self.broker.shutdown(), self.loop).result(15)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+@pytest.mark.filterwarnings("ignore:The 'acl' option is deprecated")  # its replacement is not in this amqtt
+def test_a_subscription_the_broker_refuses_is_an_error_not_a_quiet_source(tmp_path):
+    """The broker refuses `line/#` while the agent's probe topic still comes back: without a look at the SUBACK
+    the source would show connected and healthy and store nothing."""
+    from tests.e2e.conftest import System
+
+    def one_connection(data):
+        data["sources"]["opcua"] = []
+        for line in data["lines"]:
+            line["machines"] = []
+        data["sources"]["mqtt"][0].update(workers=1, protocol="3.1.1")
+
+    broker = AclBroker()
+    system = System(tmp_path, broker, one_connection)  # type: ignore[arg-type]
+    try:
+        system.agent()
+        health = wait_until(lambda: (h := system.health())["sources"]["line-bus"]["last_error"] and h, 30,
+                            "the refusal on /healthz")
+        assert health["sources"]["line-bus"]["last_error"] == (
+            "the broker refused the subscription to line/# (Unspecified error)")
+        metrics = system.http("/metrics")[1]
+        assert 'shopfloor_source_read_errors_total{reason="subscription refused",source="line-bus"} 1.0' in metrics
+    finally:
+        system.close()
+        broker.close()
