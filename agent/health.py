@@ -36,6 +36,10 @@ class SourceHealth:
         self.last_error = error
 
 
+# what shopfloor_unknown_ids_total counts, by its `kind` label (agent/core/mapping.py UnknownIdError)
+UNKNOWN_ID_KINDS = ("badge", "line", "station", "machine", "material")
+
+
 class AgentMetrics:
     """Prometheus metrics of one agent, in their own registry (several agents can share a process in tests)."""
 
@@ -83,7 +87,7 @@ class AgentMetrics:
         self.points_out.labels("historian")
         self.write_errors.labels("historian")
         self.dead_letters.labels("historian")
-        for kind in ("badge", "line", "station", "machine", "material"):
+        for kind in UNKNOWN_ID_KINDS:
             self.unknown_ids.labels(kind)
 
 

@@ -29,7 +29,7 @@ from paho.mqtt.properties import Properties
 from agent.clock import SimulatedClock
 from agent.config import FactoryConfig, resolve_secret
 from agent.core.schema import Point
-from agent.health import AgentState
+from agent.health import UNKNOWN_ID_KINDS, AgentState
 from agent.mqtt_client import make_client
 from agent.outbox import Outbox
 from agent.pipeline import Pipeline
@@ -196,6 +196,7 @@ class Worker:
             "points_out": sample("shopfloor_points_out_total", {"sink": "historian"}),
             "dead_letters": sample("shopfloor_dead_letters_total", {"source": self.source_id}),
             "dead_letters_total": self.outbox.dead_letters_total,
+            **{f"unknown_ids/{kind}": sample("shopfloor_unknown_ids_total", {"kind": kind}) for kind in UNKNOWN_ID_KINDS},
             "outbox_points": points, "outbox_bytes": size, "dropped_points": self.outbox.dropped_points,
             "historian_error": self.state.last_write_error,
             "lag_s": registry.get_sample_value("shopfloor_source_lag_seconds", {"source": self.source_id}),

@@ -4,6 +4,7 @@ topics and the live topics, and made-up ids from a client that may write them.""
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -70,7 +71,8 @@ def acl_config(password_file: Path):
         for line in data["lines"]:
             line["machines"] = []
         source = data["sources"]["mqtt"][0]
-        source.update(username="shopfloor-agent", password_file=str(password_file), workers=1)
+        # two receiver processes on a shared subscription, each with its own outbox (and dead letters)
+        source.update(username="shopfloor-agent", password_file=str(password_file), workers=2)
     return change
 
 
@@ -82,7 +84,8 @@ def system(tmp_path_factory) -> Iterator[System]:
     sys_ = System(tmp, broker, acl_config(tmp / "agent-pw"))
     try:
         sys_.agent()
-        wait_until(lambda: sys_.health()["sources"]["line-bus"]["connected"], 20, "the agent on the ACL broker")
+        wait_until(lambda: (workers := [v for k, v in sys_.health()["sources"].items() if k.startswith("line-bus/")])
+                   and all(w["connected"] for w in workers), 30, "the agent's workers on the ACL broker")
         yield sys_
     finally:
         sys_.close()
@@ -135,11 +138,18 @@ def test_made_up_badges_are_dead_letters_and_count_as_nobody(system):
     assert system.metric("shopfloor_unknown_ids_total") == FAKE_BADGES
     metrics = system.http("/metrics")[1]
     assert f'shopfloor_unknown_ids_total{{kind="badge"}} {float(FAKE_BADGES)}' in metrics
-    dead = system.outbox_sql("SELECT COUNT(*), COUNT(DISTINCT payload) FROM dead_letter "
-                             "WHERE reason LIKE 'unknown badge %'")
-    assert dead == [(FAKE_BADGES, FAKE_BADGES)]
-    (example,) = system.outbox_sql("SELECT reason FROM dead_letter WHERE CAST(payload AS TEXT) LIKE '%X00042%'")
-    assert example == ("unknown badge 'X00042' (not in operators)",)
+    # kept as dead letters: in the outbox of the worker process that received each
+    payloads: list[bytes] = []
+    for outbox in system.data_dir.rglob("outbox.sqlite3"):
+        conn = sqlite3.connect(f"file:{outbox}?mode=ro", uri=True)
+        try:
+            payloads += [p for (p,) in conn.execute("SELECT payload FROM dead_letter WHERE reason LIKE 'unknown badge %'")]
+            example = conn.execute("SELECT reason FROM dead_letter WHERE CAST(payload AS TEXT) LIKE '%X00042%'").fetchall()
+            if example:
+                assert example == [("unknown badge 'X00042' (not in operators)",)]
+        finally:
+            conn.close()
+    assert len(payloads) == len(set(payloads)) == FAKE_BADGES
     stored = system.sql("SELECT station, badge, operator FROM operator_event ORDER BY badge")
     assert stored == [("mold-1", "B1001", "op-001"), ("mold-2", "B1002", "op-002"), ("assy-1", "B1003", "op-003"),
                       ("assy-1", "B1004", "op-004"), ("pack-1", "B1009", "op-009")]

@@ -33,6 +33,7 @@ from typing import IO, Any
 
 from agent.clock import SimulatedClock
 from agent.config import MqttSource as MqttSourceConfig
+from agent.health import UNKNOWN_ID_KINDS
 from agent.sources.base import Backoff, SourceContext
 from agent.sources.mqtt.sessions import Session, SessionBook
 
@@ -204,6 +205,7 @@ class WorkerProcess:
         for key, counter in (("messages_in", m.messages_in.labels(source)), ("points_in", m.points_in),
                              ("points_out", m.points_out.labels("historian")),
                              ("dead_letters", m.dead_letters.labels(source)),
+                             *((f"unknown_ids/{kind}", m.unknown_ids.labels(kind)) for kind in UNKNOWN_ID_KINDS),
                              ("messages_in_worker", m.worker_messages.labels(self.name))):
             now = float(status.get(key.removesuffix("_worker")) or 0)
             delta = now - self._totals.get(key, 0.0)
