@@ -57,7 +57,7 @@ def test_untrusted_server_certificate_is_refused_with_a_clear_message(make_syste
                         "the refusal to show on /healthz")
     error = health["sources"]["plc-1"]["last_error"]
     assert "is not trusted" in error and "trusted_server_certificates" in error
-    saved = list((system.data_dir / "pki").glob("untrusted-*.der"))
+    saved = list((system.data_dir / "pki" / "rejected").glob("*.der"))
     assert len(saved) == 1 and str(saved[0]) in error
     assert "is not trusted" in agent.log() and "config/README.md#trusting-certificates" in error
     time.sleep(2)

@@ -30,6 +30,7 @@ from agent.config import OpcUaSource as OpcUaSourceConfig
 from agent.config import parse_node_id, resolve_secret
 from agent.core.schema import TIME_MAX_NS, TIME_MIN_NS
 from agent.sources.base import Backoff, Quality, Reading, SourceContext, TagRef
+from agent.sources.opcua import pki
 from agent.sources.opcua.wire import FastPublishResult, Unsupported, parse_publish_response
 
 log = logging.getLogger(__name__)
@@ -405,13 +406,15 @@ class OpcUaSource:
                 trusted.add(thumbprint(_load_der(path)))
             except (OSError, ValueError) as exc:
                 raise SecurityRefused(f"cannot read trusted certificate {path}: {exc}") from None
+        # the agent's trust store (agent/sources/opcua/pki.py), read at every attempt: `shopfloor certs trust`
+        # takes effect without a restart
+        trusted |= pki.trusted_thumbprints(self.pki_dir)
         if thumbprint(server_der) not in trusted:
-            self.pki_dir.mkdir(parents=True, exist_ok=True)
-            seen = self.pki_dir / f"untrusted-{thumbprint(server_der)}.der"
-            seen.write_bytes(server_der)
+            seen = pki.save_rejected(self.pki_dir, server_der)
             raise SecurityRefused(
                 f"server certificate {cert.subject.rfc4514_string()} (thumbprint {thumbprint(server_der)}) "
-                f"is not trusted; saved it to {seen}: after checking it, add that path to "
+                f"is not trusted; saved it to {seen}: after checking it, run `shopfloor certs trust "
+                f"{thumbprint(server_der)[:12]}` or add that path to "
                 f"sources.opcua[{self.cfg.id}].security.trusted_server_certificates (see {TRUST_HELP})")
         return server_der
 
