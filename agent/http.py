@@ -6,8 +6,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Iterable
+from http import HTTPStatus
 from typing import Any
 
 from prometheus_client import generate_latest
@@ -15,6 +15,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from agent.health import AgentState
 from agent.outbox import Outbox
+from agent.webserver import GuardedServer, Limits
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,13 @@ def refresh_gauges(state: AgentState, outbox: Outbox) -> None:
 # A GET route: () -> (status, content type, body)
 Route = Callable[[], tuple[int, str, bytes]]
 
+# Who reads these endpoints: a monitoring scraper, a health check, a person with curl. A few threads serve them
+# all; a client holding connections open without asking anything is closed after the header timeout, and one
+# address holds at most `per_client` connections (agent/webserver.py).
+THREADS = 4
+LIMITS = Limits(connections=512, per_client=16, header_timeout_s=10, body_timeout_s=10, idle_timeout_s=30,
+                send_timeout_s=10)
+
 
 class ListenError(OSError):
     """The HTTP endpoints cannot listen on their address (most often: another program has the port)."""
@@ -85,48 +93,50 @@ class ListenError(OSError):
         return f"cannot listen on {self.host}:{self.port}: {self.strerror}"
 
 
-class StatusServer:
-    """A small HTTP server on a daemon thread answering GET on fixed paths (health and metrics endpoints);
-    ListenError when it cannot listen on `host:port`."""
+def routes_app(routes: dict[str, Route]) -> Callable[..., Iterable[bytes]]:
+    """A WSGI application answering GET on the fixed paths of `routes`: 404 elsewhere, 405 for other methods."""
+    missing = json.dumps({"error": "not found: try " + " or ".join(routes)}).encode()
+    not_allowed = json.dumps({"error": "only GET is served here"}).encode()
 
-    def __init__(self, host: str, port: int, routes: dict[str, Route], name: str = "shopfloor-http") -> None:
-        handler = self._handler(routes)
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        extra: list[tuple[str, str]] = []
+        if environ["REQUEST_METHOD"] != "GET":
+            status, ctype, body = 405, "application/json", not_allowed
+            extra.append(("Allow", "GET"))
+        else:
+            route = routes.get(environ.get("PATH_INFO", ""))
+            status, ctype, body = route() if route else (404, "application/json", missing)
+        start_response(f"{status} {HTTPStatus(status).phrase}",
+                       [("Content-Type", ctype), ("Content-Length", str(len(body))), *extra])
+        return [body]
+
+    return app
+
+
+class StatusServer:
+    """A small HTTP server on a daemon thread answering GET on fixed paths (health and metrics endpoints), on a
+    bounded pool of THREADS threads with the limits of LIMITS; ListenError when it cannot listen on `host:port`."""
+
+    def __init__(self, host: str, port: int, routes: dict[str, Route], name: str = "shopfloor-http",
+                 limits: Limits = LIMITS) -> None:
         try:
-            self.server = ThreadingHTTPServer((host, port), handler)
+            self.server = GuardedServer(routes_app(routes), limits, host=host, port=port, threads=THREADS,
+                                        ident=name, max_request_body_size=0, expose_tracebacks=False)
         except OSError as exc:
             raise ListenError(host, port, exc.errno, exc.strerror or str(exc)) from exc
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, name=name, daemon=True)
+        self.thread = threading.Thread(target=self.server.run, name=name, daemon=True)
 
     @property
     def port(self) -> int:
-        return int(self.server.server_address[1])
+        return int(self.server.effective_port)
 
     def start(self) -> None:
         self.thread.start()
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    @staticmethod
-    def _handler(routes: dict[str, Route]) -> type[BaseHTTPRequestHandler]:
-        missing = json.dumps({"error": "not found: try " + " or ".join(routes)}).encode()
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - the http.server API
-                route = routes.get(self.path.split("?", 1)[0])
-                status, ctype, body = route() if route else (404, "application/json", missing)
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-                log.debug("http %s", format % args)
-
-        return Handler
+        self.server.stop()
+        if self.thread.is_alive():
+            self.thread.join(timeout=10)
 
 
 class AgentHttpServer(StatusServer):
