@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, IPvAnyAddress, model_validator
 
 from agent.config.base import Issue, Model, SecretRef, Slug, unique, unreadable_file, unset_secret
 
@@ -25,6 +25,24 @@ class DashboardUser(Model):
         if (self.password is None) == (self.password_file is None):
             raise ValueError("exactly one of password (${ENV_VAR}) or password_file")
         return self
+
+
+class ConnectionLimits(Model):
+    connections: Annotated[int, Field(ge=16, le=20000)] = Field(
+        default=1000, description="connections held at once by all clients together, beside max_streams")
+    per_client: Annotated[int, Field(ge=1, le=10000)] = Field(
+        default=32, description="connections one client address holds at once; one more is refused with 503")
+    header_timeout_s: Annotated[float, Field(ge=1, le=300)] = Field(
+        default=10, description="a request's headers arrive within this, or the connection is closed (408)")
+    body_timeout_s: Annotated[float, Field(ge=1, le=3600)] = Field(
+        default=30, description="a request's body arrives within this after its headers")
+    idle_timeout_s: Annotated[float, Field(ge=1, le=3600)] = Field(
+        default=60, description="a connection idle between requests is closed after this")
+    send_timeout_s: Annotated[float, Field(ge=1, le=300)] = Field(
+        default=15, description="a client that reads nothing while send_buffer_kb waits for it is dropped after "
+                                "this (a stream nobody reads)")
+    send_buffer_kb: Annotated[int, Field(ge=16, le=65536)] = Field(
+        default=256, description="what may wait in the dashboard for one slow client")
 
 
 class KioskSettings(Model):
@@ -61,6 +79,15 @@ class DashboardSettings(Model):
     secret_key: SecretRef | None = Field(default=None, description="signs login sessions (default: a random key "
                                                                    "kept in <data-dir>/dashboard-secret)")
     secret_key_file: Path | None = None
+    limits: ConnectionLimits = ConnectionLimits()
+    trusted_proxy: IPvAnyAddress | None = Field(
+        default=None, description="address of the reverse proxy (nginx) in front of the dashboard: its "
+                                  "X-Forwarded-* headers are believed (HTTPS, the client's address), and it is "
+                                  "exempt from limits.per_client")
+    trusted_proxy_headers: list[Literal["x-forwarded-for", "x-forwarded-host", "x-forwarded-proto",
+                                        "x-forwarded-port", "forwarded"]] = Field(
+        default=["x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-forwarded-port"],
+        description="the headers taken from the trusted proxy")
     stop_reasons: list[StopReason] = DEFAULT_STOP_REASONS
     kiosk: KioskSettings = KioskSettings()
 
