@@ -56,17 +56,19 @@ def create_app(cfg: FactoryConfig, data_dir: Path | None = None, historian: Hist
     """
     from flask import Flask
 
-    from dashboard import api, auth, boards, feed, status
+    from dashboard import api, auth, boards, feed, security, status
     from dashboard.c2m import CapacityService
     from dashboard.holds import HoldStore
     from dashboard.hub import BoardHub
     from dashboard.live import LiveView
+    from dashboard.sessions import ServerSessionInterface, SessionStore
+    from dashboard.users import password_versions
 
     data_dir = Path(data_dir or cfg.agent.data_dir)
     app = Flask(__name__)
     app.config.update(SECRET_KEY=session_key(cfg, data_dir), SESSION_COOKIE_SAMESITE="Lax",
                       SESSION_COOKIE_HTTPONLY=True, JSON_SORT_KEYS=False, SEND_FILE_MAX_AGE_DEFAULT=3600,
-                      MAX_CONTENT_LENGTH=1024 * 1024)  # no request body the dashboard takes is near this
+                      MAX_CONTENT_LENGTH=cfg.dashboard.max_body_bytes)
     if test_config:
         app.config.update(test_config)
     historian = historian or open_historian(cfg, data_dir)
@@ -89,6 +91,16 @@ def create_app(cfg: FactoryConfig, data_dir: Path | None = None, historian: Hist
     if push is not None:
         hub.platform = push.summary
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    sessions = SessionStore(data_dir / "dashboard-sessions.sqlite3", cfg.dashboard.session_idle_h * 3600)
+    revoked = sessions.revoke_stale(password_versions(cfg))
+    if revoked:
+        log.info("dashboard: %d login session(s) ended: their user's password changed or the user is gone", revoked)
+    secure = cfg.dashboard.secure_cookies
+    app.session_interface = ServerSessionInterface(
+        sessions, (lambda req: req.is_secure) if secure == "auto" else (lambda req: bool(secure)))
+    app.extensions["shopfloor"]["sessions"] = sessions
+    security.install(app)
+    auth.install(app)
     app.register_blueprint(boards.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(auth.bp)
@@ -111,3 +123,4 @@ def shutdown(app: Flask) -> None:
     ext["live"].stop()
     ext["historian"].close()
     ext["holds"].close()
+    ext["sessions"].close()

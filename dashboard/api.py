@@ -12,8 +12,9 @@ from flask import Blueprint, Response, current_app, request
 
 from agent.historian import HistorianError
 from dashboard import board, queries
-from dashboard.auth import api_login_required, current_user
+from dashboard.auth import api_role_required
 from dashboard.problems import problem
+from dashboard.security import audit
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -99,7 +100,7 @@ def line_stops(line_id: str) -> Response:
 
 
 @bp.post("/lines/<line_id>/machines/<machine_id>/stops/<stop_id>/reason")
-@api_login_required
+@api_role_required("lead")
 def stop_reason(line_id: str, machine_id: str, stop_id: str) -> Response:
     """Give a reason to a whole stop. Body: {"reason": "<code of dashboard.stop_reasons>"}."""
     ext = _ext()
@@ -127,8 +128,7 @@ def stop_reason(line_id: str, machine_id: str, stop_id: str) -> Response:
         return problem(409, "A micro-stop so far", str(exc))
     except HistorianError as exc:
         return problem(503, "Historian unavailable", f"the reason was not saved: {exc}")
-    log.info("dashboard: %s gave reason %s to the %s stop of %s/%s at %s", current_user(), body["reason"], state,
-             line_id, machine_id, start_ns)
+    audit("stop_reason", line=line_id, machine=machine_id, stop=start_ns, state=state, reason=body["reason"])
     ext["hub"].live_changed(line_id)
     return _json({"line": line_id, "machine": machine_id, "id": stop_id, "state": state, "reason": body["reason"],
                   "start_ms": start_ns // board.MS, "end_ms": end_ns // board.MS})

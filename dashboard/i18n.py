@@ -227,6 +227,8 @@ _PAIRS: dict[str, tuple[str, str]] = {
     "login.failed": ("用户名或密码错误", "Wrong user name or password"),
     "login.required": ("登记停机原因需要登录", "Sign in to give stop reasons"),
     "login.expired": ("登录页面已过期，请重新登录", "The sign-in form expired; please try again"),
+    "login.locked": ("登录失败次数过多，已暂时锁定，请稍后再试", "Too many failed sign-ins; locked for a while, try again later"),
+    "login.kiosk_failed": ("看板令牌无效", "This screen's kiosk token is not valid"),
     # --- kiosk (TV)
     "kiosk.fullscreen": ("点击任意处进入全屏", "Tap anywhere for full screen"),
     "kiosk.next": ("下一条产线", "Next line"),

@@ -137,7 +137,7 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 # Commands that live in a module of their own: each module has `register(sub)`, which adds its parser(s) to the
 # subparsers and sets `func`; imported when the parser is built.
-COMMAND_MODULES: tuple[str, ...] = ("shopfloor.certs",)
+COMMAND_MODULES: tuple[str, ...] = ("shopfloor.certs", "shopfloor.passwd")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -9,22 +10,52 @@ from pydantic import Field, IPvAnyAddress, model_validator
 
 from agent.config.base import Issue, Model, SecretRef, Slug, unique, unreadable_file, unset_secret
 
+log = logging.getLogger(__name__)
+
 
 class StopReason(Model):
     code: Slug
     name: dict[Literal["zh-CN", "en"], str] = Field(description="the reason's label per language")
 
 
+Role = Literal["viewer", "lead", "admin"]
+# what `shopfloor passwd` prints: an argon2id hash in the PHC string format
+ARGON2_HASH = r"^\$argon2(id|i|d)\$v=\d+\$m=\d+,t=\d+,p=\d+\$[A-Za-z0-9+/]+\$[A-Za-z0-9+/]+$"
+
+
 class DashboardUser(Model):
-    name: Annotated[str, Field(min_length=1, max_length=64)]
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^:\s][^:]*$")]
+    role: Role = Field(default="lead", description="viewer: reads only; lead: gives stop reasons; admin: all a "
+                                                   "lead may, and whatever later needs more")
+    password_hash: Annotated[str, Field(pattern=ARGON2_HASH)] | None = Field(
+        default=None, description="the argon2 hash `shopfloor passwd` prints")
     password: SecretRef | None = None
     password_file: Path | None = None
 
     @model_validator(mode="after")
     def _one_password(self) -> DashboardUser:
-        if (self.password is None) == (self.password_file is None):
-            raise ValueError("exactly one of password (${ENV_VAR}) or password_file")
+        if sum(x is not None for x in (self.password_hash, self.password, self.password_file)) != 1:
+            raise ValueError("exactly one of password_hash (from `shopfloor passwd`), password (${ENV_VAR}) or "
+                             "password_file")
         return self
+
+
+class KioskToken(Model):
+    name: Slug = Field(description="the screen, e.g. tv-hall-1 (audit log lines name it)")
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] = Field(
+        description="SHA-256 of the token (hex), as `shopfloor token` prints it; the token itself goes into the "
+                    "TV's URL (?kiosk_token=) or an Authorization: Bearer header")
+
+
+class LoginThrottle(Model):
+    max_failures: Annotated[int, Field(ge=1, le=1000)] = Field(
+        default=10, description="failed logins of one account before it is locked")
+    max_failures_per_client: Annotated[int, Field(ge=1, le=10000)] = Field(
+        default=50, description="failed logins (any account, password or token) from one address before it is "
+                                "locked")
+    lockout_s: Annotated[float, Field(ge=1, le=86400)] = Field(
+        default=60, description="the first lockout; each further one of the same account or address doubles")
+    max_lockout_s: Annotated[float, Field(ge=1, le=7 * 86400)] = 3600
 
 
 class ConnectionLimits(Model):
@@ -75,7 +106,17 @@ class DashboardSettings(Model):
     heartbeat_s: Annotated[float, Field(gt=0, le=10)] = 3.0
     kpi_refresh_s: Annotated[float, Field(ge=1, le=300)] = Field(
         default=10, description="how often shift KPIs are recomputed from the historian while a board is open")
-    users: list[DashboardUser] = Field(default=[], description="who may give stop reasons")
+    users: list[DashboardUser] = Field(default=[], description="who may log in, and their role")
+    kiosk_tokens: list[KioskToken] = Field(default=[], description="tokens that log a TV in as a viewer")
+    anonymous_read: bool = Field(default=True, description="boards are readable without logging in; false: every "
+                                                           "page and API read needs a user or a kiosk token")
+    login_throttle: LoginThrottle = LoginThrottle()
+    session_idle_h: Annotated[float, Field(gt=0, le=24 * 90)] = Field(
+        default=12, description="a login session unused this long ends (a kiosk's, always in use, stays)")
+    secure_cookies: Literal["auto"] | bool = Field(
+        default="auto", description="auto: Secure cookies when the request came over HTTPS")
+    max_body_bytes: Annotated[int, Field(ge=1024, le=1024**3)] = Field(
+        default=1024 * 1024, description="a request body larger than this is refused with 413 unread")
     secret_key: SecretRef | None = Field(default=None, description="signs login sessions (default: a random key "
                                                                    "kept in <data-dir>/dashboard-secret)")
     secret_key_file: Path | None = None
@@ -102,6 +143,7 @@ def check_dashboard(dashboard: DashboardSettings, line_ids: list[str], mqtt_ids:
         if line_id not in line_ids:
             out.append((("dashboard", "kiosk", "lines", ki), line_id, "a line id: " + ", ".join(line_ids)))
     out += unique([r.code for r in dashboard.stop_reasons], ("dashboard", "stop_reasons"), "code", "stop reason code")
+    out += unique([k.name for k in dashboard.kiosk_tokens], ("dashboard", "kiosk_tokens"), "name", "kiosk token name")
     return out
 
 
@@ -125,4 +167,8 @@ def check_dashboard_secrets(dashboard: DashboardSettings, resolve_secrets: bool)
     for loc, key, ref, file in holders:
         out += unset_secret(loc + (key,), ref)
         out += unreadable_file(loc + (key + "_file",), file)
+    plain = [u.name for u in dashboard.users if u.password_hash is None]
+    if plain:
+        log.warning("dashboard.users: %s %s a plain-text password; run `shopfloor passwd` and put the hash it "
+                    "prints under password_hash instead", ", ".join(plain), "has" if len(plain) == 1 else "have")
     return out
