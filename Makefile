@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBS   := mosquitto influxdb influxdb-client victoria-metrics chromium chromium-driver fonts-noto-cjk prometheus
 
-.PHONY: install system-deps demo test lint unit bench clean wheelhouse
+.PHONY: install system-deps demo test lint unit bench clean wheelhouse chaos
 
 install: $(STAMP)
 
@@ -44,6 +44,12 @@ test: install system-deps lint
 
 bench: install system-deps
 	$(BIN)/python -m bench
+
+# The chaos suite: every fault (InfluxDB, broker, PLC, agent SIGKILL, outbox quota, historian disk full, clock
+# jumps, platform outage) against the simulators' ground truth, 30 s each, about 10 minutes; root for the
+# historian's tmpfs. CHAOS_ARGS=--record writes the table into docs/benchmarks.md; --short: 5 s per fault.
+chaos: install system-deps
+	$(BIN)/python -m bench.chaos $(CHAOS_ARGS)
 
 # Everything an air-gapped edge PC needs: the Shopfloor wheel, every runtime dependency as a wheel, pinned
 # requirements with hashes, install scripts and the example config (docs/operations.md). For a Windows PC:

@@ -4,7 +4,7 @@ the historian holds exactly the simulators' ground truth.
 
 The agent writes through a fault proxy in front of InfluxDB, which holds its requests when the test wants writes
 in flight. The outage lasts SHOPFLOOR_OUTAGE_S seconds: 120 in `make test` (two simulated hours at --speed 60,
-the short form), 600 in `make chaos` (the figure users plan for). The test is marked `long` and runs first, on
+the short form); `SHOPFLOOR_OUTAGE_S=600` runs the ten minutes users plan for. The test is marked `long` and runs first, on
 its own pytest-xdist worker, while the rest of the suite runs beside it.
 """
 
