@@ -59,8 +59,10 @@ class _Loader(_BASE_LOADER):  # type: ignore[misc, valid-type]
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep=deep)
-        except (ValueError, TypeError, OverflowError) as exc:
-            # a value its tag cannot be built from, e.g. the unquoted date 2026-13-45 or `!!int abc`
+        except yaml.YAMLError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - PyYAML's constructors raise ValueError, IndexError, ...
+            # a value its tag cannot be built from, e.g. the unquoted date 2026-13-45, `!!int abc` or `!!int ""`
             kind = node.tag.rsplit(":", 1)[-1]
             raise yaml.constructor.ConstructorError(
                 None, None, f"{_clip(str(node.value))!r} is not a valid {kind} ({exc}); quote it if it is text",
