@@ -18,7 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from flask import Blueprint, Response, current_app, g, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from agent.config import FactoryConfig
 from agent.core.schema import TIME_MAX_NS, TIME_MIN_NS
@@ -246,6 +246,8 @@ def _inquiry(cfg: FactoryConfig, body: dict[str, Any]) -> tuple[str, int, int | 
         raise BadRequest(400 if not isinstance(sku, str) else 404, "No such SKU" if isinstance(sku, str)
                          else "Invalid field", f"sku {sku!r}: expected a SKU of the products",
                          [{"name": "sku", "reason": "a SKU of the products"}])
+    if isinstance(qty, float) and qty.is_integer():
+        qty = int(qty)  # 132.0 is the integer 132 in JSON (what a client that has only floats sends)
     if isinstance(qty, bool) or not isinstance(qty, int) or not 1 <= qty <= MAX_QTY:
         raise BadRequest(400, "Invalid field", f"quantity {qty!r}: expected a whole number from 1 to {MAX_QTY}",
                          [{"name": "quantity", "reason": f"an integer from 1 to {MAX_QTY}"}])
@@ -381,7 +383,10 @@ def _http_error(exc: HTTPException) -> Response | HTTPException:
     """Errors Flask raises itself (no such path, wrong method) are problem documents under /v1/."""
     if not request.path.startswith(PREFIX) or (exc.code or 500) < 400:  # a redirect stays a redirect
         return exc
-    return problem(exc.code or 500, exc.name, exc.description or exc.name)
+    resp = problem(exc.code or 500, exc.name, exc.description or exc.name)
+    if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+        resp.headers["Allow"] = ", ".join(exc.valid_methods)  # what a 405 must say (RFC 9110)
+    return resp
 
 
 @bp.app_errorhandler(Exception)
