@@ -15,6 +15,7 @@ import socket
 import sqlite3
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -184,7 +185,7 @@ def test_agent_notifies_ready_watchdog_while_its_pipeline_commits_and_stopping(m
     assert any(e["message"].startswith("agent edge-1 stopped") for e in entries)
 
 
-def test_sync_notifies_ready_watchdog_and_stopping(make_system, notify_socket, tmp_path):
+def test_dashboard_and_sync_notify_ready_watchdog_and_stopping(make_system, tmp_path):
     secret = tmp_path / "platform-secret"
     secret.write_text("whsec_" + base64.b64encode(b"a-key-for-the-sync-test-000001").decode())
 
@@ -193,15 +194,61 @@ def test_sync_notifies_ready_watchdog_and_stopping(make_system, notify_socket, t
             "name": "platform", "url": f"http://127.0.0.1:{free_port()}/events", "secret_files": [str(secret)]}]}}
 
     system = make_system(push_nowhere)
-    sync = Proc("sync", ["sync", "--config", str(system.config), "--port", str(free_port())], tmp_path,
-                env=notify_socket.env())
-    system.procs.append(sync)
-    sync.start()
-    ready = notify_socket.wait_for("READY=1", 30)
-    assert len(watchdogs(notify_socket.receive(1.6), ready)) >= 2
-    assert sync.stop(signal.SIGTERM) == 0
+    sockets = {"dashboard": NotifySocket(), "sync": NotifySocket()}
+    try:
+        procs = {"dashboard": Proc("dashboard", ["dashboard", "--config", str(system.config), "--port",
+                                                 str(free_port())], tmp_path, env=sockets["dashboard"].env()),
+                 "sync": Proc("sync", ["sync", "--config", str(system.config), "--port", str(free_port())], tmp_path,
+                              env=sockets["sync"].env())}
+        for proc in procs.values():  # both at once: each spends its first seconds importing
+            system.procs.append(proc)
+            proc.start()
+        for name, sock in sockets.items():
+            ready = sock.wait_for("READY=1", 40)
+            # the dashboard's after a GET of its own /healthz answered, sync's while its push threads run
+            assert len(watchdogs(sock.receive(1.6), ready)) >= 2, name
+        for name, proc in procs.items():
+            assert proc.stop(signal.SIGTERM) == 0, name
+            sockets[name].receive(0.2)
+            assert "STOPPING=1" in [line for _, line in sockets[name].messages], name
+    finally:
+        for sock in sockets.values():
+            sock.close()
+
+
+def test_http_watchdog_notifies_only_while_the_server_answers(notify_socket, monkeypatch):
+    """The dashboard's hook (`notify.serving`) against a real HTTP server: WATCHDOG=1 while its GET is answered
+    (a 401 too), none once the server stops answering, STOPPING=1 when the server is done."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from agent import notify
+
+    class LoginFirst(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the http.server API
+            self.send_response(401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format, *args):  # noqa: A002
+            pass
+
+    for key, value in notify_socket.env().items():
+        monkeypatch.setenv(key, value)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), LoginFirst)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    done = notify.serving("0.0.0.0", server.server_address[1], "test server")  # probed on the loopback
+    try:
+        ready = notify_socket.wait_for("READY=1", 5)
+        assert len(watchdogs(notify_socket.receive(1.6), ready)) >= 2
+        server.shutdown()
+        server.server_close()
+        gone = time.monotonic()
+        assert not watchdogs(notify_socket.receive(1.6), gone + 0.6)
+    finally:
+        done()
     notify_socket.receive(0.2)
-    assert "STOPPING=1" in [line for _, line in notify_socket.messages]
+    assert notify_socket.messages[-1][1] == "STOPPING=1"
 
 
 def test_outside_systemd_notify_does_nothing(monkeypatch):
