@@ -36,6 +36,12 @@ class SourceHealth:
         self.last_error = error
 
 
+# The historian is stalled when it has confirmed no write for this long while points wait in the outbox: a write
+# waiting (another process holding the SQLite historian's lock, a server that takes it and does not answer) or a
+# drain that gets no turn. /healthz and /metrics say so before the write itself fails or times out (SQLite waits
+# 30 s for a lock, and a lock released now and then may never let the write fail at all).
+STALL_AFTER_S = 10.0
+
 # what shopfloor_unknown_ids_total counts, by its `kind` label (agent/core/mapping.py UnknownIdError)
 UNKNOWN_ID_KINDS = ("badge", "line", "station", "machine", "material")
 
@@ -76,6 +82,9 @@ class AgentMetrics:
                                        ["source", "decoder"], registry=r)
         self.last_write = Gauge("shopfloor_historian_last_write_timestamp_seconds",
                                 "Wall clock of the last confirmed historian write", registry=r)
+        self.historian_stalled = Gauge("shopfloor_historian_stalled_seconds",
+                                       "How long the historian has confirmed no write while points wait in the "
+                                       "outbox (0 when none wait or writes go through)", registry=r)
         # MQTT receiver processes (agent/sources/mqtt/workers.py), one series per worker `<source>/w<k>`
         self.worker_restarts = Counter("shopfloor_mqtt_worker_restarts", "Times an MQTT worker process died and "
                                        "was started again", ["worker"], registry=r)
@@ -100,9 +109,27 @@ class AgentState:
         self.sources: dict[str, SourceHealth] = {}
         self.last_write: float = 0.0
         self.last_write_error: str = ""
+        self.started = time.time()
         self.lock = threading.Lock()
         # MQTT receiver processes by name (`<source>/w<k>`): pid, restarts, their outbox; see mqtt/workers.py
         self.workers: dict[str, dict[str, object]] = {}
+
+    def historian_stall_s(self, points: int, oldest_ns: int | None, now: float) -> float:
+        """How long the historian has confirmed nothing while points wait in the outbox; 0 when none wait."""
+        if not points:
+            return 0.0
+        return max(0.0, now - max(self.last_write, self.started, (oldest_ns or 0) / 1e9))
+
+    def historian_error(self, points: int, oldest_ns: int | None, now: float) -> str:
+        """The historian's last_error for /healthz: the last failed write, or a stall that no failure explains."""
+        if self.last_write_error:
+            return self.last_write_error
+        stall = self.historian_stall_s(points, oldest_ns, now)
+        if stall < STALL_AFTER_S:
+            return ""
+        return (f"no historian write confirmed for {stall:.0f} s while {points} points wait in the outbox: a write "
+                "is waiting (another process holding the historian's lock, a server that does not answer) or the "
+                "drain gets no turn")
 
     def source(self, source_id: str, kind: str) -> SourceHealth:
         health = SourceHealth(source_id, kind)

@@ -52,12 +52,26 @@ def health_report(state: AgentState, outbox: Outbox) -> tuple[int, dict[str, Any
         "historian": {
             "last_write": round(state.last_write, 3) if state.last_write else None,
             "last_write_age_s": round(now - state.last_write, 3) if state.last_write else None,
-            "last_error": state.last_write_error or None,
+            "last_error": historian_error(state, points, oldest, now) or None,
+            "stalled_s": round(historian_stall_s(state, points, oldest, now), 3),
         },
     }
     if state.workers:  # MQTT receiver processes, each with its own outbox (agent/sources/mqtt/workers.py)
         body["workers"] = {name: dict(worker) for name, worker in state.workers.items()}
     return (200 if healthy else 503), body
+
+
+def historian_error(state: AgentState, points: int, oldest: int | None, now: float) -> str:
+    """The agent's own historian error, else the first an MQTT worker reports (each drains its own outbox)."""
+    return state.historian_error(points, oldest, now) or next(
+        (f"MQTT worker {name}: {w['historian_error']}" for name, w in state.workers.items()
+         if w.get("historian_error")), "")
+
+
+def historian_stall_s(state: AgentState, points: int, oldest: int | None, now: float) -> float:
+    """The longest stall of the agent's own drain and the MQTT workers' (agent/health.py STALL_AFTER_S)."""
+    return max([state.historian_stall_s(points, oldest, now),
+                *(float(str(w.get("historian_stalled_s") or 0.0)) for w in state.workers.values())])
 
 
 def refresh_gauges(state: AgentState, outbox: Outbox) -> None:
@@ -67,6 +81,7 @@ def refresh_gauges(state: AgentState, outbox: Outbox) -> None:
     m.outbox_bytes.set(size)
     oldest = outbox.oldest_ns() if points else None
     m.outbox_oldest_age.set(max(0.0, time.time() - oldest / 1e9) if oldest else 0.0)
+    m.historian_stalled.set(historian_stall_s(state, points, oldest, time.time()))
     m.dropped.set(outbox.dropped_points)
 
 

@@ -188,6 +188,7 @@ class Worker:
             return registry.get_sample_value(name, labels or {}) or 0.0
 
         _, points, size = self.outbox.depth()
+        oldest, now = (self.outbox.oldest_ns() if points else None), time.time()
         status = {
             "connected": health.connected, "last_error": health.last_error, "reconnects": health.reconnects,
             "last_data_ns": health.last_data_ns, "last_received": health.last_received,
@@ -198,7 +199,9 @@ class Worker:
             "dead_letters_total": self.outbox.dead_letters_total,
             **{f"unknown_ids/{kind}": sample("shopfloor_unknown_ids_total", {"kind": kind}) for kind in UNKNOWN_ID_KINDS},
             "outbox_points": points, "outbox_bytes": size, "dropped_points": self.outbox.dropped_points,
-            "historian_error": self.state.last_write_error,
+            # a failed write, or a stall no failure explains (a write waiting on the historian's lock)
+            "historian_error": self.state.historian_error(points, oldest, now),
+            "historian_stalled_s": self.state.historian_stall_s(points, oldest, now),
             "lag_s": registry.get_sample_value("shopfloor_source_lag_seconds", {"source": self.source_id}),
         }
         self._write(status)

@@ -33,6 +33,8 @@ DRAIN_BATCH_FACTOR = 4
 # How often the agent writes each PLC source's heartbeat: a machine whose values do not change sends no
 # points, and its board must still know that its data reaches now (dashboard watermark, docs/kpi.md).
 HEARTBEAT_EVERY_S = 5.0
+# How often the ingest thread looks for a stalled historian (agent/health.py STALL_AFTER_S)
+STALL_CHECK_S = 2.0
 
 
 class LivePublisher(Protocol):
@@ -64,6 +66,8 @@ class Pipeline:
         self.fatal: BaseException | None = None
         self._acknowledgers: dict[str, Callable[[list[Any]], None]] = {}
         self._next_heartbeat = 0.0
+        self._next_stall_check = 0.0
+        self._stall_logged = False
         self.heartbeat_sources = list(heartbeat_sources)
 
     # --- source-facing API, the sources' Ingest (any thread) ---
@@ -142,6 +146,7 @@ class Pipeline:
     def _ingest_loop(self) -> None:
         metrics = self.state.metrics
         while not self._stop.is_set():
+            self._watch_historian()
             try:
                 first = self._queue.get(timeout=0.5)
             except queue.Empty:
@@ -182,6 +187,22 @@ class Pipeline:
                 log.warning("dead letter from %s %s: %s", dead.source, dead.topic, dead.reason)
             if self._queue.empty():
                 self._heartbeat()
+
+    def _watch_historian(self) -> None:
+        """Every STALL_CHECK_S, on the ingest thread (the drain may be the one waiting): log once when the
+        historian stalls without a failed write to say so, and once when writes are confirmed again."""
+        if time.monotonic() < self._next_stall_check:
+            return
+        self._next_stall_check = time.monotonic() + STALL_CHECK_S
+        _, points, _ = self.outbox.depth()
+        error = self.state.historian_error(points, self.outbox.oldest_ns() if points else None, time.time())
+        stalled = bool(error) and not self.state.last_write_error
+        if stalled and not self._stall_logged:
+            log.error("%s", error)
+            self._stall_logged = True
+        elif not error and self._stall_logged:
+            log.info("historian: writes are confirmed again")
+            self._stall_logged = False
 
     def _heartbeat(self) -> None:
         """Every HEARTBEAT_EVERY_S, while nothing waits to be mapped: each PLC source's heartbeat, stamped now.

@@ -162,3 +162,27 @@ def test_made_up_badges_are_dead_letters_and_count_as_nobody(system):
     finally:
         historian.close()
     assert people["headcount"] == {"planned": 5, "present": 5}
+
+
+def test_a_historian_write_that_waits_on_a_lock_shows_on_healthz_and_loses_nothing(system):
+    """Another process holding the SQLite historian's write lock: the agent's write waits (SQLite's busy timeout
+    is 30 s, so no write fails for that long); /healthz and /metrics say so after STALL_AFTER_S."""
+    gateway = Client(system.broker, "line-gateway")
+    other = sqlite3.connect(system.data_dir / "historian.sqlite3", isolation_level=None, timeout=10)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            assert not system.health()["historian"]["last_error"]
+            gateway.publish("line/line-2/material/alu-bar/level", {"level": 12.5, "ts": now_iso()})
+            error = wait_until(lambda: system.health()["historian"]["last_error"], 30, "the stall on /healthz")
+            assert "no historian write confirmed for 1" in error and "1 points wait in the outbox" in error
+            assert system.metric("shopfloor_historian_stalled_seconds") >= 10
+        finally:
+            other.execute("COMMIT")
+        wait_until(lambda: system.sql("SELECT level FROM material_level WHERE material = 'alu-bar'") == [(12.5,)],
+                   30, "the waiting point written once the lock is gone")
+        wait_until(lambda: not system.health()["historian"]["last_error"], 10, "the stall to clear")
+        assert system.metric("shopfloor_historian_stalled_seconds") == 0
+    finally:
+        other.close()
+        gateway.close()

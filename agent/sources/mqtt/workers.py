@@ -222,6 +222,7 @@ class WorkerProcess:
             "dropped_points": int(status.get("dropped_points") or 0),
             "dead_letters": int(status.get("dead_letters_total") or 0),
             "historian_error": status.get("historian_error") or None,
+            "historian_stalled_s": float(status.get("historian_stalled_s") or 0.0),
         }
 
 
