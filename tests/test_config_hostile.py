@@ -85,7 +85,8 @@ def test_bytes_of_no_known_encoding_name_the_byte_and_line(tmp_path):
 def test_a_nul_byte_is_not_a_text_file(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_bytes(b"site:\n  id: x\n  timezone: UTC\n\x00\n")
-    assert "3:" not in problems(path)[0] and "a NUL character (byte 0)" in problems(path)[0]
+    assert problems(path) == [f"{path}:4: (encoding)\n  found:    a NUL character (byte 0): this is not a text file"
+                              f"\n  {SAVE_AS}"]
 
 
 # --- duplicate keys -------------------------------------------------------------------------------------------

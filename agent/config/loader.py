@@ -250,6 +250,9 @@ def _parse(text: str, file: str) -> tuple[yaml.Node | None, Any, list[tuple[yaml
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([Problem(file, line, "(syntax)", str(problem), "valid YAML")]) from None
+    except RecursionError:  # PyYAML's pure-Python composer, where libyaml is missing (libyaml stops at depth 1000)
+        raise ConfigError([Problem(file, None, "(syntax)", "lists or mappings nested too deep",
+                                   "valid YAML nested at most a few hundred levels")]) from None
     finally:
         loader.dispose()
     return root, data, loader.repeats

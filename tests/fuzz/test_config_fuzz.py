@@ -150,7 +150,7 @@ def replaced(data, path, new):
     if isinstance(data, dict) and path[0] in data:
         out = dict(data)
     elif isinstance(data, list) and isinstance(path[0], int) and path[0] < len(data):
-        out = list(data)  # type: ignore[assignment]
+        out = list(data)
     else:
         return data  # an earlier change removed the way there
     if len(path) == 1 and new is REMOVE:
