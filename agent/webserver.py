@@ -109,11 +109,11 @@ class GuardedChannel(HTTPChannel):
                 self.outbuf_lock.wait(min(left, 1.0))
 
     def time_out(self, kind: str, limit: float) -> None:
-        """Close a connection whose request did not arrive in time (main loop only), with 408 when possible."""
+        """Close a connection whose request did not arrive in time, with 408 when possible (main loop only)."""
         self.server.note(self.addr, kind, "%s: request %s not complete after %.0f s; connection closed", kind, limit)
         with contextlib.suppress(OSError):
             self.socket.send(TIMED_OUT)
-        self.handle_close()
+        self.server.close_soon(self)
 
 
 class GuardedServer(TcpWSGIServer):
@@ -129,6 +129,7 @@ class GuardedServer(TcpWSGIServer):
         self.stalled = 0
         self._warned: dict[tuple[str, str], float] = {}
         self._stopping = threading.Event()
+        self._closing: list[GuardedChannel] = []  # channels to close after this poll round
         raise_open_files(limits.connections + 64)
         adj = Adjustments(
             connection_limit=limits.connections, cleanup_interval=1, channel_timeout=limits.idle_timeout_s,
@@ -190,7 +191,7 @@ class GuardedServer(TcpWSGIServer):
             if channel.will_close and not channel.requests:
                 # waitress closes a channel when its socket turns writable, which a client that reads nothing
                 # never lets happen
-                channel.handle_close()
+                self.close_soon(channel)
                 continue
             if channel.requests:
                 continue  # a response is under way (a stream may last hours); the send timeout guards it
@@ -204,6 +205,19 @@ class GuardedServer(TcpWSGIServer):
                 channel.will_close = True  # the rest of a finished response that the client does not take
             elif now - channel.last_activity > limits.idle_timeout_s:
                 channel.will_close = True
+
+    def close_soon(self, channel: GuardedChannel) -> None:
+        """Close `channel` once the current poll round is over. maintenance() runs while the round is being set up;
+        a descriptor closed then may be reused by a connection accepted in the same round, which the round's
+        stale result for that descriptor would then close instead."""
+        channel.will_close = True
+        self._closing.append(channel)
+
+    def _close_pending(self) -> None:
+        closing, self._closing = self._closing, []
+        for channel in closing:
+            if channel._fileno is not None:  # not closed meanwhile
+                channel.handle_close()
 
     def note(self, addr: Any, kind: str, message: str, *args: Any) -> None:
         """Count a client's trouble and log it, once a minute per address and kind."""
@@ -229,6 +243,7 @@ class GuardedServer(TcpWSGIServer):
         try:
             while not self._stopping.is_set():
                 self.asyncore.loop(timeout=self.adj.asyncore_loop_timeout, map=self._map, use_poll=True, count=1)
+                self._close_pending()
         finally:
             for dispatcher in list(self._map.values()):
                 with contextlib.suppress(OSError):
