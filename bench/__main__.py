@@ -23,9 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true",
                         help="short runs: a smoke check in about 2 minutes (2 more for the InfluxDB scenarios, "
                              "2-3 more for the dashboard)")
-    parser.add_argument("--only", choices=("mqtt", "opcua", "s7", "modbus", "influx", "dashboard", "capacity"),
-                        help="run only the MQTT, the OPC UA, the InfluxDB, the dashboard or the C2M capacity "
-                             "scenarios")
+    parser.add_argument("--only", choices=("mqtt", "opcua", "opcua-influx", "s7", "modbus", "influx", "dashboard",
+                                           "capacity"),
+                        help="run only the MQTT, the OPC UA, the OPC UA into InfluxDB, the InfluxDB, the dashboard "
+                             "or the C2M capacity scenarios")
     parser.add_argument("--seconds", type=float, metavar="N",
                         help="length of each measurement (default 25 s; the MQTT latency run 15 s)")
     parser.add_argument("--hold-seconds", type=float, metavar="N",
@@ -109,6 +110,8 @@ def plan(args: argparse.Namespace, opts: Options,
         steps.append(("OPC UA ~33,000 changes/s", lambda: scenarios.opcua(opts, 300, opts.profile_s)))
         if not args.quick:
             steps.append(("OPC UA ~15,000 changes/s", lambda: scenarios.opcua(opts, 667)))
+    if args.only in (None, "opcua-influx"):
+        steps.append(("OPC UA ~45,000 changes/s into InfluxDB", lambda: influx.opcua_influx(opts, 222)))
     if args.only in (None, "s7"):
         s7opts = s7.S7Options(keep=args.keep, seconds=args.seconds or (6 if args.quick else 25.0),
                               warmup_s=2 if args.quick else 5.0)

@@ -47,12 +47,14 @@ def mqtt_config(path: Path, broker_url: str, data_dir: Path, http_port: int, rec
 
 
 def opcua_config(path: Path, ports: list[int], machines_per_sim: list[int], data_dir: Path, http_port: int,
-                 publishing_interval_ms: float = 100, sampling_ms: float = 0) -> Path:
+                 publishing_interval_ms: float = 100, sampling_ms: float = 0,
+                 historian: dict[str, Any] | None = None) -> Path:
     """factory.yaml reduced to one line `bench` of bench machines m000.., one OPC UA source per simulator.
 
     Simulator i serves machines [sum(machines_per_sim[:i]), ...) on `ports[i]` (see `plc --bench-offset`).
     No MQTT source, live publisher off; products and the example's machine types are dropped (cycle times and
-    product codes name what was removed).
+    product codes name what was removed). `historian` replaces the config's historian section (e.g.
+    `{"kind": "influxdb", ...}`); by default the agent keeps its embedded SQLite historian.
     """
     data = _factory()
     data["sources"] = {"opcua": [
@@ -78,4 +80,6 @@ def opcua_config(path: Path, ports: list[int], machines_per_sim: list[int], data
             k += 1
     data["lines"] = [{"id": BENCH_LINE, "name": "Benchmark line", "stations": [], "machines": machines}]
     data["agent"].update({"data_dir": str(data_dir), "http_port": http_port})
+    if historian is not None:
+        data["historian"] = historian
     return _write(path, data)

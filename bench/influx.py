@@ -1,5 +1,5 @@
-"""InfluxDB benchmarks: the outbox drained into a real InfluxDB, the catch-up after an outage, and shift-OEE
-queries over 30 days of history.
+"""InfluxDB benchmarks: OPC UA value changes into a real InfluxDB, the outbox drained into it, the catch-up after
+an outage, and shift-OEE queries over 30 days of history.
 
 Every scenario starts its own InfluxDB 1.x (`simulators.influxdb.InfluxServer`) in a temp dir, on a free
 loopback port. The drain runs the agent's real `Outbox` and `Pipeline` inside the bench process (the pipeline
@@ -32,7 +32,7 @@ import yaml
 
 from agent.config import FactoryConfig
 from agent.config import load as load_config
-from agent.core.schema import Point
+from agent.core.schema import MEASUREMENTS, Point
 from agent.health import AgentState
 from agent.historian import Historian
 from agent.outbox import Outbox
@@ -41,9 +41,9 @@ from agent.sinks.influx import GZIP_LEVEL, IN_FLIGHT, InfluxHistorian
 from agent.sinks.influx_protocol import LineEncoder
 from agent.sinks.sqlite_historian import SqliteHistorian
 from bench import configs
-from bench.historian import percentiles
+from bench.historian import LatencyTracker, percentiles
 from bench.procs import BenchError, CpuMeter, Proc, http_get, metric, wait_until
-from bench.scenarios import Workspace
+from bench.scenarios import Options, Workspace, cfg_site, measure, opcua_figures, opcua_system, settle_latency
 from bench.shop_history import (
     NS,
     MachineOee,
@@ -63,6 +63,10 @@ DRAIN_TARGET_PER_S = 50_000
 QUERY_TARGET_P95_MS = 300.0
 SIM_START = "2026-11-23T09:00:00+08:00"  # a Monday 09:00 in the site's zone: the day shift, away from breaks
 DB = "plant"
+LATENCY_SERIES = 20  # OPC UA into InfluxDB: t00 of this many machines, spread over the simulators
+LATENCY_POLL_S = 0.25
+COUNT_POLL_S = 1.0  # the agent's /metrics, for the confirmed-writes rate
+DRAIN_LIMIT_S = 180.0
 
 
 @dataclass
@@ -117,6 +121,238 @@ def _loss(expected: Counter[str], stored: dict[str, int]) -> dict[str, int]:
     # written: one point stored under two identities.
     return {"lost": sum(max(0, n - stored.get(m, 0)) for m, n in expected.items()),
             "duplicated": sum(max(0, stored.get(m, 0) - n) for m, n in expected.items())}
+
+
+# --- OPC UA value changes into InfluxDB -----------------------------------------------------------------------
+
+
+class InfluxLatencyTracker(LatencyTracker):
+    """`LatencyTracker` (visibility against the point's own time, the same summary) over InfluxDB: one query per
+    poll for all sampled series, grouped by machine.
+
+    With several writes in flight, a series' points can become visible out of order (a later request confirmed
+    first), so a cursor at the newest point would step over an older one still on its way: each poll reads back
+    `OUT_OF_ORDER_S` behind the slowest series' newest point and remembers the times it has seen there. A point is
+    seen at the first poll whose request was sent after the server had stored it, so a latency overstates the
+    true one by less than the gap between two polls (`resolution_ms`)."""
+
+    OUT_OF_ORDER_S = 2.0
+
+    def __init__(self, server: InfluxServer, db: str, site: str, line: str, machines: list[str], name: str,
+                 after_ns: int) -> None:
+        # Not LatencyTracker.__init__: that one prepares SQLite statements; the bookkeeping below is the same.
+        self.server = server
+        self.db = db
+        which = " OR ".join(f"\"machine\" = '{m}'" for m in machines)
+        self.sql = (f"SELECT \"value\" FROM \"process_value\" WHERE \"site\" = '{site}' AND \"line\" = '{line}' "
+                    f"AND \"name\" = '{name}' AND ({which}) AND time > {{after}}{{until}} GROUP BY \"machine\"")
+        self.series = [(m,) for m in machines]
+        self.after_ns = after_ns
+        self.cursor = dict.fromkeys(self.series, after_ns)  # the newest point seen of each series
+        self.seen: dict[tuple[str], set[int]] = {key: set() for key in self.series}
+        self.latencies_ms: list[float] = []
+        self.poll_starts: list[float] = []
+        self.query_s = 0.0
+        self.queries = 0
+        self.points_read = 0
+        self.out_of_order = 0  # points that became visible after a newer one of their series
+        self.until_ns: int | None = None
+
+    def poll(self) -> int:
+        seen_ns = time.time_ns()
+        t0 = time.monotonic()
+        self.poll_starts.append(t0)
+        lookback = int(self.OUT_OF_ORDER_S * 1e9)
+        after = max(self.after_ns, min(self.cursor.values()) - lookback)
+        doc = self.server.query(self.sql.format(after=after, until=""), db=self.db)
+        self.query_s += time.monotonic() - t0
+        self.queries += 1
+        new = 0
+        until = self.until_ns
+        for series in doc["results"][0].get("series", []):
+            key = (series["tags"]["machine"],)
+            if key not in self.cursor:
+                continue
+            seen, newest = self.seen[key], self.cursor[key]
+            self.points_read += len(series["values"])
+            for t in (int(v[0]) for v in series["values"]):
+                if t in seen:
+                    continue
+                seen.add(t)
+                new += 1
+                if t < newest:
+                    self.out_of_order += 1
+                newest = max(newest, t)
+                if until is None or t <= until:
+                    self.latencies_ms.append((seen_ns - t) / 1e6)
+            self.cursor[key] = newest
+        # forget what the next poll no longer reads
+        after = max(self.after_ns, min(self.cursor.values()) - lookback)
+        self.seen = {key: {t for t in seen if t > after} for key, seen in self.seen.items()}
+        return new
+
+    def cost(self, influxd: psutil.Process, from_ns: int, polls: int = 40) -> dict[str, float]:
+        """What one poll costs, replayed on stored points once nothing else runs: `polls` queries, each for the
+        points of one poll interval from `from_ns` on (as many as a poll read during the window)."""
+        step = int(LATENCY_POLL_S * 1e9)
+        cpu0 = sum(influxd.cpu_times()[:2])
+        t0 = time.perf_counter()
+        for i in range(polls):
+            after = from_ns + i * step
+            self.server.query(self.sql.format(after=after, until=f" AND time <= {after + step}"), db=self.db)
+        wall = time.perf_counter() - t0
+        cpu = sum(influxd.cpu_times()[:2]) - cpu0
+        return {"ms_per_query": round(1000 * wall / polls, 1), "influxd_cpu_ms_per_query": round(1000 * cpu / polls, 1),
+                "influxd_cpu_pct_at_poll_rate": round(100 * cpu / polls / LATENCY_POLL_S, 1)}
+
+
+def stored_points(server: InfluxServer, db: str) -> int:
+    """Every point in `db`, over all its measurements (each counted by a field all its points carry)."""
+    doc = server.query("SHOW MEASUREMENTS", db=db)
+    names = [v[0] for s in doc["results"][0].get("series", []) for v in s["values"]]
+    total = 0
+    for name in names:
+        field = MEASUREMENTS[name].required_fields[0]
+        series = server.query(f'SELECT COUNT("{field}") FROM "{name}"', db=db)["results"][0].get("series", [])
+        total += int(series[0]["values"][0][1]) if series else 0
+    return total
+
+
+def _counts_by_machine(server: InfluxServer, db: str, after_ns: int | None = None,
+                       until_ns: int | None = None) -> dict[str, int]:
+    """process_value points per machine, stamped in (after_ns, until_ns] when given."""
+    where = []
+    if after_ns is not None:
+        where.append(f"time > {after_ns}")
+    if until_ns is not None:
+        where.append(f"time <= {until_ns}")
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    doc = server.query(f'SELECT COUNT("value") FROM "process_value"{clause} GROUP BY "machine"', db=db)
+    return {s["tags"]["machine"]: int(s["values"][0][1]) for s in doc["results"][0].get("series", [])}
+
+
+def _machines_of(per_sim: list[int]) -> dict[str, list[str]]:
+    """The machine ids each simulator serves (plc-1: m000.., in the order of `machines_per_sim`)."""
+    out, k = {}, 0
+    for i, count in enumerate(per_sim):
+        out[f"plc-{i + 1}"] = [f"m{j:03d}" for j in range(k, k + count)]
+        k += count
+    return out
+
+
+def _agent_counters(port: int) -> dict[str, int]:
+    return {"points_in": int(metric(port, "shopfloor_points_in_total")),
+            "confirmed": int(metric(port, "shopfloor_points_out_total", 'sink="historian"')),
+            "received": int(metric(port, "shopfloor_messages_in_total")),
+            "write_errors": int(metric(port, "shopfloor_sink_write_errors_total", 'sink="historian"')),
+            "dead_letters": int(metric(port, "shopfloor_dead_letters_total")),
+            "dropped": int(metric(port, "shopfloor_outbox_dropped_points")),
+            "outbox": int(metric(port, "shopfloor_outbox_depth_points"))}
+
+
+def window_check(server: InfluxServer, db: str, per_sim: list[int], stats0: dict[str, dict[str, Any]],
+                 stats1: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Each simulator's changes in the window (its stats files) against the points InfluxDB holds for its
+    machines stamped in the same window. A round is stamped before it is counted and the stats are written
+    after it, so both sides cover exactly the same rounds: a shortfall is a change that never reached InfluxDB,
+    whether the OPC UA server replaced it before the agent's subscription took it (queue size 1) or the agent
+    dropped it."""
+    expected = stored = 0
+    short = {}
+    for sim, machines in _machines_of(per_sim).items():
+        a, b = stats0.get(sim) or {}, stats1.get(sim) or {}
+        if not a or not b:
+            continue
+        counts = _counts_by_machine(server, db, int(a["time"] * 1e9), int(b["time"] * 1e9))
+        want = int(b["changes"] - a["changes"])
+        have = sum(counts.get(m, 0) for m in machines)
+        expected += want
+        stored += have
+        if have != want:
+            short[sim] = want - have
+    return {"offered_in_window": expected, "influx_in_window": stored, "not_stored_in_window": expected - stored,
+            "short_by_sim": short}
+
+
+def opcua_influx(opts: Options, period_ms: float) -> dict[str, Any]:
+    """The OPC UA scenario (same simulators and tags) with the agent writing into a real InfluxDB: the rate the
+    server confirmed, the latency until a point can be read back, and after the window every change the
+    simulators offered in it counted back from InfluxDB."""
+    asked = opts.opcua_tags * 1000.0 / period_ms
+    with Workspace(f"opcua-influx-{int(asked)}", opts.keep) as ws, InfluxServer(ws.dir / "influxdb") as server:
+        server.create_database(DB)
+        historian = {"kind": "influxdb", "url": server.url, "database": DB}
+        system = opcua_system(ws, opts, period_ms, historian)
+        port = system.port
+        wait_until(lambda: metric(port, "shopfloor_points_out_total", 'sink="historian"') > 0, 60,
+                   "process values confirmed by InfluxDB")
+        time.sleep(opts.opcua_warmup_s)
+        cfg = load_config(system.config, resolve_secrets=False)
+        step = max(1, system.machines // LATENCY_SERIES)
+        sample = [f"m{k:03d}" for k in range(0, system.machines, step)][:LATENCY_SERIES]
+        tracker = InfluxLatencyTracker(server, DB, cfg_site(system.config), configs.BENCH_LINE, sample, "t00",
+                                       after_ns=time.time_ns())
+        confirmed: list[tuple[float, int, int, int]] = []  # (monotonic, wall clock ns, confirmed, received)
+
+        def count() -> None:
+            confirmed.append((time.monotonic(), time.time_ns(),
+                              int(metric(port, "shopfloor_points_out_total", 'sink="historian"')),
+                              int(metric(port, "shopfloor_messages_in_total"))))
+
+        stats0 = system.stats()
+        meter = CpuMeter({"agent": system.agent, **system.sims}, {"influxd": _pid(server)})
+        meter.start()
+        t0, t1 = measure(opts.opcua_seconds, system, meter, tracker.poll, LATENCY_POLL_S, count, COUNT_POLL_S)
+        cpu = meter.stop()
+        stats1 = system.stats()
+        (ta, wall_a, ca, ra), (tb, wall_b, cb, rb) = confirmed[0], confirmed[-1]
+        stored = (cb - ca) / (tb - ta) if tb > ta else 0.0
+        settled = settle_latency(tracker, opts.opcua_seconds, LATENCY_POLL_S)
+        result: dict[str, Any] = {
+            "scenario": f"opcua_influx_{int(round(asked, -3) / 1000)}k",
+            "label": f"OPC UA {opts.opcua_tags:,} tags / {period_ms:g} ms -> InfluxDB",
+            **opcua_figures(system, opts, (stats0, stats1), (t0, t1), stored, tracker, settled, cpu),
+            "agent_and_influxd_cpu_pct": round(cpu["agent"] + cpu.get("influxd", 0.0), 1),
+            "received_per_s": round((rb - ra) / (tb - ta)) if tb > ta else 0,
+            "latency_poll": {"queries": tracker.queries, "points_read": tracker.points_read,
+                             "out_of_order": tracker.out_of_order, "lookback_s": tracker.OUT_OF_ORDER_S,
+                             "query_ms_total": round(tracker.query_s * 1000),
+                             "query_ms_mean": round(1000 * tracker.query_s / max(1, tracker.queries), 1)},
+        }
+        # Then nothing more is offered: the simulators stop, the outbox must empty, and InfluxDB must hold
+        # every change of the window and every point the agent counted as confirmed.
+        for name, sim in system.sims.items():
+            sim.stop()
+            meter.procs.pop(name, None)
+        t_stop = time.monotonic()
+        def drained() -> bool:
+            system.agent.check()
+            return metric(port, "shopfloor_outbox_depth_points") == 0
+
+        wait_until(drained, DRAIN_LIMIT_S, "the agent's outbox empty after the simulators stopped", every=0.5)
+        drained_s = time.monotonic() - t_stop
+        counters = _agent_counters(port)
+        check = window_check(server, DB, system.machines_per_sim, stats0, stats1)
+        window_counts = _counts_by_machine(server, DB, wall_a, wall_b)
+        in_influx = stored_points(server, DB)
+        result["latency_poll"]["replayed"] = tracker.cost(psutil.Process(_pid(server)), wall_a)
+        result.update({
+            "stamped_in_window_per_s": round(sum(window_counts.values()) / ((wall_b - wall_a) / 1e9)),
+            **check, "drain_after_stop_s": round(drained_s, 1), "agent_counters": counters,
+            "influx_points_total": in_influx,
+            # Lost: points the agent committed to its outbox (so acknowledged to the source) that InfluxDB does
+            # not hold once the outbox is empty. Changes the simulators offered but the agent never received
+            # are in not_stored_in_window and stored/offered, not here.
+            "lost": max(0, counters["points_in"] - in_influx),
+            "confirmed_not_in_influx": max(0, counters["confirmed"] - in_influx),
+            "duplicated": None,  # a point is identified by series and time: written twice, it is stored once
+            "settings": {"historian": "influxdb", "in_flight": cfg.historian.in_flight,
+                         "batch_lines": cfg.historian.batch_lines, "gzip": cfg.historian.gzip,
+                         "publishing_interval_ms": 100, "sampling_ms": 0, "queue_size": 1,
+                         "latency_sample": f"t00 of {len(sample)} machines",
+                         "latency_poll_ms": LATENCY_POLL_S * 1000},
+        })
+        return result
 
 
 # --- 1. outbox drain ----------------------------------------------------------------------------------------

@@ -379,105 +379,163 @@ def _split(machines: int, sims: int) -> list[int]:
     return [machines // sims + (1 if i < machines % sims else 0) for i in range(sims)]
 
 
+@dataclass
+class OpcuaSystem:
+    """The PLC simulators and the agent of an OPC UA run, started and connected."""
+
+    dir: Path
+    config: Path
+    port: int  # the agent's HTTP port (/metrics, /healthz)
+    agent: Proc
+    sims: dict[str, Proc]
+    machines_per_sim: list[int]
+    asked_per_s: float
+    connect_s: float
+
+    @property
+    def machines(self) -> int:
+        return sum(self.machines_per_sim)
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Each simulator's own counters (`--bench-stats-file`, rewritten every second): changes, late rounds."""
+        return {n: read_json(self.dir / f"{n}-stats.json") or {} for n in self.sims}
+
+
+def opcua_system(ws: Workspace, opts: Options, period_ms: float,
+                 historian: dict[str, Any] | None = None) -> OpcuaSystem:
+    """`opts.opcua_tags` Doubles changing every `period_ms` over `opts.opcua_sims` PLC simulator processes, and
+    the agent (its historian: SQLite, or the `historian` section given) with every OPC UA source connected."""
+    per_sim = _split(opts.opcua_tags // configs.TAGS_PER_MACHINE, opts.opcua_sims)
+    ports = [free_port() for _ in per_sim]
+    port = free_port()
+    config = configs.opcua_config(ws.dir / "factory.yaml", ports, per_sim, ws.dir / "agent", port,
+                                  historian=historian)
+    sims: dict[str, Proc] = {}
+    offset = 0
+    for i, (sim_port, count) in enumerate(zip(ports, per_sim, strict=True)):
+        name = f"plc-{i + 1}"
+        # Started together, waited for below: building a few thousand nodes takes each a few seconds.
+        sims[name] = ws.proc(name, [
+            "simulate", "plc", "--config", str(config), "--endpoint",
+            f"opc.tcp://127.0.0.1:{sim_port}/shopfloor/plc", "--bench-only",
+            "--bench-tags", str(count * configs.TAGS_PER_MACHINE), "--bench-offset", str(offset),
+            "--bench-period-ms", str(period_ms), "--bench-stats-file", str(ws.dir / f"{name}-stats.json"),
+            "--cert-dir", str(ws.dir / "pki")])
+        offset += count
+    for name, sim in sims.items():
+        def ready(sim: Proc = sim) -> bool:
+            sim.check()
+            return "PLC simulator ready at" in sim.log()
+
+        wait_until(ready, 180, f"{name} ready")
+    t_agent = time.monotonic()
+    agent = ws.agent(config, port)
+
+    def all_connected() -> bool:
+        agent.check()  # a dead agent fails the wait at once, with its log
+        return _connected_sources(port) >= len(per_sim)
+
+    wait_until(all_connected, 180, "every OPC UA source connected")
+    return OpcuaSystem(ws.dir, config, port, agent, sims, per_sim, opts.opcua_tags * 1000.0 / period_ms,
+                       time.monotonic() - t_agent)
+
+
+def measure(seconds: float, system: OpcuaSystem, meter: CpuMeter, poll: Callable[[], object], poll_every_s: float,
+            count: Callable[[], object], count_every_s: float = COUNT_EVERY_S) -> tuple[float, float]:
+    """The measuring window: `poll` (latency) every `poll_every_s`, `count` and the CPU meter every
+    `count_every_s`, the agent checked alive throughout. Returns the window's (start, end) monotonic times."""
+    t0 = time.monotonic()
+    count()
+    next_count = t0 + count_every_s
+    while time.monotonic() - t0 < seconds:
+        system.agent.check()
+        poll()
+        now = time.monotonic()
+        if now >= next_count:
+            next_count = now + count_every_s
+            meter.tick()
+            count()
+        time.sleep(max(0.0, poll_every_s - (time.monotonic() - now)))
+    count()
+    return t0, time.monotonic()
+
+
+def settle_latency(tracker: LatencyTracker, seconds: float, poll_every_s: float) -> dict[str, Any]:
+    """After the window: let the points stamped inside it arrive (for at most min(15 s, window)), so a slow
+    agent's tail is measured, not cut off; how far behind the slowest sampled series was at the window's end
+    and how many were still short after the grace."""
+    tracker.until_ns = window_end_ns = time.time_ns()
+    behind_at_end = tracker.behind_s(window_end_ns)
+    grace = min(15.0, seconds)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and min(tracker.cursor.values()) < window_end_ns:
+        tracker.poll()
+        time.sleep(poll_every_s)
+    unseen = sum(1 for c in tracker.cursor.values() if c < window_end_ns)
+    return {"behind_s_at_window_end": round(behind_at_end, 1), "series_unseen_after_grace": unseen,
+            "grace_s": grace}
+
+
+def offered(stats0: dict[str, dict[str, Any]], stats1: dict[str, dict[str, Any]]) -> tuple[float, int]:
+    """(changes/s the simulators wrote, rounds they ran late) between two readings of their stats files."""
+    rate = 0.0
+    late = 0
+    for n, a in stats0.items():
+        b = stats1.get(n) or {}
+        if a and b and b["time"] > a["time"]:
+            rate += (b["changes"] - a["changes"]) / (b["time"] - a["time"])
+            late += int(b["late_rounds"] - a["late_rounds"])
+    return rate, late
+
+
+def opcua_figures(system: OpcuaSystem, opts: Options, stats: tuple[dict[str, Any], dict[str, Any]],
+                  window: tuple[float, float], stored: float, tracker: LatencyTracker, settled: dict[str, Any],
+                  cpu: dict[str, float]) -> dict[str, Any]:
+    """What every OPC UA scenario reports, whatever its historian."""
+    rate, late = offered(*stats)
+    lat = tracker.summary()
+    return {
+        "asked_per_s": round(system.asked_per_s), "offered_per_s": round(rate), "stored_per_s": round(stored),
+        "stored_vs_offered": round(stored / rate, 3) if rate else None,
+        "sim_late_rounds": late, "simulators": len(system.sims), "machines_per_sim": system.machines_per_sim,
+        "tags": opts.opcua_tags, "connect_s": round(system.connect_s, 1), "window_s": round(window[1] - window[0], 1),
+        "latency": lat, **settled,
+        "outbox_points_at_end": int(metric(system.port, "shopfloor_outbox_depth_points")),
+        "agent_cpu_pct": round(cpu["agent"], 1), "agent_peak_rss_mb": round(system.agent.peak_rss_mb(), 1),
+        "cpu_pct": _round(cpu),
+    }
+
+
 def opcua(opts: Options, period_ms: float, profile_s: float = 0.0) -> dict[str, Any]:
     """`opts.opcua_tags` Doubles changing every `period_ms` over several PLC simulator processes."""
-    machines = opts.opcua_tags // configs.TAGS_PER_MACHINE
-    per_sim = _split(machines, opts.opcua_sims)
     asked = opts.opcua_tags * 1000.0 / period_ms
     with Workspace(f"opcua-{int(asked)}", opts.keep) as ws:
-        ports = [free_port() for _ in per_sim]
-        port = free_port()
-        config = configs.opcua_config(ws.dir / "factory.yaml", ports, per_sim, ws.dir / "agent", port)
-        sims: dict[str, Proc] = {}
-        offset = 0
-        for i, (sim_port, count) in enumerate(zip(ports, per_sim, strict=True)):
-            name = f"plc-{i + 1}"
-            # Started together, waited for below: building a few thousand nodes takes each a few seconds.
-            sims[name] = ws.proc(name, [
-                "simulate", "plc", "--config", str(config), "--endpoint",
-                f"opc.tcp://127.0.0.1:{sim_port}/shopfloor/plc", "--bench-only",
-                "--bench-tags", str(count * configs.TAGS_PER_MACHINE), "--bench-offset", str(offset),
-                "--bench-period-ms", str(period_ms), "--bench-stats-file", str(ws.dir / f"{name}-stats.json"),
-                "--cert-dir", str(ws.dir / "pki")])
-            offset += count
-        for name, sim in sims.items():
-            def ready(sim: Proc = sim) -> bool:
-                sim.check()
-                return "PLC simulator ready at" in sim.log()
-
-            wait_until(ready, 180, f"{name} ready")
-        t_agent = time.monotonic()
-        agent = ws.agent(config, port)
-        def all_connected() -> bool:
-            agent.check()  # a dead agent fails the wait at once, with its log
-            return _connected_sources(port) >= len(per_sim)
-
-        wait_until(all_connected, 180, "every OPC UA source connected")
-        connect_s = time.monotonic() - t_agent
+        system = opcua_system(ws, opts, period_ms)
         conn = wait_connect(ws.dir / "agent" / "historian.sqlite3")
         counter = RowCounter(conn, "process_value")
         wait_until(lambda: counter.poll() > 0, 60, "process values in the historian")
         time.sleep(opts.opcua_warmup_s)
         # Latency on a 1% sample (t00 of every machine): one cursor per series keeps the reads exact and cheap.
-        series = [(cfg_site(config), configs.BENCH_LINE, f"m{k:03d}", "t00") for k in range(machines)]
+        series = [(cfg_site(system.config), configs.BENCH_LINE, f"m{k:03d}", "t00") for k in range(system.machines)]
         tracker = LatencyTracker(conn, "process_value", ("site", "line", "machine", "name"), series,
                                  after_ns=time.time_ns())
-        stats0 = {n: read_json(ws.dir / f"{n}-stats.json") or {} for n in sims}
-        meter = CpuMeter({"agent": agent, **sims})
+        stats0 = system.stats()
+        meter = CpuMeter({"agent": system.agent, **system.sims})
         meter.start()
-        t0 = time.monotonic()
-        counter.poll()
-        next_count = t0 + COUNT_EVERY_S
-        while time.monotonic() - t0 < opts.opcua_seconds:
-            agent.check()
-            tracker.poll()
-            now = time.monotonic()
-            if now >= next_count:
-                next_count = now + COUNT_EVERY_S
-                meter.tick()
-                counter.poll()
-            time.sleep(max(0.0, 2 * LATENCY_EVERY_S - (time.monotonic() - now)))
-        counter.poll()
-        t1 = time.monotonic()
+        t0, t1 = measure(opts.opcua_seconds, system, meter, tracker.poll, 2 * LATENCY_EVERY_S, counter.poll)
         cpu = meter.stop()
-        stats1 = {n: read_json(ws.dir / f"{n}-stats.json") or {} for n in sims}
-        # Let rows stamped inside the window arrive, so a slow agent's tail is measured, not cut off.
-        tracker.until_ns = window_end_ns = time.time_ns()
-        behind_at_end = tracker.behind_s(window_end_ns)
-        grace = min(15.0, opts.opcua_seconds)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and min(tracker.cursor.values()) < tracker.until_ns:
-            tracker.poll()
-            time.sleep(2 * LATENCY_EVERY_S)
-        unseen = sum(1 for c in tracker.cursor.values() if c < window_end_ns)
-        offered = 0.0
-        late = 0
-        for n in sims:
-            a, b = stats0[n], stats1[n]
-            if a and b and b["time"] > a["time"]:
-                offered += (b["changes"] - a["changes"]) / (b["time"] - a["time"])
-                late += int(b["late_rounds"] - a["late_rounds"])
-        stored = counter.rate(t0, t1)
+        stats1 = system.stats()
+        settled = settle_latency(tracker, opts.opcua_seconds, 2 * LATENCY_EVERY_S)
         result: dict[str, Any] = {
             "scenario": f"opcua_{int(round(asked, -3) / 1000)}k",
             "label": f"OPC UA {opts.opcua_tags:,} tags / {period_ms:g} ms -> historian",
-            "asked_per_s": round(asked), "offered_per_s": round(offered), "stored_per_s": round(stored),
-            "stored_vs_offered": round(stored / offered, 3) if offered else None,
-            "sim_late_rounds": late, "simulators": len(per_sim), "machines_per_sim": per_sim,
-            "connect_s": round(connect_s, 1), "window_s": round(t1 - t0, 1),
-            "latency": tracker.summary(),
-            # When the agent falls behind, the window's last rows are not visible yet: how far behind the
-            # slowest sampled series was at the end of the window, and how many were still short after a grace.
-            "behind_s_at_window_end": round(behind_at_end, 1), "series_unseen_after_grace": unseen,
-            "grace_s": grace,
-            "outbox_points_at_end": int(metric(port, "shopfloor_outbox_depth_points")),
-            "agent_cpu_pct": round(cpu["agent"], 1), "agent_peak_rss_mb": round(agent.peak_rss_mb(), 1),
-            "cpu_pct": _round(cpu), "poll_query_ms_total": round((tracker.query_s + counter.query_s) * 1000),
+            **opcua_figures(system, opts, (stats0, stats1), (t0, t1), counter.rate(t0, t1), tracker, settled, cpu),
+            "poll_query_ms_total": round((tracker.query_s + counter.query_s) * 1000),
             "settings": {"publishing_interval_ms": 100, "sampling_ms": 0, "queue_size": 1,
                          "latency_sample": "t00 of every machine"},
         }
         if profile_s > 0:
-            result["profile"] = profile.record(agent.pid, profile_s, ws.dir / "agent-profile.txt")
+            result["profile"] = profile.record(system.agent.pid, profile_s, ws.dir / "agent-profile.txt")
             result["profile"]["when"] = "after the measuring window, same load"
         return result
 
