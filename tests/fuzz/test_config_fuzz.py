@@ -47,7 +47,7 @@ YAML_ALPHABET = list(":-[]{},&*!|>'\"%@`#?~\t\n\n\n    ") + ["<<", "site", "id",
                                                            "!!python/object", "一号线", "\x00", "\ufeff", "\r\n"]
 
 
-@fuzz(150)
+@fuzz(100)
 @given(raw=st.binary(max_size=400) | st.builds(lambda a, b: a + b, st.sampled_from(
     [b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff", b"\xff\xfe\x00\x00", b"", b"site:\n  id: "]), st.binary(max_size=200)))
 def test_any_bytes(config_file, raw):
@@ -55,7 +55,7 @@ def test_any_bytes(config_file, raw):
     loads_or_explains(config_file)
 
 
-@fuzz(150)
+@fuzz(100)
 @given(text=st.lists(st.sampled_from(YAML_ALPHABET) | st.text(max_size=4), max_size=60).map("".join))
 def test_any_yaml_like_text(config_file, text):
     config_file.write_bytes(text.encode("utf-8", errors="surrogatepass"))
@@ -65,7 +65,7 @@ def test_any_yaml_like_text(config_file, text):
 # --- the example config, damaged ----------------------------------------------------------------------------------
 
 
-@fuzz(40)
+@fuzz(30)
 @given(codec=st.sampled_from(["gb18030", "gbk", "big5", "shift_jis", "utf-16", "utf-16-le", "utf-16-be", "utf-32",
                               "utf-32-be"]),
        start=st.integers(0, len(LINES) - 1), count=st.integers(1, 40))
@@ -108,7 +108,7 @@ def damaged_example(draw):
     return "".join(lines)
 
 
-@fuzz(100)
+@fuzz(60)
 @given(text=damaged_example())
 def test_the_example_damaged(config_file, text):
     config_file.write_bytes(text.encode("utf-8", errors="surrogatepass"))
@@ -172,7 +172,7 @@ def changed_example(draw):
     return data
 
 
-@fuzz(150)
+@fuzz(100)
 @given(data=changed_example())
 def test_the_example_with_any_value_replaced(config_file, data):
     text = yaml.dump(data, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), allow_unicode=True, sort_keys=False)

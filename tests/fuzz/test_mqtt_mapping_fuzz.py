@@ -65,13 +65,13 @@ def mapped(topic, payload, received_ns):
 received = st.integers(TIME_MIN_NS, TIME_MAX_NS - 1)
 
 
-@fuzz(200)
+@fuzz(150)
 @given(topic=topics(), payload=st.binary(max_size=300), received_ns=received)
 def test_any_bytes_on_any_topic_end_as_a_point_or_a_dead_letter(topic, payload, received_ns):
     mapped(topic, payload, received_ns)
 
 
-@fuzz(200)
+@fuzz(150)
 @given(topic=topics(), doc=payload_doc | json_value, received_ns=received)
 def test_any_json_ends_as_a_point_or_a_dead_letter(topic, doc, received_ns):
     mapped(topic, json.dumps(doc).encode(), received_ns)
@@ -149,7 +149,7 @@ def valid_messages(draw):
     return topic, raw, point, time_ns
 
 
-@fuzz(250)
+@fuzz(200)
 @given(message=valid_messages(), received_ns=received)
 def test_every_valid_message_becomes_its_point(message, received_ns):
     topic, raw, (measurement, tags, fields), time_ns = message
@@ -158,7 +158,7 @@ def test_every_valid_message_becomes_its_point(message, received_ns):
     assert out.points == [Point(measurement, tags, fields, received_ns if time_ns is None else time_ns)]
 
 
-@fuzz(150)
+@fuzz(100)
 @given(message=valid_messages(), key=st.sampled_from(KEYS), value=json_value, received_ns=received)
 def test_a_valid_message_with_one_value_changed_is_a_point_or_a_dead_letter(message, key, value, received_ns):
     topic, raw, _, _ = message

@@ -80,7 +80,7 @@ def mapped(binding, dv):
     return reading, out
 
 
-@fuzz(300)
+@fuzz(200)
 @given(variant=scalar_variants | other_variants, status=statuses, source=times, server=times,
        scale=st.sampled_from([1.0, 0.1, -2.5, 1e300]), offset=st.sampled_from([0.0, -273.15, 1e308]))
 def test_any_value_as_a_process_value(variant, status, source, server, scale, offset):
@@ -105,7 +105,7 @@ def test_any_value_as_a_process_value(variant, status, source, server, scale, of
     assert "not a finite number" in dead.reason or "process value has type" in dead.reason
 
 
-@fuzz(300)
+@fuzz(200)
 @given(binding=st.sampled_from([b for b in OPCUA if b.spec.signal != "process_value"]),
        variant=scalar_variants | other_variants, status=statuses, source=times, server=times)
 def test_any_value_on_any_tag(binding, variant, status, source, server):
@@ -133,7 +133,7 @@ items = st.lists(st.tuples(st.integers(0, 2**32 - 1),
                  min_size=1, max_size=4)
 
 
-@fuzz(200)
+@fuzz(150)
 @given(items=items)
 def test_fast_decoder_agrees_with_asyncua(items):
     raw = publish_response(items)
@@ -156,7 +156,7 @@ def test_fast_decoder_agrees_with_asyncua(items):
             assert w_ns is None or ns == w_ns
 
 
-@fuzz(300)
+@fuzz(200)
 @given(items=items, cut=st.integers(0, 400), flips=st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)),
                                                              max_size=4))
 def test_fast_decoder_declines_damaged_bytes_with_unsupported(items, cut, flips):
