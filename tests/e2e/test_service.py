@@ -71,6 +71,24 @@ class NotifySocket:
                     return at
         raise AssertionError(f"no {state} within {timeout} s; got {[m for _, m in self.messages][-10:]}")
 
+    def wait_watchdogs(self, count: int, after: float, timeout: float = 15) -> None:
+        """Receive until `count` WATCHDOG=1 have arrived after `after` (generous: the machine may be busy)."""
+        end = time.monotonic() + timeout
+        while len(watchdogs(self.messages, after)) < count and time.monotonic() < end:
+            self.receive(0.1)
+        got = len(watchdogs(self.messages, after))
+        assert got >= count, f"{got} WATCHDOG=1 of {count} within {timeout} s"
+
+    def wait_silence(self, seconds: float, timeout: float = 15) -> None:
+        """Receive until no WATCHDOG=1 has arrived for `seconds`."""
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            self.receive(0.1)
+            last = max(watchdogs(self.messages), default=start)
+            if time.monotonic() - max(last, start) >= seconds:
+                return
+        raise AssertionError(f"WATCHDOG=1 kept arriving for {timeout} s")
+
     def close(self) -> None:
         self.sock.close()
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -146,7 +164,7 @@ def test_agent_notifies_ready_watchdog_while_its_pipeline_commits_and_stopping(m
     ready = notify_socket.wait_for("READY=1", 30)
     assert not watchdogs(notify_socket.messages)  # nothing before READY=1
     assert system.http("/healthz")[0] in (200, 503)  # READY=1 comes once it serves
-    assert len(watchdogs(notify_socket.receive(2.0), ready)) >= 3
+    notify_socket.wait_watchdogs(3, ready)
 
     # The pipeline stuck: another program holds the outbox's write lock (a backup tool, a hung disk), so the
     # ingest thread cannot commit the message that arrives. The agent withholds WATCHDOG=1 (systemd would
@@ -156,18 +174,22 @@ def test_agent_notifies_ready_watchdog_while_its_pipeline_commits_and_stopping(m
     lock.execute("BEGIN EXCLUSIVE")
     try:
         publish_level(system.broker.port, 182.5)
-        held = wait_until(lambda: "watchdog notifications held back" in log_file.read_text(), 10,
-                          "the agent to log that it holds the watchdog back")
-        assert held
-        since = time.monotonic()
-        silent = notify_socket.receive(2.0)
-        assert not watchdogs(silent, since + 0.6), "WATCHDOG=1 while the pipeline could not commit"
+        notify_socket.wait_silence(1.5)  # the message waits for the lock, and the agent stops notifying
+        quiet = time.monotonic()
+        notify_socket.receive(1.0)
+        assert not watchdogs(notify_socket.messages, quiet), "WATCHDOG=1 while the pipeline could not commit"
+        assert system.sql("SELECT COUNT(*) FROM material_level") == [(0,)]
     finally:
         lock.execute("ROLLBACK")
         lock.close()
     unlocked = time.monotonic()
-    assert len(watchdogs(notify_socket.receive(2.0), unlocked)) >= 2
+    notify_socket.wait_watchdogs(2, unlocked)
     wait_until(lambda: system.sql("SELECT COUNT(*) FROM material_level") == [(1,)], 10, "the level stored")
+
+    def logged(text: str) -> bool:
+        return any(text in f.read_text(encoding="utf-8") for f in tmp_path.glob("agent-json.log*"))
+    wait_until(lambda: logged("watchdog notifications held back") and logged("works again"), 10,
+               "the agent to log that it held the watchdog back, and when it resumed")
 
     assert agent.stop(signal.SIGTERM) == 0
     notify_socket.receive(0.2)
@@ -203,10 +225,10 @@ def test_dashboard_and_sync_notify_ready_watchdog_and_stopping(make_system, tmp_
         for proc in procs.values():  # both at once: each spends its first seconds importing
             system.procs.append(proc)
             proc.start()
-        for name, sock in sockets.items():
+        for sock in sockets.values():
             ready = sock.wait_for("READY=1", 40)
             # the dashboard's after a GET of its own /healthz answered, sync's while its push threads run
-            assert len(watchdogs(sock.receive(1.6), ready)) >= 2, name
+            sock.wait_watchdogs(2, ready)
         for name, proc in procs.items():
             assert proc.stop(signal.SIGTERM) == 0, name
             sockets[name].receive(0.2)
@@ -240,7 +262,7 @@ def test_http_watchdog_notifies_only_while_the_server_answers(notify_socket, mon
     done = notify.serving("0.0.0.0", server.server_address[1], "test server")  # probed on the loopback
     try:
         ready = notify_socket.wait_for("READY=1", 5)
-        assert len(watchdogs(notify_socket.receive(1.6), ready)) >= 2
+        notify_socket.wait_watchdogs(2, ready)
         server.shutdown()
         server.server_close()
         gone = time.monotonic()
