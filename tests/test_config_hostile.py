@@ -74,12 +74,17 @@ def test_utf8_with_or_without_a_byte_order_mark_is_valid(tmp_path):
     assert load(path).site.name == load(FACTORY_YAML).site.name == "慈溪一厂 Cixi Plant 1"
 
 
-def test_bytes_of_no_known_encoding_name_the_byte_and_line(tmp_path):
+@pytest.mark.parametrize(
+    ("name", "column", "shown"),
+    [(b"caf\xe9", 12, "caf\ufffd"),  # Latin-1, not GB18030 either
+     (b"M\xfcller", 10, "M\ufffdller")],  # Latin-1 that GB18030 would read as nonsense characters
+)
+def test_bytes_of_no_known_encoding_name_the_byte_and_line(tmp_path, name, column, shown):
     path = tmp_path / "config.yaml"
-    path.write_bytes(b"site:\n  id: x\n  name: caf\xe9\n  timezone: UTC\n")  # Latin-1, not GB18030 either
-    (problem,) = problems(path)
-    assert problem == (f"{path}:3: (encoding)\n  found:    not UTF-8: byte 0xE9 at line 3, column 12 ('  name: caf\ufffd')"
-                       f"\n  {SAVE_AS}")
+    path.write_bytes(b"site:\n  id: x\n  name: " + name + b"\n  timezone: UTC\n")
+    byte = name[column - 9]
+    assert problems(path) == [f"{path}:3: (encoding)\n  found:    not UTF-8: byte 0x{byte:02X} at line 3, column "
+                              f"{column} ('  name: {shown}')\n  {SAVE_AS}"]
 
 
 def test_a_nul_byte_is_not_a_text_file(tmp_path):

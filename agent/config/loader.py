@@ -206,6 +206,8 @@ def _not_utf8(raw: bytes, exc: UnicodeDecodeError | None, file: str) -> Problem:
     try:
         text = raw.decode("gb18030")
     except UnicodeDecodeError:
+        text = ""
+    if not _mostly_gb2312(text):
         start = raw.rfind(b"\n", 0, bad) + 1
         end = raw.find(b"\n", bad)
         shown = raw[start:end if end >= 0 else len(raw)].decode("utf-8", errors="replace")
@@ -213,6 +215,17 @@ def _not_utf8(raw: bytes, exc: UnicodeDecodeError | None, file: str) -> Problem:
                        f"not UTF-8: byte 0x{raw[bad]:02X} at line {line}, column {bad - start + 1} ({_clip(shown)!r})",
                        SAVE_AS_UTF8)
     return _encoding_problem(file, line, text, "it looks like GB18030 (GBK, Windows' Chinese ANSI)")
+
+
+def _mostly_gb2312(text: str) -> bool:
+    """Most characters beyond ASCII are in GB2312, the common Chinese characters and punctuation (both bytes
+    0xA1 or above); Latin-1's "Müller" also decodes as GB18030, but into rare characters outside it."""
+    wide = [c for c in text if ord(c) > 127]
+    common = 0
+    for c in wide:
+        encoded = c.encode("gb18030")
+        common += len(encoded) == 2 and encoded[0] >= 0xA1 and encoded[1] >= 0xA1
+    return bool(wide) and common * 2 >= len(wide)
 
 
 def _first_line(text: str, wanted: Any) -> int:
