@@ -7,15 +7,16 @@ slot until `channel_timeout` of silence, which a client sending one byte every f
 `connection_limit` slots are held, waitress stops accepting and every page waits in the kernel's backlog. So:
 
 - a request's headers must arrive within `header_timeout_s` of its first byte (of the connection's opening for
-  the first request), its body within `body_timeout_s` more; otherwise the client gets 408 and the connection
-  is closed;
+  the first request), its body within `body_timeout_s` more; otherwise the connection is closed, with 408 when
+  part of a request had come;
 - a connection idle between requests is closed after `idle_timeout_s`;
 - one client address holds at most `per_client` connections; one more is answered 503 and closed at once
   (a trusted reverse proxy's address is exempt: it speaks for many clients and limits them itself);
 - a client that does not read what it asked for (a live stream nobody reads) has at most `send_buffer_bytes`
-  waiting for it in the server; once that is reached, the response waits at most `send_timeout_s` for the
-  client to read, then the connection is closed and the thread goes back to the pool. Memory stays bounded by
-  connections times `send_buffer_bytes`, and a screen that stopped reading reconnects or polls.
+  waiting for it in the server, and as much in the kernel (SO_SNDBUF, which otherwise grows to megabytes); once
+  that is reached, the response waits at most `send_timeout_s` for the client to read, then the connection is
+  closed and the thread goes back to the pool. Memory stays bounded by connections times `send_buffer_bytes`,
+  and a screen that stopped reading reconnects or polls.
 """
 
 from __future__ import annotations
@@ -109,10 +110,15 @@ class GuardedChannel(HTTPChannel):
                 self.outbuf_lock.wait(min(left, 1.0))
 
     def time_out(self, kind: str, limit: float) -> None:
-        """Close a connection whose request did not arrive in time, with 408 when possible (main loop only)."""
-        self.server.note(self.addr, kind, "%s: request %s not complete after %.0f s; connection closed", kind, limit)
-        with contextlib.suppress(OSError):
-            self.socket.send(TIMED_OUT)
+        """Close a connection whose request did not arrive in time (main loop only): with 408 and a warning when
+        part of a request came, silently when nothing did (a browser opens connections ahead of need)."""
+        if self.heard:
+            self.server.note(self.addr, kind, "%s: request %s not complete after %.0f s; connection closed", kind,
+                             limit)
+            with contextlib.suppress(OSError):
+                self.socket.send(TIMED_OUT)
+        else:
+            self.server.timed_out += 1
         self.server.close_soon(self)
 
 

@@ -61,7 +61,7 @@ def test_700_idle_connections_cost_no_thread_each_and_healthz_answers(make_syste
     assert refused >= 700 - 10 * 16, f"{refused} connections over 16 per address were refused with 503"
 
 
-def test_a_connection_that_asks_nothing_is_closed_with_408():
+def test_connections_that_ask_nothing_or_dawdle_are_closed():
     server = StatusServer("127.0.0.1", 0, {"/healthz": lambda: (200, "application/json", b"{}")},
                           limits=Limits(header_timeout_s=1, body_timeout_s=1))
     server.start()
@@ -72,7 +72,8 @@ def test_a_connection_that_asks_nothing_is_closed_with_408():
         for _ in range(3):  # a byte every half second: never idle, never done
             time.sleep(0.5)
             slow.sendall(b"X")
-        assert silent.recv(100).startswith(b"HTTP/1.1 408")
+        assert silent.recv(100) == b"", "a connection that sent nothing was not closed"  # silently: a browser's
+        # connection opened ahead of need is no request
         assert slow.recv(100).startswith(b"HTTP/1.1 408")
         with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/healthz", timeout=5) as resp:
             assert resp.read() == b"{}"
