@@ -13,8 +13,8 @@ messages, one event point each, and the PLC simulator's true counts, in pieces; 
 the sync job committed); what was stored (read back from the historian, or what the platform accepted); the
 points the agent dropped over its quota (its `shopfloor_outbox_dropped_points` metric; 0 unless the quota was
 reached); loss = produced - stored - dropped, which must be 0 (a negative loss is a duplicate); and the recovery
-time: from the end of the fault until every source is connected again and the outbox is empty (for the push,
-until the platform holds every event).
+time: from the end of the fault until every source is connected again, the outbox is empty and the historian
+has taken new points (for the push, until the platform holds every event).
 
     python -m bench.chaos            # every fault, 30 s each: about 10 minutes
     python -m bench.chaos --short    # every fault, 5 s each
@@ -40,7 +40,7 @@ import time
 import traceback
 import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +88,6 @@ class Outcome:
     pieces_stored: int | None = None
     dropped: int = 0
     recovery_s: float | None = None
-    unit: str = "events"
     notes: list[str] = field(default_factory=list)
     mismatches: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
@@ -413,13 +412,6 @@ def _plc_production(run: Run) -> None:
     plc_set(run.system.endpoint, "Sim.Running", True, ua.VariantType.Boolean)
 
 
-def _plc_after(run: Run, out: Outcome) -> None:
-    out.notes.append("the restarted PLC's machines start once the agent is connected again: counts a PLC makes "
-                     "after a restart are taken for a reset only while its counter is still below the value read "
-                     "before it (an agent first reading a higher value sees progress and misses the counts made "
-                     "before the restart's last read)")
-
-
 def _agent_kill(run: Run, seconds: float) -> None:
     assert run.agent is not None
     run.agent.stop(signal.SIGKILL)
@@ -434,7 +426,7 @@ def _disk_setup(run: Run) -> None:
         raise ChaosError("disk_full mounts a tmpfs: run as root")
     run.mount = run.tmp / "historian-fs"
     run.mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(run.mount)], check=True,
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,mode=0700", "tmpfs", str(run.mount)], check=True,
                    capture_output=True)
     run.store = SqliteStore(run.mount / "historian.sqlite3")
 
@@ -467,7 +459,8 @@ def _disk_cleanup(run: Run) -> None:
 
 def _disk_after(run: Run, out: Outcome) -> None:
     if "historian_error" in run.seen:
-        out.notes.append(f"the agent reported: {run.seen['historian_error'][-120:]}")
+        reported = run.seen["historian_error"].rsplit(": ", 1)[-1]  # the message, without the temp dir's path
+        out.notes.append(f"the agent reported: {reported}")
 
 
 def _clock_setup(run: Run) -> None:
@@ -517,9 +510,9 @@ STEPS: dict[str, Step] = {
     "broker_restart": Step("broker_restart", "MQTT broker down, then restarted", _broker_down,
                            _broker_up),
     "plc_restart": Step("plc_restart", "PLC power cycle (counters restart from 0)", _plc_power_off, _plc_power_on,
-                        after=_plc_after, resume=_plc_production),
+                        resume=_plc_production),
     "agent_sigkill": Step("agent_sigkill", "agent killed (SIGKILL), restarted", _agent_kill, _agent_start),
-    "disk_full": Step("disk_full", "historian disk full (SQLite on a 16 MB tmpfs)", _disk_fill, _disk_free,
+    "disk_full": Step("disk_full", "historian disk full (SQLite on a 64 MB tmpfs)", _disk_fill, _disk_free,
                       _disk_change, _disk_setup, _disk_cleanup, _disk_after),
     "clock_jump": Step("clock_jump", "edge clock 1 h back, then 1 day ahead, then true", _clock_jumps, _clock_true,
                        setup=_clock_setup, after=_clock_after),
@@ -595,7 +588,7 @@ def platform_outage(tmp: Path, seconds: float) -> Outcome:
         platform = Proc("platform-2", platform_argv, tmp).start(ready="platform simulator listening")
         system.procs.append(platform)
         ended = time.monotonic()
-        out = Outcome("platform_outage", "platform down during the capacity push", ended - began, unit="capacity events")
+        out = Outcome("platform_outage", "platform down during the capacity push", ended - began)
 
         def endpoint() -> dict[str, Any]:
             return dict(_get(f"{base}/healthz")["push"]["endpoints"][0])
@@ -693,22 +686,65 @@ def markdown_table(outcomes: list[Outcome]) -> str:
     return head + "\n" + "\n".join("| " + " | ".join(r) + " |" for r in rows(outcomes))
 
 
+def _explain(o: Outcome) -> list[str]:
+    """What a figure means where it is not plain: read from the figures, so a saved run reads the same."""
+    out = []
+    if o.fault == "plc_restart":
+        out.append("the restarted PLC's machines start once the agent is connected again: the agent tells a "
+                   "counter reset from progress only when the first value it reads after the restart is below the "
+                   "last one before it, so a PLC that counts past that value before the agent reconnects loses "
+                   "the counts it made before the restart (a PLC whose counters are retentive loses nothing)")
+    if o.fault in ("plc_restart", "agent_sigkill") and o.duration_s > 0:
+        out.append("the duration runs until the restarted process answers again, its own start included")
+    if o.fault == "platform_outage" and o.recovery_s is not None and o.recovery_s > 5:
+        out.append("the recovery is the push's wait before its next try: the delay between tries doubles while "
+                   "the platform is down (random up to 1, 2, 4 ... 60 s), so a platform back after 30 s waits for "
+                   "up to another minute; nothing is lost meanwhile, the events wait in the push outbox")
+    if o.fault == "quota" and o.dropped:
+        out.append(f"{o.dropped:,} oldest points dropped over the quota, every one counted by "
+                   "shopfloor_outbox_dropped_points: produced = stored + dropped")
+    return out
+
+
 def notes(outcomes: list[Outcome]) -> list[str]:
-    return [f"{o.title}: {'; '.join(n for n in o.notes if n)}" + (f" (error: {o.error})" if o.error else "")
-            for o in outcomes if o.notes or o.error]
+    out = []
+    for o in outcomes:
+        said = [n for n in o.notes if n] + _explain(o)
+        if said or o.error:
+            out.append(f"{o.title}: {'; '.join(said)}" + (f" (error: {o.error})" if o.error else ""))
+    return out
 
 
-def record(outcomes: list[Outcome], info: dict[str, Any], argv: list[str], when: Any, load_1m: float) -> Path:
+HOW = """How the faults are made. InfluxDB, the broker and the platform are stopped and started again on the same
+port (InfluxDB behind a proxy that refuses connections while it is down). The PLC simulator is paused, its true
+counts read, then killed (SIGKILL); it comes back with its counters at zero and its machines held until the agent
+is connected again. The full disk is real: the SQLite historian's file on a tmpfs (mounted for the run, root)
+filled by a ballast file to its last 64 KB until the agent reports "database or disk is full", then the ballast
+is deleted. The clock jump is the agent's own wall clock (`bench/chaos_clock.py` replaces `time.time` and
+`time.time_ns` before Shopfloor is imported, the monotonic clock runs on): stepping the machine's clock needs root
+and would jump every other process on the machine, and libfaketime 0.9.10 (Debian bookworm) breaks Python 3.11's
+`time.sleep` when the monotonic clock is left alone (wolfcw/libfaketime#426); messages that are not JSON, kept
+as dead letters stamped by the agent's clock, show the clock it read. The quota run reads MQTT only (no PLC), so
+that every point in the outbox is an event and the dropped points can be set against the events. Each fault has a
+system of its own: broker, PLC simulator (speed 120), line simulator (speed 120; 600 in the quota run) and agent
+started afresh, 3 s of production before the fault and 3 s after the recovery."""
+
+
+def record(outcomes: list[Outcome], info: dict[str, Any], argv: list[str], when: Any) -> Path:
     """Rewrite (or append at the end) the chaos section of docs/benchmarks.md; other sections stay as they are."""
-    method = (__doc__ or "").split("\n\n")[1:3]
+    method = (__doc__ or "").split("\n\n")[1:3] + [HOW]
+    load = info.get("load_1m_before")
+    took = info.get("elapsed_s")
     section = "\n".join([
         START, "", f"## Chaos results ({when.strftime('%Y-%m-%d %H:%M')} UTC)", "", *[p.replace("\n", " ") + "\n"
                                                                                      for p in method],
-        f"Command: `python -m bench.chaos{''.join(' ' + a for a in argv)}` (`make chaos`)", "",
+        f"Command: `python -m bench.chaos{''.join(' ' + a for a in argv)}` (`make chaos`)"
+        + (f"; the run took {took / 60:.1f} min" if took else "") + ".", "",
         f"Machine: {info['cpu']}, {info['cores']} cores, {info['ram_gb']} GB RAM; {info['os']}; "
         f"Python {info['python']}, asyncua {info['asyncua']}, paho-mqtt {info['paho_mqtt']}, "
-        f"Mosquitto {info['mosquitto']}, InfluxDB {info.get('influxdb', 'not recorded')}; 1-minute load average "
-        f"{load_1m:.1f} before the run (other work shared the machine).", "",
+        f"Mosquitto {info['mosquitto']}, InfluxDB {info.get('influxdb', 'not recorded')}"
+        + (f"; 1-minute load average {load:.1f} before the run (other work shared the 2 cores: durations and "
+           "recovery times are longer than on a quiet machine)" if load is not None else "") + ".", "",
         markdown_table(outcomes), "", *(f"- {line.strip()}" for line in notes(outcomes)), "", END])
     doc = report.DOC
     text = doc.read_text(encoding="utf-8")
@@ -728,6 +764,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"run only these faults ({', '.join(FAULTS)})")
     parser.add_argument("--record", action="store_true", help="write the table into docs/benchmarks.md")
     parser.add_argument("--keep", action="store_true", help="keep the temp dirs (configs, logs, historians)")
+    parser.add_argument("--from-json", type=Path, metavar="FILE",
+                        help="print (and with --record, record) a saved run from bench/results instead of running")
     return parser
 
 
@@ -740,8 +778,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     seconds = args.seconds or (5.0 if args.short else 30.0)
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    when, info, load_1m = report.now_utc(), report.machine_info(), os.getloadavg()[0]
-    print(f"machine: {info['cpu']}, {info['cores']} cores; load average {load_1m:.1f}", flush=True)
+    if args.from_json:
+        return _from_json(args.from_json, args.record)
+    when, info = report.now_utc(), report.machine_info()
+    info["load_1m_before"] = os.getloadavg()[0]
+    print(f"machine: {info['cpu']}, {info['cores']} cores; load average {info['load_1m_before']:.1f}", flush=True)
+    began = time.monotonic()
     outcomes: list[Outcome] = []
     for name in args.only or FAULTS:
         print(f"fault: {name}, {seconds:.0f} s ...", flush=True)
@@ -754,6 +796,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         outcomes.append(outcome)
         print(f"  done in {time.monotonic() - started:.0f} s: "
               + (outcome.error or f"loss {outcome.loss}, recovery {outcome.recovery_s}"), flush=True)
+    info["elapsed_s"] = time.monotonic() - began
     print()
     print(text_table(outcomes))
     for line in notes(outcomes):
@@ -762,7 +805,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = report.save_json([{"scenario": "chaos", **r} for r in results], info, ["chaos", *argv], when)
     print(f"\nresults saved to {path.relative_to(report.ROOT)}")
     if args.record:
-        print(f"recorded in {record(outcomes, info, argv, when, load_1m).relative_to(report.ROOT)}")
+        print(f"recorded in {record(outcomes, info, argv, when).relative_to(report.ROOT)}")
+    return 0 if all(o.ok for o in outcomes) else 1
+
+
+def _from_json(path: Path, record_it: bool) -> int:
+    from datetime import datetime
+
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    names = {f.name for f in fields(Outcome)}
+    outcomes = [Outcome(**{k: v for k, v in r.items() if k in names}) for r in saved["results"]]
+    print(text_table(outcomes))
+    for line in notes(outcomes):
+        print(f"- {line}")
+    if record_it:
+        argv = [a for a in saved["argv"] if a != "chaos"]
+        when = datetime.fromisoformat(saved["time"])
+        print(f"recorded in {record(outcomes, saved['machine'], argv, when).relative_to(report.ROOT)}")
     return 0 if all(o.ok for o in outcomes) else 1
 
 
