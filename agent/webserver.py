@@ -244,8 +244,9 @@ class GuardedServer(TcpWSGIServer):
 
     # --- running --------------------------------------------------------------------------------------------
 
-    def run(self) -> None:
-        """Serve until stop(); then close every connection and let the threads finish (5 s at most)."""
+    def run(self, wake: Callable[[], None] | None = None) -> None:
+        """Serve until stop(); then close every connection, call `wake` (what wakes the application's threads
+        waiting for something, such as live streams) and let the threads finish (5 s at most)."""
         try:
             while not self._stopping.is_set():
                 self.asyncore.loop(timeout=self.adj.asyncore_loop_timeout, map=self._map, use_poll=True, count=1)
@@ -254,6 +255,8 @@ class GuardedServer(TcpWSGIServer):
             for dispatcher in list(self._map.values()):
                 with contextlib.suppress(OSError):
                     dispatcher.close()
+            if wake is not None:
+                wake()
             self.task_dispatcher.shutdown(timeout=5)
 
     def stop(self) -> None:

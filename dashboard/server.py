@@ -76,7 +76,7 @@ def serve(cfg: FactoryConfig, data_dir: Path | None = None, host: str | None = N
     print(f"shopfloor dashboard: http://{host}:{server.effective_port}", flush=True)
     done = notify.serving(host, int(server.effective_port), "dashboard")  # systemd: ready, watchdog, stopping
     try:
-        server.run()
+        server.run(wake=app.extensions["shopfloor"]["hub"].stop)  # streams end at once, not at their heartbeat
     finally:
         done()
         shutdown(app)
