@@ -119,4 +119,4 @@ Write-Output "Shopfloor $Version installed: $Link\Scripts\shopfloor.exe"
 if ($Previous) {
     Write-Output "previous version kept in $Previous; to go back (service stopped): cmd /c rmdir `"$Link`" && cmd /c mklink /J `"$Link`" `"$Previous`""
 }
-Write-Output "next: & `"$Link\Scripts\shopfloor.exe`" check-config C:\ProgramData\Shopfloor\factory.yaml (see operations.md)"
+Write-Output "next: & `"$Link\Scripts\shopfloor.exe`" check-config C:\shopfloor\factory.yaml (see operations.md)"
