@@ -298,6 +298,7 @@ class Agent:
             self.live.stop()
 
     def _shutdown(self) -> int:
+        notify.stopping()  # again if a stop came during a reload
         failed = self.pipeline.fatal is not None
         self.pipeline.stop()
         if self.live is not None:
