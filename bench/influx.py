@@ -206,16 +206,16 @@ class InfluxLatencyTracker(LatencyTracker):
                 "influxd_cpu_pct_at_poll_rate": round(100 * cpu / polls / LATENCY_POLL_S, 1)}
 
 
-def stored_points(server: InfluxServer, db: str) -> int:
-    """Every point in `db`, over all its measurements (each counted by a field all its points carry)."""
+def stored_points(server: InfluxServer, db: str) -> dict[str, int]:
+    """Points per measurement in `db` (each counted by a field all its points carry)."""
     doc = server.query("SHOW MEASUREMENTS", db=db)
     names = [v[0] for s in doc["results"][0].get("series", []) for v in s["values"]]
-    total = 0
+    out = {}
     for name in names:
         field = MEASUREMENTS[name].required_fields[0]
         series = server.query(f'SELECT COUNT("{field}") FROM "{name}"', db=db)["results"][0].get("series", [])
-        total += int(series[0]["values"][0][1]) if series else 0
-    return total
+        out[name] = int(series[0]["values"][0][1]) if series else 0
+    return out
 
 
 def _counts_by_machine(server: InfluxServer, db: str, after_ns: int | None = None,
@@ -321,10 +321,10 @@ def opcua_influx(opts: Options, period_ms: float) -> dict[str, Any]:
         }
         # Then nothing more is offered: the simulators stop, the outbox must empty, and InfluxDB must hold
         # every change of the window and every point the agent counted as confirmed.
-        for name, sim in system.sims.items():
+        for sim in system.sims.values():
             sim.stop()
-            meter.procs.pop(name, None)
         t_stop = time.monotonic()
+
         def drained() -> bool:
             system.agent.check()
             return metric(port, "shopfloor_outbox_depth_points") == 0
@@ -335,16 +335,18 @@ def opcua_influx(opts: Options, period_ms: float) -> dict[str, Any]:
         check = window_check(server, DB, system.machines_per_sim, stats0, stats1)
         window_counts = _counts_by_machine(server, DB, wall_a, wall_b)
         in_influx = stored_points(server, DB)
+        # The pipeline's source heartbeats are written like points but not counted in points_in.
+        from_sources = sum(n for m, n in in_influx.items() if m != "source_heartbeat")
         result["latency_poll"]["replayed"] = tracker.cost(psutil.Process(_pid(server)), wall_a)
         result.update({
             "stamped_in_window_per_s": round(sum(window_counts.values()) / ((wall_b - wall_a) / 1e9)),
             **check, "drain_after_stop_s": round(drained_s, 1), "agent_counters": counters,
-            "influx_points_total": in_influx,
+            "influx_points": in_influx, "influx_points_total": sum(in_influx.values()),
             # Lost: points the agent committed to its outbox (so acknowledged to the source) that InfluxDB does
             # not hold once the outbox is empty. Changes the simulators offered but the agent never received
             # are in not_stored_in_window and stored/offered, not here.
-            "lost": max(0, counters["points_in"] - in_influx),
-            "confirmed_not_in_influx": max(0, counters["confirmed"] - in_influx),
+            "lost": max(0, counters["points_in"] - from_sources),
+            "confirmed_not_in_influx": max(0, counters["confirmed"] - sum(in_influx.values())),
             "duplicated": None,  # a point is identified by series and time: written twice, it is stored once
             "settings": {"historian": "influxdb", "in_flight": cfg.historian.in_flight,
                          "batch_lines": cfg.historian.batch_lines, "gzip": cfg.historian.gzip,

@@ -83,7 +83,7 @@ def test_window_check_counts_back_each_simulator_within_its_own_window(influx_se
     assert check["influx_in_window"] == 7
     assert check["not_stored_in_window"] == 1
     assert check["short_by_sim"] == {"plc-2": 1}
-    assert stored_points(influx_server, db) == 9
+    assert stored_points(influx_server, db) == {"process_value": 9}
 
 
 def _result() -> dict[str, Any]:
@@ -102,9 +102,10 @@ def _result() -> dict[str, Any]:
                                       "influxd_cpu_pct_at_poll_rate": 0.5}},
         "stamped_in_window_per_s": 44_600, "offered_in_window": 1_120_000, "influx_in_window": 1_119_000,
         "not_stored_in_window": 1000, "short_by_sim": {"plc-1": 1000}, "drain_after_stop_s": 1.5,
-        "agent_counters": {"points_in": 1_500_000, "confirmed": 1_500_000, "received": 1_500_000,
+        "agent_counters": {"points_in": 1_500_000, "confirmed": 1_500_090, "received": 1_500_000,
                            "write_errors": 0, "dead_letters": 0, "dropped": 0, "outbox": 0},
-        "influx_points_total": 1_500_000, "lost": 0, "confirmed_not_in_influx": 0, "duplicated": None,
+        "influx_points": {"process_value": 1_499_900, "machine_state": 100, "source_heartbeat": 90},
+        "influx_points_total": 1_500_090, "lost": 0, "confirmed_not_in_influx": 0, "duplicated": None,
         "settings": {"historian": "influxdb", "in_flight": 4, "latency_sample": "t00 of 20 machines"},
     }
 
@@ -130,7 +131,8 @@ def test_record_gives_the_scenario_its_own_section_and_keeps_the_others(tmp_path
     assert "| OPC UA 10,000 tags / 222 ms -> InfluxDB | 44,800 | 44,650 | 310 | 870 | 990 |" in section
     assert "stored/offered 0.997" in section
     assert "1,120,000 changes the simulators wrote in the window" in section
-    assert "lost = committed but not in InfluxDB: 0" in section
+    assert "lost = committed but not in InfluxDB: 0, confirmed but not in InfluxDB: 0" in section
+    assert "1,499,900 process_value, 100 machine_state, 90 source_heartbeat" in section
 
     # Recorded again, the section is replaced, not repeated.
     report.record([_result()], info, ["--only", "opcua-influx", "--record"], datetime(2026, 12, 1, tzinfo=UTC))
