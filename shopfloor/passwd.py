@@ -60,15 +60,24 @@ def hash_password(password: str) -> str:
 SECRET_KEYS = ("password", "password_file", "password_hash")
 
 
+def config_with_user(path: Path, user: str) -> tuple[str, dict[str, Any]]:
+    """The text and data of the config file `path`; ValueError unless its dashboard.users has `user`."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path} is not valid YAML: {exc}") from None
+    users = ((data.get("dashboard") or {}).get("users") or []) if isinstance(data, dict) else []
+    if not isinstance(users, list) or not any(isinstance(u, dict) and u.get("name") == user for u in users):
+        raise ValueError(f"no user {user!r} in {path} (dashboard.users)")
+    return text, data
+
+
 def set_in_config(path: Path, user: str, hashed: str) -> None:
     """Set user `user`'s password_hash in the config file `path` (in place of its password, password_file or
     password_hash line), keeping every other line and comment as it was. The result is read back: unless it is
     the same config with only that user's password changed, nothing is written (ValueError says why)."""
-    text = path.read_text(encoding="utf-8")
-    before = yaml.safe_load(text)
-    users = ((before or {}).get("dashboard") or {}).get("users") or [] if isinstance(before, dict) else []
-    if not any(isinstance(u, dict) and u.get("name") == user for u in users):
-        raise ValueError(f"no user {user!r} in {path} (dashboard.users)")
+    text, before = config_with_user(path, user)
     expected = copy.deepcopy(before)
     for entry in expected["dashboard"]["users"]:
         if isinstance(entry, dict) and entry.get("name") == user:
@@ -119,6 +128,12 @@ def cmd_passwd(args: argparse.Namespace) -> int:
     if not re.fullmatch(r"[^:\s][^:]{0,63}", args.user):
         print(f"shopfloor passwd: {args.user!r} cannot be a user name (1-64 characters, no colon)", file=sys.stderr)
         return 2
+    if args.config:  # a config that cannot take the hash is said before the password is asked for
+        try:
+            config_with_user(Path(args.config), args.user)
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            print(f"shopfloor passwd: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+            return 2
     try:
         password = read_password(args.stdin)
     except ValueError as exc:

@@ -152,8 +152,7 @@ USERS_BLOCK = """dashboard:
 """
 
 
-@pytest.mark.parametrize("user", ["lead", "boss"])
-def test_config_sets_the_hash_in_place_and_the_load_stops_warning(tmp_path, user, capsys, caplog, monkeypatch):
+def test_config_sets_the_hash_in_place_and_the_load_stops_warning(tmp_path, capsys, caplog, monkeypatch):
     from agent.config import load
 
     def warnings():
@@ -169,17 +168,23 @@ def test_config_sets_the_hash_in_place_and_the_load_stops_warning(tmp_path, user
                                                                               str(tmp_path / "boss-password"))
     config.write_text(text, encoding="utf-8")
     assert "dashboard.users: lead, boss have a plain-text password; run `shopfloor passwd`" in warnings()
-    code, _, err = passwd_cmd(user, "--stdin", "--config", str(config), stdin=PASSWORD + "\n", capsys=capsys)
-    assert code == 0, err
-    changed = config.read_text(encoding="utf-8")
-    assert "# the early shift's lead" in changed  # comments and the other entry kept
-    users = {u["name"]: u for u in yaml.safe_load(changed)["dashboard"]["users"]}
-    assert PasswordHasher().verify(users[user]["password_hash"], PASSWORD)
-    assert "password" not in users[user] and "password_file" not in users[user]
-    other = users["boss" if user == "lead" else "lead"]
-    assert ("password" in other or "password_file" in other) and "password_hash" not in other
-    assert users["boss"]["role"] == "admin"
-    assert f"dashboard.users: {'boss' if user == 'lead' else 'lead'} has a plain-text password" in warnings()
+    for user, other in (("boss", "lead"), ("lead", None)):  # a flow entry, then a block entry with a comment
+        code, _, err = passwd_cmd(user, "--stdin", "--config", str(config), stdin=PASSWORD + "\n", capsys=capsys)
+        assert code == 0, err
+        changed = config.read_text(encoding="utf-8")
+        assert "# the early shift's lead" in changed  # comments kept
+        users = {u["name"]: u for u in yaml.safe_load(changed)["dashboard"]["users"]}
+        assert "password" not in users[user] and "password_file" not in users[user]
+        assert users["boss"]["role"] == "admin" and set(users) == {"lead", "boss"}
+        if other:
+            assert "password" in users[other] and "password_hash" not in users[other]
+            assert f"dashboard.users: {other} has a plain-text password" in warnings()
+        else:
+            assert warnings() == ""
+    assert PasswordHasher().verify(users["lead"]["password_hash"], PASSWORD)
+    cfg = load(config)
+    assert {u.name: (u.role, u.password_hash is not None) for u in cfg.dashboard.users} == {
+        "lead": ("lead", True), "boss": ("admin", True)}
 
 
 def test_config_without_the_user_is_left_as_it_was(tmp_path, capsys):
@@ -187,7 +192,7 @@ def test_config_without_the_user_is_left_as_it_was(tmp_path, capsys):
     config.write_text(USERS_BLOCK, encoding="utf-8")
     code, _, err = passwd_cmd("nobody", "--stdin", "--config", str(config), stdin=PASSWORD, capsys=capsys)
     assert code == 2
-    assert err.strip() == f"shopfloor passwd: no user 'nobody' in {config} (dashboard.users)"
+    assert err.strip() == f"shopfloor passwd: no user 'nobody' in {config} (dashboard.users)"  # before any prompt
     assert config.read_text(encoding="utf-8") == USERS_BLOCK
 
 
