@@ -169,3 +169,27 @@ def test_client_certificates_and_what_a_wrong_one_shows(tmp_path):
                 assert f"MQTT source {source} (" in log and error in log
         finally:
             system.close()
+
+
+@pytest.mark.parametrize(("files", "error"), [
+    ({"ca_file": "junk.pem"}, "TLS: tls.ca_file {tmp}/junk.pem holds no PEM certificate"),
+    ({"ca_file": "ca.pem", "cert_file": "server.pem", "key_file": "other/server.key"},
+     "TLS: tls.key_file {tmp}/other/server.key is not the private key of tls.cert_file {tmp}/server.pem"),
+    ({"ca_file": "ca.pem", "key_file": "server.key"},
+     "TLS: tls.key_file is set without tls.cert_file (the client certificate it belongs to)"),
+    ({"cert_file": "nowhere.pem", "key_file": "server.key"},
+     "TLS: tls.cert_file {tmp}/nowhere.pem does not exist or is not a file"),
+])
+def test_tls_files_that_cannot_be_loaded_are_named_and_never_connect(tmp_path, files, error):
+    from agent.config import MqttTls
+    from agent.mqtt_client import ConnectFailed, make_client
+
+    make_tls(tmp_path)
+    make_tls(tmp_path / "other")
+    (tmp_path / "junk.pem").write_text("not a certificate")
+    tls = MqttTls(**{key: tmp_path / name for key, name in files.items()})
+    client, host, port = make_client("t", "mqtts://127.0.0.1:1", "5", None, None, tls)
+    assert client.setup_error == error.format(tmp=tmp_path)
+    with pytest.raises(ConnectFailed):  # nothing goes out, not even in the clear
+        client.connect(host, port)
+    assert client.connect_error == client.setup_error
