@@ -53,8 +53,9 @@ log = logging.getLogger(__name__)
 bp = Blueprint("auth", __name__)
 __all__ = ["api_login_required", "api_role_required", "bp", "check_password", "csrf_token", "current_user",
            "install", "page_login_required"]
-# what anyone may open even when reads need a login: the login page itself, the scripts and styles, health
-OPEN_ENDPOINTS = frozenset({"auth.login", "auth.logout", "static", "api.health"})
+# what anyone may open even when reads need a login: the login page itself, the scripts and styles, and what
+# monitoring reads (health, metrics)
+OPEN_ENDPOINTS = frozenset({"auth.login", "auth.logout", "static", "api.health", "status.healthz", "status.metrics"})
 KIOSK_ARG = "kiosk_token"
 
 

@@ -141,11 +141,12 @@ def test_a_wrong_kiosk_token_says_so(make_app):
     assert i18n.t("zh-CN", "login.kiosk_failed") in page.get_data(as_text=True)
 
 
-def test_with_anonymous_read_off_the_login_page_scripts_and_health_stay_open(make_app):
+def test_with_anonymous_read_off_the_login_page_scripts_health_and_metrics_stay_open(make_app):
     client = make_app(anonymous_read=False).test_client()
     assert client.get("/login").status_code == 200
     assert client.get("/static/board.js").status_code == 200
-    assert client.get("/api/v1/health").status_code == 200
+    for url in ("/api/v1/health", "/healthz", "/metrics"):
+        assert client.get(url).status_code == 200, url
     assert client.get("/").headers["Location"].startswith("/login?next=")
 
 
