@@ -238,12 +238,16 @@ def test_dashboard_and_sync_notify_ready_watchdog_and_stopping(make_system, tmp_
             sock.close()
 
 
-def test_http_watchdog_notifies_only_while_the_server_answers(notify_socket, monkeypatch):
-    """The dashboard's hook (`notify.serving`) against a real HTTP server: WATCHDOG=1 while its GET is answered
-    (a 401 too), none once the server stops answering, STOPPING=1 when the server is done."""
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_http_watchdog_notifies_only_while_the_server_answers(scheme, notify_socket, monkeypatch, tmp_path):
+    """The dashboard's hook (`notify.serving`) against a real HTTP server, plain or TLS with a self-signed
+    certificate: WATCHDOG=1 while its GET is answered (a 401 too), none once the server stops answering,
+    STOPPING=1 when the server is done."""
+    import ssl
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from agent import notify
+    from simulators.pki import ensure_self_signed
 
     class LoginFirst(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 - the http.server API
@@ -257,9 +261,16 @@ def test_http_watchdog_notifies_only_while_the_server_answers(notify_socket, mon
     for key, value in notify_socket.env().items():
         monkeypatch.setenv(key, value)
     server = ThreadingHTTPServer(("127.0.0.1", 0), LoginFirst)
+    if scheme == "https":
+        pair = ensure_self_signed(tmp_path / "pki", "urn:shopfloor:test", "dashboard.plant.example")
+        pem = tmp_path / "cert.pem"
+        pem.write_text(ssl.DER_cert_to_PEM_cert(pair.certificate.read_bytes()))
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(pem, pair.private_key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    done = notify.serving("0.0.0.0", server.server_address[1], "test server")  # probed on the loopback
+    done = notify.serving("0.0.0.0", server.server_address[1], "test server", scheme=scheme)  # on the loopback
     try:
         ready = notify_socket.wait_for("READY=1", 5)
         notify_socket.wait_watchdogs(2, ready)
