@@ -71,6 +71,22 @@ def target_environment(platform: str | None, python_version: str) -> dict[str, s
     return env
 
 
+def platform_tags(platform: str) -> list[str]:
+    """The wheel platform tags a target accepts: for `manylinux_2_28_x86_64` every older glibc too (down to
+    manylinux1), which pip does not add by itself to a platform given on its command line."""
+    m = re.fullmatch(r"manylinux_2_(\d+)_(\w+)", platform)
+    if m is None:
+        return [platform]
+    glibc, arch = int(m.group(1)), m.group(2)
+    legacy = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
+    tags = []
+    for minor in range(glibc, 4, -1):
+        tags.append(f"manylinux_2_{minor}_{arch}")
+        if minor in legacy:
+            tags.append(f"{legacy[minor]}_{arch}")
+    return tags
+
+
 def build_environment_pins() -> list[str]:
     """`name==version` of every distribution in the Python environment running this script."""
     pins = {}
@@ -186,8 +202,8 @@ def build(out: Path, platform: str | None, python_version: str, pins: list[str])
         project = next(wheels.glob(f"{PROJECT}-*.whl"))
         constraints = Path(tmp) / "constraints.txt"
         constraints.write_text("\n".join(pins) + "\n", encoding="utf-8")
-        target = (["--only-binary=:all:", "--platform", platform, "--python-version", python_version,
-                   "--implementation", "cp"] if platform else [])
+        target = (["--only-binary=:all:", *[a for tag in platform_tags(platform) for a in ("--platform", tag)],
+                   "--python-version", python_version, "--implementation", "cp"] if platform else [])
         if platform:
             pip("download", "--dest", str(wheels), *target, "--constraint", str(constraints), str(project))
         else:  # for this machine: a dependency published only as source is built into a wheel here

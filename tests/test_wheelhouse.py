@@ -205,3 +205,13 @@ def test_windows_wheelhouse_holds_windows_wheels_and_what_windows_needs(tmp_path
 def test_an_unknown_platform_is_refused() -> None:
     with pytest.raises(wheelhouse.WheelhouseError, match="win_amd64"):
         wheelhouse.target_environment("macosx_14_0_arm64", "3.11")
+
+
+def test_an_older_linux_takes_the_wheels_of_every_older_glibc() -> None:
+    """pip takes a `--platform manylinux_2_28_x86_64` literally and would refuse pydantic-core's manylinux2014
+    wheel: the wheelhouse passes every tag such a PC accepts."""
+    tags = wheelhouse.platform_tags("manylinux_2_28_x86_64")
+    assert tags[0] == "manylinux_2_28_x86_64"
+    assert {"manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64"} <= set(tags)
+    assert not any(t.startswith(("manylinux_2_29", "manylinux_2_34")) for t in tags)
+    assert wheelhouse.platform_tags("win_amd64") == ["win_amd64"]
