@@ -33,6 +33,10 @@ DRAIN_BATCH_FACTOR = 4
 # How often the agent writes each PLC source's heartbeat: a machine whose values do not change sends no
 # points, and its board must still know that its data reaches now (dashboard watermark, docs/kpi.md).
 HEARTBEAT_EVERY_S = 5.0
+# Dead letters logged one by one: a burst, then a steady rate; beyond that a count every DEAD_LETTER_SUMMARY_S
+DEAD_LETTER_LOG_BURST = 20
+DEAD_LETTER_LOG_PER_S = 1.0
+DEAD_LETTER_SUMMARY_S = 10.0
 # How often the ingest thread looks for a stalled historian (agent/health.py STALL_AFTER_S)
 STALL_CHECK_S = 2.0
 
@@ -67,6 +71,10 @@ class Pipeline:
         self._acknowledgers: dict[str, Callable[[list[Any]], None]] = {}
         self._next_heartbeat = 0.0
         self._next_stall_check = 0.0
+        self._dead_log_budget = float(DEAD_LETTER_LOG_BURST)
+        self._dead_log_at = time.monotonic()
+        self._dead_unlogged = 0  # dead letters not logged one by one since the last summary line
+        self._dead_summary_at = 0.0
         self._stall_logged = False
         self.heartbeat_sources = list(heartbeat_sources)
 
@@ -151,6 +159,7 @@ class Pipeline:
                 first = self._queue.get(timeout=0.5)
             except queue.Empty:
                 self._heartbeat()
+                self._log_dead_letters([])  # the count of those not logged, when it is due
                 continue
             deadline = time.monotonic() + self.commit_interval
             result = MappingResult()
@@ -184,9 +193,31 @@ class Pipeline:
                 metrics.dead_letters.labels(dead.source).inc()
                 if dead.unknown:
                     metrics.unknown_ids.labels(dead.unknown).inc()
-                log.warning("dead letter from %s %s: %s", dead.source, dead.topic, dead.reason)
+            self._log_dead_letters(result.dead_letters)
             if self._queue.empty():
                 self._heartbeat()
+
+    def _log_dead_letters(self, dead_letters: list[DeadLetter]) -> None:
+        """One log line per dead letter, at most DEAD_LETTER_LOG_BURST at once and DEAD_LETTER_LOG_PER_S after
+        that: a flood of bad or made-up messages (anyone on the broker can send them) must not fill the disk
+        with log lines. The rest are counted in one line every DEAD_LETTER_SUMMARY_S; all are in the outbox's
+        dead_letter table and in shopfloor_dead_letters_total."""
+        now = time.monotonic()
+        self._dead_log_budget = min(DEAD_LETTER_LOG_BURST, self._dead_log_budget
+                                    + (now - self._dead_log_at) * DEAD_LETTER_LOG_PER_S)
+        self._dead_log_at = now
+        for dead in dead_letters:
+            if self._dead_log_budget >= 1:
+                self._dead_log_budget -= 1
+                log.warning("dead letter from %s %s: %s", dead.source, dead.topic, dead.reason)
+            else:
+                self._dead_unlogged += 1
+        if self._dead_unlogged and now >= self._dead_summary_at:
+            log.warning("%s more dead letters were not logged one by one (too many at once); the outbox's "
+                        "dead_letter table holds them, /metrics counts them (shopfloor_dead_letters_total, "
+                        "shopfloor_unknown_ids_total)", self._dead_unlogged)
+            self._dead_unlogged = 0
+            self._dead_summary_at = now + DEAD_LETTER_SUMMARY_S
 
     def _watch_historian(self) -> None:
         """Every STALL_CHECK_S, on the ingest thread (the drain may be the one waiting): log once when the

@@ -154,6 +154,11 @@ def test_made_up_badges_are_dead_letters_and_count_as_nobody(system):
     assert stored == [("mold-1", "B1001", "op-001"), ("mold-2", "B1002", "op-002"), ("assy-1", "B1003", "op-003"),
                       ("assy-1", "B1004", "op-004"), ("pack-1", "B1009", "op-009")]
     assert system.sql("SELECT order_id FROM order_event") == [("SO-77",)]
+    # the log names a few of them and counts the rest: a flood of made-up ids does not fill the disk with lines
+    log = (system.tmp / "agent.log").read_text(errors="replace")
+    # (each of the two workers: a burst of 20 lines, then one a second; 5,000 lines without the limit)
+    assert 0 < log.count("dead letter from line-bus") <= 2 * (20 + 30)
+    assert "more dead letters were not logged one by one" in log
     # the board's headcount, as the dashboard computes it from the historian
     cfg = load(system.config, resolve_secrets=False)
     historian = open_historian(cfg, system.data_dir)
