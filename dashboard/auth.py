@@ -132,10 +132,10 @@ def _recognise() -> Response | None:
         found = _attempt(None, "kiosk-token", lambda: verify_kiosk_token(token))
         if isinstance(found, Principal):
             current = session_principal()
+            g.principal = Principal(found.name, found.role, "session")
             if current is None or current.name != found.name:
                 open_session(found)
                 audit("login", via="kiosk-token")
-            g.principal = Principal(found.name, found.role, "session")
             return None
         if found is None:
             return _login_page("login.kiosk_failed", 401)

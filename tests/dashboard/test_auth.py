@@ -113,7 +113,8 @@ def test_a_form_login_with_a_hashed_password_then_a_write(client):
 # --- kiosk tokens and reads that need a login ------------------------------------------------------------------
 
 
-def test_a_kiosk_token_in_the_url_logs_a_tv_in_as_viewer(make_app):
+def test_a_kiosk_token_in_the_url_logs_a_tv_in_as_viewer(make_app, caplog):
+    caplog.set_level(logging.INFO, "shopfloor.audit")
     client = make_app(anonymous_read=False).test_client()
     assert client.get("/kiosk").status_code == 302  # no token, no login: to the login page
     assert client.get("/api/v1/overview").status_code == 401
@@ -123,6 +124,9 @@ def test_a_kiosk_token_in_the_url_logs_a_tv_in_as_viewer(make_app):
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" not in cookie
     assert client.get("/api/v1/overview").status_code == 200  # the session the token opened
     assert client.get("/lines/line-2").status_code == 200
+    assert client.get(f"/kiosk?kiosk_token={KIOSK}&start=line-2").status_code == 200  # the same session
+    logins = [r.getMessage() for r in caplog.records if r.name == "shopfloor.audit"]
+    assert logins == ["user=kiosk:hall-1 role=viewer client=127.0.0.1 action=login via=kiosk-token"]
     token = csrf(client)
     assert reason_now(client, {"X-CSRF-Token": token}).status_code == 403  # a viewer
 
