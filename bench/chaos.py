@@ -67,6 +67,7 @@ PLC_SPEED = 120  # simulated seconds per second: hundreds of pieces a minute, be
 LINE_SPEED = 120
 WARM_S = 3.0  # production before the first fault
 TAIL_S = 3.0  # and after the last one
+READY_S = 90.0  # how long a process may take to start: the machine this runs on is often shared
 START, END = "<!-- bench:chaos:start (rewritten by `python -m bench.chaos --record`) -->", "<!-- bench:chaos:end -->"
 MARK = START.split(" (")[0]
 
@@ -188,25 +189,39 @@ class Run:
             proc.argv = [sys.executable, "-m", "bench.chaos_clock", str(self.offset_file), *proc.argv[3:]]
         proc.start()
         system.procs.append(proc)
-        wait_until(lambda: not proc.running or system.http("/metrics")[0] == 200, 30, f"{name} /metrics")
+        wait_until(lambda: not proc.running or system.http("/metrics")[0] == 200, READY_S, f"{name} /metrics")
         if not proc.running:
             raise ChaosError(f"{name} exited: {proc.log()[-2000:]}")
         self.agent = proc
         return proc
 
+    def start_plc(self, name: str = "plc") -> Any:
+        """The OPC UA PLC simulator (as the end-to-end tests start it), paused: Sim.Running starts production."""
+        system = self.system
+        proc = Proc(name, ["simulate", "plc", "--config", str(system.config), "--endpoint", system.endpoint,
+                           "--speed", str(PLC_SPEED), "--start", e2e.SIM_START, "--cert-dir",
+                           str(self.tmp / "plc-pki"), "--paused"], self.tmp)
+        system.procs.append(proc)
+        self.plc = proc.start(ready="PLC simulator ready at", timeout=READY_S)
+        return proc
+
     def start(self, line_args: Sequence[str] = ()) -> None:
         self.broker.start()
         if self.with_plc:
-            self.plc = self.system.plc(speed=PLC_SPEED, paused=True)
+            self.start_plc()
             _trace("PLC ready")
         self.start_agent()
         _trace("agent ready")
         if self.with_plc:
-            wait_until(lambda: len(self.store.counts()) == 18, 60, "the first reading of all 18 counters")
+            wait_until(lambda: len(self.store.counts()) == 18, READY_S, "the first reading of all 18 counters")
             _trace("18 counters read")
             plc_set(self.system.endpoint, "Sim.Running", True, ua.VariantType.Boolean)
         # runs until stopped (SIGTERM: it writes its truth and exits 0 once the broker acknowledged everything)
-        self.line = self.system.line("--speed", str(LINE_SPEED), "--seed", "11", "--duration", "3600", *line_args)
+        line = Proc("line", ["simulate", "line", "--config", str(self.system.config), "--mqtt", self.broker.url,
+                             "--truth-file", str(self.tmp / "line-truth.json"), "--speed", str(LINE_SPEED),
+                             "--seed", "11", "--duration", "3600", *line_args], self.tmp)
+        self.system.procs.append(line)
+        self.line = line.start(ready="line simulator publishing to", timeout=READY_S)
 
     def written(self) -> float:
         """Points the running agent has had confirmed by the historian."""
@@ -405,7 +420,7 @@ def _plc_power_off(run: Run, seconds: float) -> None:
 def _plc_power_on(run: Run) -> None:
     # Back with its counters at zero, its machines held until the agent is connected again: a counter the
     # agent first reads above its value before the restart looks like progress, not a reset (see the note).
-    run.plc = run.system.plc(speed=PLC_SPEED, name="plc-2", paused=True)
+    run.start_plc("plc-2")
 
 
 def _plc_production(run: Run) -> None:
@@ -574,18 +589,19 @@ def platform_outage(tmp: Path, seconds: float) -> Outcome:
     system = System(tmp, broker, push)
     base = f"http://127.0.0.1:{sync_port}"
     try:
-        platform = Proc("platform", platform_argv, tmp).start(ready="platform simulator listening")
+        platform = Proc("platform", platform_argv, tmp).start(ready="platform simulator listening", timeout=READY_S)
         system.procs.append(platform)
         sync = Proc("sync", ["sync", "--config", str(system.config), "--port", str(sync_port)], tmp)
         system.procs.append(sync)
-        sync.start(ready="shopfloor sync: pushing capacity")
+        sync.start(ready="shopfloor sync: pushing capacity", timeout=READY_S)
         state = f"http://127.0.0.1:{platform_port}/state"
-        wait_until(lambda: _get(state)["accepted"] >= 2, 30, "the first events at the platform")
+        wait_until(lambda: _get(state)["accepted"] >= 2, READY_S, "the first events at the platform")
         time.sleep(WARM_S)
         began = time.monotonic()
         platform.stop()
         time.sleep(max(0.0, seconds - (time.monotonic() - began)))
-        platform = Proc("platform-2", platform_argv, tmp).start(ready="platform simulator listening")
+        platform = Proc("platform-2", platform_argv, tmp).start(ready="platform simulator listening",
+                                                                timeout=READY_S)
         system.procs.append(platform)
         ended = time.monotonic()
         out = Outcome("platform_outage", "platform down during the capacity push", ended - began)
@@ -688,7 +704,9 @@ def markdown_table(outcomes: list[Outcome]) -> str:
 
 def _explain(o: Outcome) -> list[str]:
     """What a figure means where it is not plain: read from the figures, so a saved run reads the same."""
-    out = []
+    out: list[str] = []
+    if o.error:
+        return out
     if o.fault == "plc_restart":
         out.append("the restarted PLC's machines start once the agent is connected again: the agent tells a "
                    "counter reset from progress only when the first value it reads after the restart is below the "
@@ -698,8 +716,8 @@ def _explain(o: Outcome) -> list[str]:
         out.append("the duration runs until the restarted process answers again, its own start included")
     if o.fault == "platform_outage" and o.recovery_s is not None and o.recovery_s > 5:
         out.append("the recovery is the push's wait before its next try: the delay between tries doubles while "
-                   "the platform is down (random up to 1, 2, 4 ... 60 s), so a platform back after 30 s waits for "
-                   "up to another minute; nothing is lost meanwhile, the events wait in the push outbox")
+                   "the platform is down (random up to 1, 2, 4 ... 60 s), so a platform back after a long outage "
+                   "is tried again up to a minute later; nothing is lost meanwhile, the events wait in the push outbox")
     if o.fault == "quota" and o.dropped:
         out.append(f"{o.dropped:,} oldest points dropped over the quota, every one counted by "
                    "shopfloor_outbox_dropped_points: produced = stored + dropped")
