@@ -43,7 +43,7 @@ NAME_LINE = EXAMPLE.splitlines().index("  name: 慈溪一厂 Cixi Plant 1") + 1
     ("encode", "named"),
     [
         (lambda t: t.encode("gb18030"), "it looks like GB18030"),
-        (lambda t: t.encode("utf-16"), "it looks like UTF-16 LE with a byte order mark (Notepad's \"Unicode\")"),
+        (lambda t: b"\xff\xfe" + t.encode("utf-16-le"), "it looks like UTF-16 LE with a byte order mark (Notepad's \"Unicode\")"),
     ],
     ids=["gb18030", "utf-16-bom"],
 )
