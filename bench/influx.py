@@ -192,7 +192,7 @@ class InfluxLatencyTracker(LatencyTracker):
         return new
 
     def cost(self, influxd: psutil.Process, from_ns: int, polls: int = 40) -> dict[str, float]:
-        """What one poll costs, replayed on stored points once nothing else runs: `polls` queries, each for the
+        """What one poll costs, replayed on stored points once the simulators have stopped: `polls` queries, each for the
         points of one poll interval from `from_ns` on (as many as a poll read during the window)."""
         step = int(LATENCY_POLL_S * 1e9)
         cpu0 = sum(influxd.cpu_times()[:2])

@@ -306,7 +306,7 @@ def _opcua_influx_note(r: dict[str, Any]) -> str:
             f"in InfluxDB: {r['lost']:,}, confirmed but not in InfluxDB: {r.get('confirmed_not_in_influx', 0):,}); dead letters "
             f"{c['dead_letters']}, write errors {c['write_errors']}, dropped at the outbox quota {c['dropped']}. "
             f"Latency polling: {poll['queries']} queries ({poll['points_read']:,} points read), "
-            f"{poll['query_ms_mean']} ms each; replayed afterwards on an idle server, a poll took "
+            f"{poll['query_ms_mean']} ms each; replayed after the simulators stopped, a poll took "
             f"{replay.get('ms_per_query', '-')} ms and {replay.get('influxd_cpu_ms_per_query', '-')} ms of "
             f"influxd CPU ({replay.get('influxd_cpu_pct_at_poll_rate', '-')}% of one core at the poll rate).")
 
