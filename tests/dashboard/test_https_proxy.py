@@ -162,3 +162,24 @@ def test_a_client_that_is_not_the_proxy_cannot_claim_https(site: Site) -> None:
     assert head.startswith("HTTP/1.1 200"), head
     cookies = [line for line in head.split("\r\n") if line.lower().startswith("set-cookie:")]
     assert cookies and all("Secure" not in c for c in cookies), cookies
+
+
+def test_the_proxy_is_not_held_to_the_per_client_limit(site: Site) -> None:
+    # 40 screens, each on its own address, open a live stream through nginx: the dashboard sees 40 connections
+    # from nginx's one address, more than dashboard.limits.per_client (32), and serves them all
+    https_port = int(site.https.rsplit(":", 1)[1])
+    screens = []
+    try:
+        for i in range(40):
+            raw = socket.socket()
+            raw.bind((f"127.0.6.{i + 1}", 0))
+            raw.settimeout(10)
+            raw.connect(("127.0.0.1", https_port))
+            tls = site.tls.wrap_socket(raw, server_hostname="localhost")
+            tls.sendall(b"GET /api/v1/stream?scope=overview HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            screens.append(tls)
+        heads = [screen.recv(4096).split(b"\r\n", 1)[0] for screen in screens]
+    finally:
+        for screen in screens:
+            screen.close()
+    assert heads == [b"HTTP/1.1 200 OK"] * 40, sorted(set(heads))
