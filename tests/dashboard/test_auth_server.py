@@ -28,7 +28,7 @@ LEAD_PW, ADMIN_PW = "lead pass of the day", "admin pass of the day"
 HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)  # cheap: the test machine is shared
 # authenticated, this write finds no such machine (404); unauthenticated it is 401, locked 429
 WRITE = "/api/v1/lines/line-1/machines/no-such-machine/stops/1/reason"
-LOCKOUT_S = 3
+LOCKOUT_S = 5
 
 
 class Served:
@@ -97,16 +97,22 @@ def test_fifty_parallel_guessers_get_the_throttles_tries_and_no_more(dashboard, 
         answers = list(pool.map(lambda i: write_as(dashboard, "lead", f"guess {i}"), range(400)))
     took = time.monotonic() - started
     statuses = [status for status, _, _ in answers]
-    assert statuses.count(401) == 10, statuses  # the guesses whose password was checked
-    assert statuses.count(429) == 390
+    lockouts = [m for m in warnings.messages if m.startswith("dashboard: account lead locked")]
+    assert lockouts[0] == f"dashboard: account lead locked for {LOCKOUT_S} s after 10 failed logins from 127.0.0.1 " \
+                          "(basic)"
+    # 10 guesses checked per lockout; a second lockout (twice as long) only if the guessing outlasted the first
+    assert len(lockouts) <= 1 + int(took / LOCKOUT_S), (lockouts, took)
+    assert statuses.count(401) == 10 * len(lockouts), statuses
+    assert statuses.count(429) == 400 - 10 * len(lockouts)
     locked = next(a for a in answers if a[0] == 429)
-    assert locked[1]["Content-Type"] == "application/problem+json" and 1 <= int(locked[1]["Retry-After"]) <= 3
+    assert locked[1]["Content-Type"] == "application/problem+json"
+    assert 1 <= int(locked[1]["Retry-After"]) <= 2 * LOCKOUT_S
     assert write_as(dashboard, "lead", LEAD_PW)[0] == 429  # locked, the right password too
     assert write_as(dashboard, "boss", ADMIN_PW)[0] == 404  # another account logs in meanwhile
-    assert f"dashboard: account lead locked for {LOCKOUT_S} s after 10 failed logins from 127.0.0.1 (basic)" \
-        in warnings.messages
-    wait_until(lambda: write_as(dashboard, "lead", LEAD_PW)[0] == 404, LOCKOUT_S + 10, "lead in after the lockout")
-    print(f"400 guesses from 50 clients in {took:.2f} s: 10 checked, 390 refused with 429")
+    wait_until(lambda: write_as(dashboard, "lead", LEAD_PW)[0] == 404, 2 * LOCKOUT_S + 10,
+               "lead in after the lockout")
+    print(f"400 guesses from 50 clients in {took:.2f} s: {statuses.count(401)} checked, {statuses.count(429)} "
+          "refused with 429")
 
 
 def login(dashboard, user, password):
