@@ -1,8 +1,9 @@
 """How many login attempts the dashboard accepts: a failure counter per account and per client address, for every
 way of logging in (the form, HTTP Basic, feed and kiosk tokens).
 
-An attempt is taken before the password is checked and settled after, so attempts in flight count against the
-limit: 50 clients guessing in parallel get no more tries than one client guessing in turn. When an account's (or
+An attempt is taken before a slow password check (argon2) and settled after, so attempts in flight count against
+the limit: 50 clients guessing in parallel get no more tries than one client guessing in turn. (A quick check, of a
+token or a plain password, runs first and is then taken and settled at once: auth.py.) When an account's (or
 an address's) failures reach the limit, it is locked for `lockout_s`; each further lockout of the same key within a
 day doubles, up to `max_lockout_s`. A success clears its account's failures, not its address's (a user who knows
 one password must not be able to reset the count of guesses at others).
