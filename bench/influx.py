@@ -192,8 +192,8 @@ class InfluxLatencyTracker(LatencyTracker):
         return new
 
     def cost(self, influxd: psutil.Process, from_ns: int, polls: int = 40) -> dict[str, float]:
-        """What one poll costs, replayed on stored points once the simulators have stopped: `polls` queries, each for the
-        points of one poll interval from `from_ns` on (as many as a poll read during the window)."""
+        """What one poll costs, replayed on stored points once the simulators have stopped: `polls` queries,
+        each for the points of one poll interval from `from_ns` on (as many as a poll read during the window)."""
         step = int(LATENCY_POLL_S * 1e9)
         cpu0 = sum(influxd.cpu_times()[:2])
         t0 = time.perf_counter()
@@ -202,7 +202,8 @@ class InfluxLatencyTracker(LatencyTracker):
             self.server.query(self.sql.format(after=after, until=f" AND time <= {after + step}"), db=self.db)
         wall = time.perf_counter() - t0
         cpu = sum(influxd.cpu_times()[:2]) - cpu0
-        return {"ms_per_query": round(1000 * wall / polls, 1), "influxd_cpu_ms_per_query": round(1000 * cpu / polls, 1),
+        return {"ms_per_query": round(1000 * wall / polls, 1),
+                "influxd_cpu_ms_per_query": round(1000 * cpu / polls, 1),
                 "influxd_cpu_pct_at_poll_rate": round(100 * cpu / polls / LATENCY_POLL_S, 1)}
 
 
