@@ -115,25 +115,35 @@ def test_a_certificate_the_config_trusts_is_not_rejected_here(capsys, tmp_path, 
 
 
 def test_trusted_from_the_command_line_the_agent_connects_without_restart(capsys, tmp_path):
+    """A real asyncua server with Basic256Sha256 SignAndEncrypt only, serving one variable the agent collects."""
+    from asyncua import ua
+
     from tests.e2e.conftest import System, wait_until
+    from tests.e2e.opcua_server import ServerThread, serve_secured
 
-    def secure(data):
-        source = data["sources"]["opcua"][0]
-        source.update(username="operator", password="${PLC_PW}",
-                      security={"policy": "Basic256Sha256", "mode": "SignAndEncrypt"})
+    async def setup(server):
+        await serve_secured(server, tmp_path / "server-pki")
+        ns = await server.register_namespace("urn:test:certs")
+        boiler = await server.nodes.objects.add_object(ns, "Boiler")
+        await boiler.add_variable(ua.NodeId("Boiler.T", ns), "T", 61.5)
 
-    with Broker(port=free_port(), data_dir=tmp_path / "broker") as broker:
+    with ServerThread(setup) as server, Broker(port=free_port(), data_dir=tmp_path / "broker") as broker:
+        def secure(data):
+            for line in data["lines"]:
+                line["machines"] = []
+            data["sources"]["opcua"][0].update(endpoint=server.endpoint,
+                                               security={"policy": "Basic256Sha256", "mode": "SignAndEncrypt"})
+            data["collect"] = {"plc-1": [{"name": "Boiler.T", "address": "nsu=urn:test:certs;s=Boiler.T"}]}
+
         system = System(tmp_path, broker, secure)
         try:
-            system.plc("--security", "secure", "--username", "operator", "--password-env", "SIM_PW",
-                       env={"SIM_PW": "pw"})
-            system.agent(env={"PLC_PW": "pw"})
+            system.agent()
             error = wait_until(lambda: system.health()["sources"]["plc-1"]["last_error"], 20, "the refusal")
-            plc_thumb = thumb(tmp_path / "plc-pki" / "cert.der")
-            assert f"run `shopfloor certs trust {plc_thumb[:12]}`" in error
+            server_thumb = thumb(tmp_path / "server-pki" / "cert.der")
+            assert f"run `shopfloor certs trust {server_thumb[:12]}`" in error
             code, listed, _ = certs_cli(capsys, "list", "--config", str(system.config))
-            assert code == 0 and any(line.split()[:2] == ["rejected", plc_thumb] for line in listed.splitlines())
-            code, out, err = certs_cli(capsys, "trust", plc_thumb[:12], "--config", str(system.config))
+            assert code == 0 and any(line.split()[:2] == ["rejected", server_thumb] for line in listed.splitlines())
+            code, out, err = certs_cli(capsys, "trust", server_thumb[:12], "--config", str(system.config))
             assert code == 0, err
             wait_until(lambda: system.health()["sources"]["plc-1"]["connected"], 30, "the trusted connection")
         finally:
