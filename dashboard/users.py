@@ -80,13 +80,12 @@ def password_versions(cfg: FactoryConfig) -> dict[str, str]:
 
 
 @functools.cache
-def _dummy_hash(like: str | None) -> str:
+def _dummy_hash(like: str) -> str:
     """Checked for unknown names, so the time an answer takes does not tell which names exist: made with the
     parameters of a real user's hash (`like`), so it takes as long."""
     hasher = _hasher
-    if like is not None:
-        with contextlib.suppress(InvalidHashError, ValueError):
-            hasher = PasswordHasher.from_parameters(extract_parameters(like))
+    with contextlib.suppress(InvalidHashError, ValueError):
+        hasher = PasswordHasher.from_parameters(extract_parameters(like))
     return hasher.hash(secrets.token_hex(16))
 
 
@@ -112,9 +111,15 @@ def _cache_key(hashed: str, password: str) -> str:
 def cheap_to_check(name: str, password: str) -> bool:
     """Whether checking this password takes no argon2 run: a plain-text password, or a hash this password
     matched in the last minutes."""
-    found = _credential(_cfg(), name)
-    return found is not None and (found[0] == "plain" or
-                                  _verified.get(_cache_key(found[1], password), 0.0) > time.monotonic())
+    cfg = _cfg()
+    found = _credential(cfg, name)
+    if found is None:  # an unknown name costs what a known one would (see verify_password)
+        return _hash_like(cfg) is None
+    return found[0] == "plain" or _verified.get(_cache_key(found[1], password), 0.0) > time.monotonic()
+
+
+def _hash_like(cfg: FactoryConfig) -> str | None:
+    return next((u.password_hash for u in cfg.dashboard.users if u.password_hash is not None), None)
 
 
 def verify_password(name: str, password: str) -> Principal | None:
@@ -122,8 +127,11 @@ def verify_password(name: str, password: str) -> Principal | None:
     cfg = _cfg()
     found = _credential(cfg, name)
     if found is None:
-        like = next((u.password_hash for u in cfg.dashboard.users if u.password_hash is not None), None)
-        _argon2_ok(_dummy_hash(like), password)
+        like = _hash_like(cfg)
+        if like is not None:
+            _argon2_ok(_dummy_hash(like), password)
+        else:  # only plain passwords: compare with something, as for a known name
+            hmac.compare_digest(secrets.token_hex(16).encode(), password.encode())
         return None
     kind, secret, role = found
     if kind == "hash":
