@@ -6,9 +6,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEBS   := mosquitto influxdb influxdb-client victoria-metrics chromium chromium-driver fonts-noto-cjk prometheus
+DEBS   := mosquitto influxdb influxdb-client victoria-metrics chromium chromium-driver fonts-noto-cjk prometheus nginx-light
 
-.PHONY: install system-deps demo test lint unit bench clean wheelhouse chaos
+.PHONY: install system-deps demo test lint unit bench clean wheelhouse chaos fuzz
 
 install: $(STAMP)
 
@@ -22,7 +22,8 @@ $(STAMP): pyproject.toml
 # Debian packages: Mosquitto is the MQTT broker the demo and the tests start on a free loopback port;
 # InfluxDB 1.x (with its `influx` client) and VictoriaMetrics are the real servers of the InfluxDB historian tests;
 # Chromium and its driver run the dashboard's browser tests, with a CJK font so zh-CN boards render readably;
-# Prometheus's promtool checks the alert rules in deploy/prometheus against a running agent's metrics.
+# Prometheus's promtool checks the alert rules in deploy/prometheus against a running agent's metrics; nginx runs
+# the sample reverse proxy of deploy/nginx in front of a real dashboard over HTTPS.
 system-deps:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -44,6 +45,12 @@ test: install system-deps lint
 
 bench: install system-deps
 	$(BIN)/python -m bench
+
+# The fuzz suites at length: hypothesis (MQTT payload mapping, config loader, OPC UA values) with 50 times the
+# examples of make test, and schemathesis against docs/openapi.yaml on a running dashboard, 300 examples per operation.
+fuzz: install system-deps
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q -p no:cacheprovider tests/fuzz
+	SHOPFLOOR_FUZZ_EXAMPLES=300 $(BIN)/pytest -q -p no:cacheprovider tests/dashboard/test_schemathesis.py
 
 # The chaos suite: every fault (InfluxDB, broker, PLC, agent SIGKILL, outbox quota, historian disk full, clock
 # jumps, platform outage) against the simulators' ground truth, 30 s each, about 10 minutes; root for the
