@@ -301,6 +301,7 @@ def opcua_influx(opts: Options, period_ms: float) -> dict[str, Any]:
                               int(metric(port, "shopfloor_messages_in_total"))))
 
         stats0 = system.stats()
+        reconnects0 = metric(port, "shopfloor_source_reconnects_total")
         meter = CpuMeter({"agent": system.agent, **system.sims}, {"influxd": _pid(server)})
         meter.start()
         t0, t1 = measure(opts.opcua_seconds, system, meter, tracker.poll, LATENCY_POLL_S, count, COUNT_POLL_S)
@@ -315,6 +316,8 @@ def opcua_influx(opts: Options, period_ms: float) -> dict[str, Any]:
             **opcua_figures(system, opts, (stats0, stats1), (t0, t1), stored, tracker, settled, cpu),
             "agent_and_influxd_cpu_pct": round(cpu["agent"] + cpu.get("influxd", 0.0), 1),
             "received_per_s": round((rb - ra) / (tb - ta)) if tb > ta else 0,
+            # a source that lost its connection in the window makes its figures those of a reconnect, not of load
+            "source_reconnects_in_window": int(metric(port, "shopfloor_source_reconnects_total") - reconnects0),
             "latency_poll": {"queries": tracker.queries, "points_read": tracker.points_read,
                              "out_of_order": tracker.out_of_order, "lookback_s": tracker.OUT_OF_ORDER_S,
                              "query_ms_total": round(tracker.query_s * 1000),

@@ -295,7 +295,8 @@ def _opcua_influx_note(r: dict[str, Any]) -> str:
     replay = poll.get("replayed", {})
     return (f"Stored/s is the agent's `shopfloor_points_out_total{{sink=\"historian\"}}` (points InfluxDB "
             f"confirmed) over the window; points stamped in the window and found in InfluxDB afterwards: "
-            f"{r['stamped_in_window_per_s']:,}/s; the agent received {r['received_per_s']:,} changes/s. Then the "
+            f"{r['stamped_in_window_per_s']:,}/s; the agent received {r['received_per_s']:,} changes/s, its OPC UA "
+            f"sources reconnected {r.get('source_reconnects_in_window', 0)} times in the window. Then the "
             f"simulators stopped and the outbox was empty {r['drain_after_stop_s']} s later: of the "
             f"{r['offered_in_window']:,} changes the simulators wrote in the window (their own counters), InfluxDB "
             f"held {r['influx_in_window']:,} ({r['not_stored_in_window']:,} never stored: replaced at the OPC UA "

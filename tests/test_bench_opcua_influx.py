@@ -96,7 +96,7 @@ def _result() -> dict[str, Any]:
                     "resolution_ms": 280.0, "median_poll_gap_ms": 251.0},
         "behind_s_at_window_end": 0.4, "series_unseen_after_grace": 0, "grace_s": 15.0, "outbox_points_at_end": 4200,
         "agent_cpu_pct": 71.0, "agent_peak_rss_mb": 160.2, "cpu_pct": {"agent": 71.0, "influxd": 40.0},
-        "agent_and_influxd_cpu_pct": 111.0, "received_per_s": 44_700,
+        "agent_and_influxd_cpu_pct": 111.0, "received_per_s": 44_700, "source_reconnects_in_window": 0,
         "latency_poll": {"queries": 100, "points_read": 2300, "query_ms_total": 400, "query_ms_mean": 4.0,
                          "replayed": {"ms_per_query": 3.1, "influxd_cpu_ms_per_query": 1.2,
                                       "influxd_cpu_pct_at_poll_rate": 0.5}},
@@ -131,6 +131,7 @@ def test_record_gives_the_scenario_its_own_section_and_keeps_the_others(tmp_path
     assert "| OPC UA 10,000 tags / 222 ms -> InfluxDB | 44,800 | 44,650 | 310 | 870 | 990 |" in section
     assert "stored/offered 0.997" in section
     assert "1,120,000 changes the simulators wrote in the window" in section
+    assert "sources reconnected 0 times in the window" in section
     assert "lost = committed but not in InfluxDB: 0, confirmed but not in InfluxDB: 0" in section
     assert "1,499,900 process_value, 100 machine_state, 90 source_heartbeat" in section
 
