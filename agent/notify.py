@@ -34,8 +34,11 @@ def notify(*states: str) -> bool:
         address = "\0" + address[1:]
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            # Never wait: a receiver whose queue is full (systemd swamped, or a test not reading) would block
+            # the caller, the agent's event loop among them; a notification that cannot go now is dropped.
+            sock.setblocking(False)
             sock.connect(address)
-            sock.sendall("\n".join(states).encode("utf-8"))
+            sock.send("\n".join(states).encode("utf-8"))
     except OSError as exc:
         log.debug("sd_notify %s to %s failed: %s", states, address, exc)
         return False

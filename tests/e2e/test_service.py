@@ -35,7 +35,8 @@ WATCHDOG_USEC = 1_000_000  # the agent checks itself and notifies every 0.5 s
 
 
 class NotifySocket:
-    """The datagram socket systemd listens on for sd_notify, with what arrived and when."""
+    """The datagram socket systemd listens on for sd_notify, read on a thread of its own as systemd reads it
+    (a full queue would make the process drop notifications), with what arrived and when."""
 
     def __init__(self) -> None:
         # a folder of its own under /tmp: a socket path must be short (108 bytes)
@@ -45,30 +46,38 @@ class NotifySocket:
         self.sock.bind(str(self.path))
         self.sock.settimeout(0.05)
         self.messages: list[tuple[float, str]] = []
+        self._closed = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while not self._closed.is_set():
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            at = time.monotonic()
+            self.messages += [(at, line) for line in data.decode().splitlines()]
 
     def env(self) -> dict[str, str]:
         return {"NOTIFY_SOCKET": str(self.path), "WATCHDOG_USEC": str(WATCHDOG_USEC)}
 
     def receive(self, seconds: float) -> list[tuple[float, str]]:
-        """Take what arrives within `seconds`; returns those messages (each datagram's lines, one by one)."""
-        new: list[tuple[float, str]] = []
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            try:
-                data = self.sock.recv(4096)
-            except TimeoutError:
-                continue
-            new += [(time.monotonic(), line) for line in data.decode().splitlines()]
-        self.messages += new
-        return new
+        """What arrives within the next `seconds`."""
+        first = len(self.messages)
+        time.sleep(seconds)
+        return self.messages[first:]
 
     def wait_for(self, state: str, timeout: float) -> float:
         """Receive until `state` (e.g. "READY=1") arrives; when it did."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            for at, line in self.receive(0.1):
+            for at, line in list(self.messages):
                 if line == state:
                     return at
+            time.sleep(0.05)
         raise AssertionError(f"no {state} within {timeout} s; got {[m for _, m in self.messages][-10:]}")
 
     def wait_watchdogs(self, count: int, after: float, timeout: float = 15) -> None:
@@ -90,6 +99,8 @@ class NotifySocket:
         raise AssertionError(f"WATCHDOG=1 kept arriving for {timeout} s")
 
     def close(self) -> None:
+        self._closed.set()
+        self._reader.join(1)
         self.sock.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -162,7 +173,7 @@ def test_agent_notifies_ready_watchdog_while_its_pipeline_commits_and_stopping(m
                  tmp_path, env=notify_socket.env()).start()
     system.procs.append(agent)
     ready = notify_socket.wait_for("READY=1", 30)
-    assert not watchdogs(notify_socket.messages)  # nothing before READY=1
+    assert not [at for at in watchdogs(notify_socket.messages) if at < ready]  # nothing before READY=1
     assert system.http("/healthz")[0] in (200, 503)  # READY=1 comes once it serves
     notify_socket.wait_watchdogs(3, ready)
 
@@ -283,6 +294,25 @@ def test_http_watchdog_notifies_only_while_the_server_answers(scheme, notify_soc
         done()
     notify_socket.receive(0.2)
     assert notify_socket.messages[-1][1] == "STOPPING=1"
+
+
+def test_a_notify_socket_nobody_reads_never_blocks_the_process(monkeypatch):
+    """systemd swamped (its queue of notifications full): notify drops what cannot go now instead of waiting,
+    which would stall the agent's event loop."""
+    from agent import notify
+
+    path = Path(tempfile.mkdtemp(prefix="sd-")) / "notify"
+    deaf = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    deaf.bind(str(path))
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    try:
+        start = time.monotonic()
+        sent = [notify.notify("WATCHDOG=1") for _ in range(100)]  # the kernel queues a few (net.unix.max_dgram_qlen)
+        assert time.monotonic() - start < 5
+        assert sent[0] and not sent[-1]
+    finally:
+        deaf.close()
+        shutil.rmtree(path.parent, ignore_errors=True)
 
 
 def test_outside_systemd_notify_does_nothing(monkeypatch):
