@@ -107,6 +107,7 @@ class MqttConnection:
         self._paused = False
         self._connection = 0  # which connection delivered a message; see _acknowledge
         self._ack_lock = threading.Lock()  # a connection change and a PUBACK write never interleave
+        self._disconnected = threading.Event()  # set by on_disconnect once stopping
         self._watchdog: threading.Thread | None = None
         password = resolve_secret(cfg.password, cfg.password_file)
         self.client, self.host, self.port = make_client(
@@ -151,10 +152,15 @@ class MqttConnection:
         self.stop()
 
     def stop(self) -> None:
+        """Disconnect cleanly: paho's thread writes its queued packets in order, so once the DISCONNECT is out
+        (on_disconnect) the PUBACKs of the last commit are too. Stopping the thread at once could drop them,
+        and the broker would deliver those messages again after the next start."""
         if self._stop.is_set():
             return
+        self._disconnected.clear()
         self._stop.set()
-        self.client.disconnect()
+        if self.client.is_connected() and self.client.disconnect() == mqtt.MQTT_ERR_SUCCESS:
+            self._disconnected.wait(5)
         self.client.loop_stop()
 
     # --- paho callbacks (paho's thread) ---
@@ -200,6 +206,7 @@ class MqttConnection:
         with self._ack_lock:
             self._connection += 1  # before paho reconnects: no ack of this connection may reach the next one
         if self._stop.is_set():
+            self._disconnected.set()
             return
         if not self.health.connected and self.health.last_error.startswith("broker refused"):
             return  # the refusal says more than the disconnect that follows it
