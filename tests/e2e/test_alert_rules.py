@@ -83,7 +83,8 @@ def test_every_metric_of_the_rules_is_exposed_by_a_running_agent_and_sync(make_s
             "name": "platform", "url": f"http://127.0.0.1:{platform_port}/events", "secret_files": [str(secret)]}]}}
 
     system = make_system(push_to_platform)
-    system.plc(speed=60)
+    # No PLC simulator: every metric is on /metrics from the start (labelled per source once the source
+    # exists); the line simulator's messages are enough to write, and to make dead letters.
     system.agent()
     system.line("--speed", "60", "--malformed-every", "20")
     platform = Proc("platform", ["simulate", "platform", "--port", str(platform_port), "--secret-file",
