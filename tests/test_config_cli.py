@@ -178,17 +178,21 @@ def test_connect_checks_the_historian_with_its_credentials_and_reaches_the_sourc
                                                                                  influx_server):
     influx_server.create_database("plant_ok")
     listener = socket.create_server(("127.0.0.1", 0))  # stands for the PLC and the broker: reachability only
-    port = listener.getsockname()[1]
+    up_port = listener.getsockname()[1]
+    # A port nothing listens on, rather than the example's own ports: a demo or simulator running on this machine
+    # (10502, 10102, 1883) would otherwise answer for the sources that must be unreachable.
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        down_port = closed.getsockname()[1]
 
     def run(database, sources_up):
         path = variant(tmp_path, SQLITE, f"historian:\n  kind: influxdb\n  url: {influx_server.url}\n"
                                          f"  database: {database}\n")
-        if sources_up:
-            text = path.read_text(encoding="utf-8")
-            text = re.sub(r"opc\.tcp://[^/]+/", f"opc.tcp://127.0.0.1:{port}/", text)
-            text = re.sub(r"url: mqtt://[^\s]+", f"url: mqtt://127.0.0.1:{port}", text)
-            text = re.sub(r"port: 10(502|102) ", f"port: {port} ", text)  # the Modbus device and the S7 PLC
-            path.write_text(text, encoding="utf-8")
+        port = up_port if sources_up else down_port
+        text = path.read_text(encoding="utf-8")
+        text = re.sub(r"opc\.tcp://[^/]+/", f"opc.tcp://127.0.0.1:{port}/", text)
+        text = re.sub(r"url: mqtt://[^\s]+", f"url: mqtt://127.0.0.1:{port}", text)
+        text = re.sub(r"port: 10(502|102) ", f"port: {port} ", text)  # the Modbus device and the S7 PLC
+        path.write_text(text, encoding="utf-8")
         try:
             code = main(["check-config", "--connect", str(path)])
         except SystemExit as exc:
@@ -199,9 +203,10 @@ def test_connect_checks_the_historian_with_its_credentials_and_reaches_the_sourc
         code, captured = run("plant_missing", sources_up=False)
         assert code == 3 and "connection problem(s)" in captured.err
         assert "historian: write: InfluxDB" in captured.err and "has no such database (404" in captured.err
-        assert "OPC UA source plc-1:" in captured.err and "is not reachable" in captured.err
-        assert "Modbus source plc-mb: 127.0.0.1:10502 is not reachable" in captured.err
-        assert "S7 source plc-s7: 127.0.0.1:10102 is not reachable" in captured.err
+        assert f"OPC UA source plc-1: 127.0.0.1:{down_port} is not reachable" in captured.err
+        assert f"Modbus source plc-mb: 127.0.0.1:{down_port} is not reachable" in captured.err
+        assert f"S7 source plc-s7: 127.0.0.1:{down_port} is not reachable" in captured.err
+        assert f"MQTT source line-bus: 127.0.0.1:{down_port} is not reachable" in captured.err
         code, captured = run("plant_ok", sources_up=True)
         assert (code, captured.err) == (0, "") and "historian and sources reachable" in captured.out
     finally:
