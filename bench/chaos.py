@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import errno
 import importlib
 import json
 import os
@@ -114,19 +115,7 @@ class SqliteStore:
         self.path = path
 
     def _rows(self, query: str) -> list[tuple[Any, ...]]:
-        import sqlite3
-
-        if not self.path.exists():
-            return []
-        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10)
-        try:
-            return conn.execute(query).fetchall()
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                return []
-            raise
-        finally:
-            conn.close()
+        return list(e2e.historian_rows(self.path, query))
 
     def counts(self) -> dict[tuple[str, str], int]:
         return {(m, c): int(s) for m, c, s in
@@ -459,10 +448,19 @@ def _disk_change(data: dict[str, Any], run: Run) -> None:
 
 def _disk_fill(run: Run, seconds: float) -> None:
     assert run.mount is not None
-    st = os.statvfs(run.mount)
-    free = st.f_bavail * st.f_frsize
-    with (run.mount / "ballast").open("wb") as f:
-        os.posix_fallocate(f.fileno(), 0, max(0, free - 64 * 1024))
+    # Filled to the last block, as a disk fills up: the agent writes beside the ballast meanwhile, so no size
+    # taken up front is exact.
+    chunk = b"\0" * (1024 * 1024)
+    with (run.mount / "ballast").open("wb", buffering=0) as f:
+        while True:
+            try:
+                f.write(chunk)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                if len(chunk) <= 4096:
+                    break
+                chunk = chunk[: len(chunk) // 4]
     error = wait_until(lambda: run.system.health()["historian"].get("last_error"), max(10.0, seconds),
                        "the agent to report the full disk")
     run.seen["historian_error"] = str(error)

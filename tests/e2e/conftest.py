@@ -108,6 +108,21 @@ def write_config(path: Path, broker_url: str, opcua_port: int, agent_port: int, 
     return path
 
 
+def historian_rows(path: Path, query: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Rows of a SQLite historian read-only, while the agent writes it; none before the file or its table exists."""
+    if not path.exists():
+        return []
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        return conn.execute(query, params).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []
+        raise
+    finally:
+        conn.close()
+
+
 class System:
     """Broker, PLC simulator and agent for one test, with helpers to look at what they did."""
 
@@ -188,18 +203,7 @@ class System:
         return total
 
     def sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
-        path = self.data_dir / "historian.sqlite3"
-        if not path.exists():
-            return []
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-        try:
-            return conn.execute(query, params).fetchall()
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                return []
-            raise
-        finally:
-            conn.close()
+        return historian_rows(self.data_dir / "historian.sqlite3", query, *params)
 
     def outbox_sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
         conn = sqlite3.connect(f"file:{self.data_dir / 'outbox.sqlite3'}?mode=ro", uri=True, timeout=10)
