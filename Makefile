@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBS   := mosquitto influxdb influxdb-client victoria-metrics chromium chromium-driver fonts-noto-cjk prometheus nginx-light
 
-.PHONY: install system-deps demo test lint unit bench clean wheelhouse chaos fuzz
+.PHONY: install system-deps demo test lint unit bench clean wheelhouse test-wheelhouse chaos fuzz
 
 install: $(STAMP)
 
@@ -63,6 +63,11 @@ chaos: install system-deps
 # make wheelhouse WHEELHOUSE_ARGS="--platform win_amd64"
 wheelhouse: install
 	$(BIN)/python deploy/wheelhouse.py --out dist/wheelhouse $(WHEELHOUSE_ARGS)
+
+# make test builds and installs the Linux wheelhouse with the network cut off; this adds the Windows build (a
+# second full download of the dependencies, for win_amd64).
+test-wheelhouse: install
+	SHOPFLOOR_TEST_WINDOWS_WHEELHOUSE=1 $(BIN)/pytest -q -p no:cacheprovider tests/test_wheelhouse.py
 
 clean:
 	rm -rf $(VENV) data build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache test-artifacts
