@@ -308,3 +308,21 @@ def test_a_subscription_the_broker_refuses_is_an_error_not_a_quiet_source(tmp_pa
     finally:
         system.close()
         broker.close()
+
+
+def test_a_reload_restarts_the_workers_and_stores_every_message_once(make_system):
+    """SIGHUP with `workers: 2` under traffic: the old workers commit, acknowledge and stop, new ones take the same
+    sessions, and the historian holds the line simulator's messages once each."""
+    system = make_system(two_workers)
+    agent = system.agent()
+    wait_until(lambda: workers_connected(system), 30, "both workers connected")
+    before = {p.pid for p in worker_procs(agent)}
+    line = system.line("--speed", "300", "--count", "3000", "--seed", "5")
+    wait_until(lambda: system.metric("shopfloor_messages_in_total") > 300, 30, "traffic reaching the workers")
+    agent.popen.send_signal(signal.SIGHUP)
+    wait_until(lambda: "config reloaded" in agent.log(), 60, "the reload")
+    wait_until(lambda: workers_connected(system) and len(worker_procs(agent)) == 2, 30, "two new workers")
+    assert not before & {p.pid for p in worker_procs(agent)}  # the old processes are gone
+    truth = wait_for_truth(system, line, timeout=90)
+    assert sum(truth["valid"].values()) == 3000
+    assert agent.running
