@@ -66,6 +66,8 @@ class AgentMetrics:
         self.write_errors = Counter("shopfloor_sink_write_errors", "Failed sink writes", ["sink"], registry=r)
         self.outbox_points = Gauge("shopfloor_outbox_depth_points", "Points waiting in the outbox", registry=r)
         self.outbox_bytes = Gauge("shopfloor_outbox_bytes", "Bytes of points waiting in the outbox", registry=r)
+        self.outbox_quota = Gauge("shopfloor_outbox_quota_bytes", "The outbox's disk quota (outbox.quota_mb): "
+                                  "beyond it the oldest points are dropped", registry=r)
         self.outbox_oldest_age = Gauge("shopfloor_outbox_oldest_age_seconds",
                                        "Age of the oldest point waiting in the outbox (0 when empty)", registry=r)
         self.dropped = Gauge("shopfloor_outbox_dropped_points",

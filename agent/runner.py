@@ -99,6 +99,7 @@ class Agent:
             raise
         self.cfg = cfg
         self.outbox.quota_bytes = int(cfg.outbox.quota_mb * 1024 * 1024)
+        self.state.metrics.outbox_quota.set(self.outbox.quota_bytes)
         self.outbox.dead_letter_payload_max = cfg.outbox.dead_letter_payload_max_bytes
         self.historian: Historian = historian
         self.live = live

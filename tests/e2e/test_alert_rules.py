@@ -81,6 +81,7 @@ def test_every_metric_of_the_rules_is_exposed_by_a_running_agent_and_sync(make_s
     def push_to_platform(data: dict[str, Any]) -> None:
         data["capacity"] = {"push": {"in_dashboard": False, "endpoints": [{
             "name": "platform", "url": f"http://127.0.0.1:{platform_port}/events", "secret_files": [str(secret)]}]}}
+        data.setdefault("outbox", {})["quota_mb"] = 64  # ShopfloorOutboxNearQuota compares with the agent's own
 
     system = make_system(push_to_platform)
     # No PLC simulator: every metric is on /metrics from the start (labelled per source once the source
@@ -97,6 +98,7 @@ def test_every_metric_of_the_rules_is_exposed_by_a_running_agent_and_sync(make_s
                "points written and a malformed message kept as a dead letter")
     wait_until(lambda: "shopfloor_push_last_delivery_timestamp_seconds{" in get(
         f"http://127.0.0.1:{sync_port}/metrics"), 30, "a capacity event delivered")
+    assert system.metric("shopfloor_outbox_quota_bytes") == 64 * 1024 * 1024
     agent = exposed(system.http("/metrics")[1])
     pushing = exposed(get(f"http://127.0.0.1:{sync_port}/metrics"))
 
@@ -116,7 +118,7 @@ def test_every_metric_of_the_rules_is_exposed_by_a_running_agent_and_sync(make_s
     # the alerts cover both processes: the agent's flow and the capacity push
     assert {"shopfloor_source_connected", "shopfloor_outbox_oldest_age_seconds", "shopfloor_sink_write_errors_total",
             "shopfloor_dead_letters_total", "shopfloor_source_read_errors_total", "shopfloor_outbox_bytes",
-            "shopfloor_push_failures_total"} <= checked
+            "shopfloor_outbox_quota_bytes", "shopfloor_push_failures_total"} <= checked
 
 
 def test_rule_names_and_severities_are_what_the_operations_guide_lists() -> None:
