@@ -15,6 +15,7 @@ from dashboard import board, queries
 from dashboard.auth import api_role_required
 from dashboard.problems import problem
 from dashboard.security import audit
+from dashboard.users import current_user
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -132,6 +133,38 @@ def stop_reason(line_id: str, machine_id: str, stop_id: str) -> Response:
     ext["hub"].live_changed(line_id)
     return _json({"line": line_id, "machine": machine_id, "id": stop_id, "state": state, "reason": body["reason"],
                   "start_ms": start_ns // board.MS, "end_ms": end_ns // board.MS})
+
+
+# The badge field of an acknowledgement made on the board: the dashboard user's name after this prefix (a user name
+# has no colon, so it never looks like a station's badge).
+BOARD_BADGE_PREFIX = "dashboard:"
+
+
+@bp.post("/lines/<line_id>/andon/<call_id>/ack")
+@api_role_required("lead")
+def andon_ack(line_id: str, call_id: str) -> Response:
+    """Acknowledge an open andon call of the line from the board, as the station's ack button would."""
+    ext = _ext()
+    cfg = ext["cfg"]
+    if board.find_line(cfg, line_id) is None:
+        return _unknown_line(line_id)
+    user = current_user() or "-"
+    try:
+        call = queries.ack_andon_call(ext["historian"], cfg.site.id, line_id, call_id, BOARD_BADGE_PREFIX + user,
+                                      ext["now_ns"]())
+    except queries.CallNotFound as exc:
+        return problem(404, "No such andon call", f"{exc}; the open calls are the line board's people.andon "
+                                                  f"(/api/v1/lines/{line_id})")
+    except queries.CallClosed as exc:
+        return problem(409, "Andon call already answered", str(exc))
+    except HistorianError as exc:
+        return problem(503, "Historian unavailable", f"the acknowledgement was not saved: {exc}")
+    audit("andon_ack", line=line_id, call=call_id, station=call.station, kind=call.kind,
+          waited_s=call.time_to_acknowledge_s)
+    ext["hub"].live_changed(line_id)
+    return _json({"line": line_id, "call_id": call_id, "station": call.station, "kind": call.kind,
+                  "called_ms": (call.called_ns or 0) // board.MS, "acked_ms": (call.acked_ns or 0) // board.MS,
+                  "time_to_acknowledge_s": call.time_to_acknowledge_s, "by": user})
 
 
 def _event(name: str, data: Any, event_id: int | None = None) -> str:

@@ -14,7 +14,7 @@ from flask import Blueprint, Response, abort, current_app, make_response, render
 from dashboard.auth import page_login_required
 from dashboard.board import find_line
 from dashboard.pages import LANG_COOKIE, page_context
-from dashboard.users import csrf_token
+from dashboard.users import csrf_token, current_principal
 
 bp = Blueprint("boards", __name__)
 
@@ -58,9 +58,15 @@ def overview() -> Any:
 
 def _line_context(line_id: str, kiosk: dict[str, Any] | None = None) -> dict[str, Any]:
     line = _line_or_404(line_id)
-    return page_context("line", line={"id": line.id, "name": line.name}, kiosk=kiosk,
-                        api={"board": url_for("api.line_board", line_id=line.id),
-                             "stream": url_for("api.stream", scope=f"line/{line.id}")})
+    api = {"board": url_for("api.line_board", line_id=line.id),
+           "stream": url_for("api.stream", scope=f"line/{line.id}")}
+    extra: dict[str, Any] = {}
+    who = current_principal()
+    if kiosk is None and who is not None and who.may("lead"):  # a lead acknowledges andon calls on the board
+        api["ack"] = url_for("api.andon_ack", line_id="LINE", call_id="CALL").replace("LINE", "{line}").replace(
+            "CALL", "{call_id}")
+        extra["csrf_token"] = csrf_token()
+    return page_context("line", line={"id": line.id, "name": line.name}, kiosk=kiosk, api=api, **extra)
 
 
 @bp.route("/lines/<line_id>")

@@ -151,6 +151,8 @@ _PAIRS: dict[str, tuple[str, str]] = {
     "andon.age": ("等待", "Waiting"),
     "andon.acked": ("已响应", "Acknowledged"),
     "andon.waiting": ("待响应", "Not acknowledged"),
+    "andon.ack": ("响应", "Acknowledge"),
+    "andon.ack_failed": ("响应未保存", "Acknowledgement not saved"),
     "andon.calls_shift": ("本班呼叫", "Calls this shift"),
     "andon.mean_ack": ("平均响应时间", "Mean time to acknowledge"),
     "andon.mean_resolve": ("平均处理时间", "Mean time to resolve"),

@@ -6,12 +6,15 @@ alike.
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 from typing import Any, NamedTuple
 
 from agent.config import FactoryConfig
-from agent.core.schema import MEASUREMENTS, Point
+from agent.core.schema import MEASUREMENTS, Point, SchemaError, validate
 from agent.core.states import BoardState
 from agent.historian import CountBucket, Historian, HistorianError, StateInterval
+from dashboard.kpi.andon import AndonCall, andon_calls
 from dashboard.kpi.oee import Count, Order, ShiftOee, shift_oee
 from dashboard.kpi.shifts import NS, ShiftWindow
 from dashboard.states import STOP_STATES
@@ -266,6 +269,47 @@ def set_stop_reason(historian: Historian, site: str, line: str, machine: str, st
                            {"state": state, "raw": p.fields.get("raw", ""), "reason": reason}, p.time_ns)
                      for p in stop])
     return state, start_ns, end_ns
+
+
+class CallNotFound(HistorianError):
+    """No andon call with that id was made on the line within PEOPLE_LOOKBACK_S (the calls the board shows)."""
+
+
+class CallClosed(HistorianError):
+    """The andon call is already acknowledged or resolved."""
+
+
+# One acknowledgement per call from this dashboard: two leads pressing at once must not both write one.
+_ack_lock = threading.Lock()
+
+
+def ack_andon_call(historian: Historian, site: str, line: str, call_id: str, badge: str, now_ns: int) -> AndonCall:
+    """Acknowledge the open andon call `call_id` of `line` as `badge` at `now_ns`: an `andon_event` with event=ack
+    and the call's station and kind, as a station's ack button writes it. Returns the call as acknowledged.
+    CallNotFound for a call the board does not list (unknown id, older than PEOPLE_LOOKBACK_S, or dated after
+    now); CallClosed for one already acknowledged or resolved."""
+    with _ack_lock:
+        events = historian.events("andon_event", now_ns - PEOPLE_LOOKBACK_S * NS, now_ns + 1, line=line)
+        call = next((c for c in andon_calls(events) if c.call_id == call_id and c.called_ns is not None), None)
+        if call is None or call.called_ns is None:
+            raise CallNotFound(f"{line}: no andon call {call_id!r} in the last {PEOPLE_LOOKBACK_S // 3600} h",
+                               retry=False)
+        if call.resolved_ns is not None:
+            raise CallClosed(f"{line}: andon call {call_id!r} is already resolved", retry=False)
+        if call.acked_ns is not None:
+            raise CallClosed(f"{line}: andon call {call_id!r} is already acknowledged", retry=False)
+        try:
+            point = validate(Point("andon_event", {"site": site, "line": line, "station": call.station,
+                                                   "event": "ack", "kind": call.kind},
+                                   {"call_id": call_id, "badge": badge}, now_ns))
+        except SchemaError as exc:
+            raise HistorianError(f"{line}: the acknowledgement of {call_id!r} does not fit the schema: {exc}",
+                                 retry=False) from exc
+        result = historian.write([point])
+        if result.rejected:
+            raise HistorianError(f"{line}: the historian refused the acknowledgement of {call_id!r}: "
+                                 f"{result.rejected[0][1]}", retry=False)
+        return dataclasses.replace(call, acked_ns=now_ns)
 
 
 # How far back the start of a stop still in force is looked for; a longer stop is dated to this far back.

@@ -5,12 +5,13 @@
  * place; lists are bounded.
  */
 
-import { t, tOr } from "./sf-page.js";
+import { API, t, tOr } from "./sf-page.js";
 import { DASH, fmt, isNum } from "./sf-format.js";
 import { byId, el, label, setAttr, setLabel, setPlain, setText, setWidth, show, syncList } from "./sf-dom.js";
 import { renderStateMix } from "./sf-states.js";
 import { renderTiles, stationNamesOf } from "./sf-tiles.js";
 import { renderShift, showLiveStatus, tick } from "./sf-topbar.js";
+import { postJson } from "./sf-write.js";
 
 const LIST_MAX = 5;             // calls shown per list on one screen; the rest is counted
 
@@ -122,12 +123,49 @@ function renderPeople(board) {
     setAttr(r.age, "data-since-ms", c.called_ms);
     setLabel(r.status, c.acked_ms ? "andon.acked" : "andon.waiting");
     li.classList.toggle("acked", Boolean(c.acked_ms));
+    r.status.classList.remove("error");
+    if (API.ack) showAckButton(li, c, board.line && board.line.id);
   });
   show(byId("andon-empty"), calls.length === 0);
   const stats = people.andon_shift || {};
   setText(byId("andon-stats"), [t("andon.calls_shift") + " " + fmt.num(stats.calls),
     t("andon.mean_ack") + " " + fmt.span(stats.mean_ack_s),
     t("andon.mean_resolve") + " " + fmt.span(stats.mean_resolve_s)].join(" · "));
+}
+
+/** The Acknowledge button of an open andon call, for a user who may (the page's `api.ack` is only given to a
+ * lead or admin): POSTs to the call's ack URL; the board's next update shows the call acknowledged. */
+function showAckButton(li, call, lineId) {
+  const r = li._refs;
+  li._call = call;
+  li._line = lineId;
+  if (!r.ack) {
+    r.ack = label("button", "call-ack", "andon.ack");
+    r.ack.type = "button";
+    r.ack.addEventListener("click", () => acknowledge(li));
+    li.append(r.ack);
+    li.classList.add("can-ack");
+  }
+  show(r.ack, !call.acked_ms);
+}
+
+async function acknowledge(li) {
+  const r = li._refs;
+  const url = API.ack.replace("{line}", encodeURIComponent(li._line || ""))
+    .replace("{call_id}", encodeURIComponent(li._call.call_id));
+  r.ack.disabled = true;
+  try {
+    await postJson(url, {}, t("andon.ack_failed"));
+    setLabel(r.status, "andon.acked");
+    li.classList.add("acked");
+    show(r.ack, false);
+  } catch (err) {
+    setAttr(r.status, "data-i18n", null);
+    setText(r.status, err.message);
+    r.status.classList.add("error");
+  } finally {
+    r.ack.disabled = false;
+  }
 }
 
 /** A bounded list of open calls (andon or material) with a ticking age; beyond LIST_MAX only a count. */

@@ -12,10 +12,9 @@ import { byId, el, label, setAttr, setLabel, setPlain, setText, show, syncList }
 import { showState } from "./sf-states.js";
 import { renderShift } from "./sf-topbar.js";
 import { onBoard } from "./board.js";
+import { postJson, problemText } from "./sf-write.js";
 
 const REFRESH_MS = 60000;
-const csrfMeta = document.querySelector('meta[name="csrf-token"]');
-const csrfToken = csrfMeta ? csrfMeta.content : "";
 const options = byId("reason-options");
 const tbody = byId("stops-rows");
 const machineNames = {};
@@ -37,7 +36,7 @@ async function load() {
   loading = true;
   try {
     const answer = await fetch(API.stops, { cache: "no-store", credentials: "same-origin", headers: { Accept: "application/json" } });
-    if (!answer.ok) throw new Error(await problemText(answer));
+    if (!answer.ok) throw new Error(await problemText(answer, t("stops.failed")));
     lastStops = await answer.json();
     render(lastStops);
   } catch (err) {
@@ -113,13 +112,7 @@ async function save(row) {
   r.button.disabled = true;
   saving += 1;
   try {
-    const answer = await fetch(url, {
-      method: "POST",
-      credentials: "same-origin",
-      headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRF-Token": csrfToken },
-      body: JSON.stringify({ reason: code }),
-    });
-    if (!answer.ok) throw new Error(await problemText(answer));
+    await postJson(url, { reason: code }, t("stops.failed"));
     result(r.result, true, t("stops.saved"));
     result(byId("stops-result"), true, t("stops.saved") + ": " + (machineNames[stop.machine] || stop.machine)
       + " " + fmt.dayTime(stop.start_ms) + " → " + reasonName(code));
@@ -132,18 +125,6 @@ async function save(row) {
     saving -= 1;
   }
   load();
-}
-
-/** What went wrong, from an RFC 9457 problem (its `detail`, else `title`) or the status. */
-async function problemText(answer) {
-  let detail = "";
-  try {
-    const problem = await answer.json();
-    detail = problem.detail || problem.title || "";
-  } catch (err) {
-    detail = "";
-  }
-  return t("stops.failed") + (detail ? ": " + detail : " (" + answer.status + ")");
 }
 
 function result(node, ok, text) {
