@@ -31,6 +31,7 @@ from agent.config import ConfigError, FactoryConfig, load
 from agent.historian import HistorianError
 from agent.sinks import open_historian
 from agent.sinks.influx_protocol import quote_ident
+from shopfloor.passwd import hash_password
 
 DEMO_USER = "lead"
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "factory.yaml"
@@ -118,6 +119,28 @@ def _kept_secret(path: Path, make: Callable[[], str]) -> Path:
     return path
 
 
+def demo_password_hash(data_dir: Path, password_file: Path) -> str:
+    """The argon2 hash of the password in `password_file`, kept beside it: the same hash on every start, so a
+    restart of the demo does not end the sessions opened with it (a new hash is a password change); made again
+    when the password file was edited."""
+    from argon2 import PasswordHasher
+    from argon2.exceptions import InvalidHashError, VerificationError
+
+    password = password_file.read_text(encoding="utf-8").strip()
+    kept = data_dir / "dashboard-password.argon2"
+    if kept.exists():
+        hashed = kept.read_text(encoding="utf-8").strip()
+        try:
+            PasswordHasher().verify(hashed, password)
+            return hashed
+        except (VerificationError, InvalidHashError):
+            pass
+    hashed = hash_password(password)
+    kept.write_text(hashed, encoding="utf-8")
+    kept.chmod(0o600)
+    return hashed
+
+
 def broker_passwords(data_dir: Path) -> dict[str, Path]:
     """The demo broker's users and the files with their passwords (made once, kept in the data dir)."""
     return {user: _kept_secret(data_dir / f"mqtt-{user}.password", lambda: secrets.token_urlsafe(16))
@@ -162,9 +185,10 @@ def demo_config(config: Path, data_dir: Path, mqtt_url: str, opcua_port: int, ag
     data.setdefault("agent", {}).update({"data_dir": str(data_dir / "agent"), "http_port": agent_port})
     dashboard = data.setdefault("dashboard", {})
     if not dashboard.get("users"):
-        # a line lead who may give stop reasons, with a password made for this demo and kept in its data dir
+        # a line lead who may give stop reasons, with a password made for this demo and kept in its data dir for
+        # the person trying it; the config holds only its argon2 hash, as a plant's config would
         secret = _kept_secret(data_dir / "dashboard-password", lambda: secrets.token_urlsafe(12))
-        dashboard["users"] = [{"name": DEMO_USER, "password_file": str(secret)}]
+        dashboard["users"] = [{"name": DEMO_USER, "password_hash": demo_password_hash(data_dir, secret)}]
     capacity = data.setdefault("capacity", {})
     if not capacity.get("tokens"):
         # a feed token for the platform, made for this demo and kept in its data dir; the config holds its hash
