@@ -32,6 +32,7 @@ from agent.historian import HistorianError
 from agent.sinks import open_historian
 from agent.sinks.influx_protocol import quote_ident
 from shopfloor.passwd import hash_password
+from simulators.harness import die_with_parent
 
 DEMO_USER = "lead"
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "factory.yaml"
@@ -292,7 +293,7 @@ def run_demo(args: argparse.Namespace) -> int:
             passwords = broker_passwords(data_dir)
             broker = Broker(port=port, data_dir=data_dir / "broker",
                             users={u: p.read_text(encoding="utf-8").strip() for u, p in passwords.items()},
-                            acl_file=BROKER_ACL if BROKER_ACL.is_file() else None)
+                            acl_file=BROKER_ACL if BROKER_ACL.is_file() else None, tied=True)
         else:
             broker = Broker(port=port, data_dir=data_dir / "broker")
         broker.start()
@@ -333,6 +334,7 @@ def run_demo(args: argparse.Namespace) -> int:
             kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
         else:
             kwargs["start_new_session"] = True
+            kwargs["preexec_fn"] = die_with_parent  # killed outright, the demo leaves no process holding a port
         children.append((name, subprocess.Popen(cli + argv, **kwargs)))
 
     stop = False

@@ -34,6 +34,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Literal
 
+from simulators.harness import die_with_parent
+
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
@@ -95,6 +97,7 @@ class Broker:
         users: dict[str, str] | None = None,
         acl_file: Path | None = None,
         require_certificate: bool = False,
+        tied: bool = False,
     ) -> None:
         self._port = port
         self._own_dir = data_dir is None
@@ -114,6 +117,9 @@ class Broker:
         # mutual TLS: a client without a certificate signed by the CA is refused; its certificate's common name
         # is its user name (for the ACL)
         self.require_certificate = require_certificate
+        # Mosquitto ends when this process dies, even by SIGKILL (Linux; see simulators.harness.die_with_parent):
+        # the demo's broker; a test's broker outlives nothing anyway
+        self.tied = tied
         if require_certificate and not tls:
             raise BrokerError("require_certificate needs tls (the CA that signs the clients' certificates)")
         if (tls or password_file or users or acl_file) and implementation == "amqtt":
@@ -288,7 +294,7 @@ class Broker:
         creationflags = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0) if sys.platform == "win32" else 0
         self._process = subprocess.Popen(
             [binary, "-c", str(conf)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr,
-            creationflags=creationflags,
+            creationflags=creationflags, preexec_fn=die_with_parent if self.tied and sys.platform != "win32" else None,
         )
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:

@@ -163,15 +163,21 @@ class Publisher:
     def flush(self) -> None:
         """Nothing to do: paho sends each message from its own thread as soon as it is published."""
 
-    def wait_acked(self, timeout_s: float) -> bool:
-        """Block until every published message was acknowledged; False on timeout."""
+    def wait_acked(self, timeout_s: float, offline_s: float = 10.0) -> bool:
+        """Block until every published message was acknowledged; False after `timeout_s`, or once the broker has
+        been out of reach for `offline_s` (it is gone: what it did not acknowledge stays out of the truth)."""
         deadline = time.monotonic() + timeout_s
+        offline_since: float | None = None
         with self._cond:
             while self._pending:
-                left = deadline - time.monotonic()
-                if left <= 0:
+                now = time.monotonic()
+                if self.client.is_connected():
+                    offline_since = None
+                elif offline_since is None:
+                    offline_since = now
+                if now >= deadline or (offline_since is not None and now - offline_since >= offline_s):
                     return False
-                self._cond.wait(min(left, 0.5))
+                self._cond.wait(min(deadline - now, 0.5))
         return True
 
     def truth(self) -> dict[str, Any]:
