@@ -750,7 +750,7 @@ HOW = """How the faults are made. InfluxDB, the broker and the platform are stop
 port (InfluxDB behind a proxy that refuses connections while it is down). The PLC simulator is paused, its true
 counts read, then killed (SIGKILL); it comes back with its counters at zero and its machines held until the agent
 is connected again. The full disk is real: the SQLite historian's file on a tmpfs (mounted for the run, root)
-filled by a ballast file to its last 64 KB until the agent reports "database or disk is full", then the ballast
+filled by a ballast file written until the disk is full and the agent reports "database or disk is full", then the ballast
 is deleted. The clock jump is the agent's own wall clock (`bench/chaos_clock.py` replaces `time.time` and
 `time.time_ns` before Shopfloor is imported, the monotonic clock runs on): stepping the machine's clock needs root
 and would jump every other process on the machine, and libfaketime 0.9.10 (Debian bookworm) breaks Python 3.11's
