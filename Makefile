@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEBS   := mosquitto influxdb influxdb-client victoria-metrics chromium chromium-driver fonts-noto-cjk prometheus nginx-light
+DEBS   := mosquitto influxdb influxdb-client victoria-metrics chromium chromium-driver fonts-noto-cjk prometheus nginx-light systemd
 
 .PHONY: install system-deps demo test lint unit bench clean wheelhouse test-wheelhouse chaos fuzz
 
@@ -23,7 +23,8 @@ $(STAMP): pyproject.toml
 # InfluxDB 1.x (with its `influx` client) and VictoriaMetrics are the real servers of the InfluxDB historian tests;
 # Chromium and its driver run the dashboard's browser tests, with a CJK font so zh-CN boards render readably;
 # Prometheus's promtool checks the alert rules in deploy/prometheus against a running agent's metrics; nginx runs
-# the sample reverse proxy of deploy/nginx in front of a real dashboard over HTTPS.
+# the sample reverse proxy of deploy/nginx in front of a real dashboard over HTTPS; systemd-analyze verifies the
+# units of deploy/systemd.
 system-deps:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
